@@ -1,0 +1,2 @@
+//! boot-stub: placeholder until the boot-stub issue lands.
+fn main() {}

@@ -1,0 +1,41 @@
+//! reloc-core: move a running x86_64 image to a new physical base, the way Xen's
+//! `move_xen()` does, with every check done before the first write.
+//!
+//! # The relocation
+//! 1. [`select::select_target`] picks the destination from the firmware memory map.
+//! 2. [`Plan::new`] walks the page tables reachable from the top-level table through a
+//!    [`PhysMemory`] and either returns a [`Plan`] or a [`PlanError`] naming the table, the
+//!    index and the raw entry at fault. It only reads.
+//! 3. [`Plan::apply`] copies the image and rebases the copy; it cannot fail. On bare metal
+//!    [`switch::relocate`] does that and the switch (stack re-copy, CR4.PGE toggle, CR3 load)
+//!    in one call, so the critical region holds no fallible step.
+//!
+//! # Invariants
+//! - Planning reads only: a rejected request leaves memory bit-identical.
+//! - Apply writes only inside the destination; the old image is untouched.
+//! - Each distinct table is rebased exactly once, however many entries point to it
+//!   (shared tables, recursive slots); the walk terminates on cycles.
+//! - What moves: pointer entries (PS clear) of every table reached at L2 or above, and present
+//!   2 MiB leaves of the declared image maps. Leaves elsewhere (directmap, identity maps) and
+//!   every L1 entry stay. Only address bits change: flags, PAT, protection keys, software bits
+//!   and NX stay bit-identical.
+//! - Every page table reachable from the top level lives in the image (Xen's premise).
+//! - No allocation; the number of distinct tables is bounded by `Plan`'s `MAX_TABLES`.
+//!
+//! `unsafe` lives only in [`phys::DirectMap`] and [`switch`].
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod paging;
+pub mod phys;
+pub mod plan;
+pub mod select;
+pub mod switch;
+
+pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode};
+pub use phys::{DirectMap, MemoryFault, PhysMemory, PhysRange};
+pub use plan::{
+    ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RelocationRequest,
+    DEFAULT_MAX_TABLES, IMAGE_ALIGN,
+};
+pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};

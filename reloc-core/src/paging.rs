@@ -1,0 +1,375 @@
+//! The x86_64 paging model: levels, entry decoding and address masks.
+//!
+//! The `x86_64` crate's `PageTableEntry::addr()` masks bits 12..52 for every entry, which reads
+//! the PAT bit (bit 12) of a 2 MiB or 1 GiB leaf as an address bit and ignores MAXPHYADDR. This
+//! module decodes an entry *per level* instead: the address field of a pointer or a 4 KiB leaf
+//! is bits 12..MAXPHYADDR, of a 2 MiB leaf bits 21..MAXPHYADDR, of a 1 GiB leaf bits
+//! 30..MAXPHYADDR. Everything else (flags, PAT, protection keys, software bits, NX) is never
+//! an address.
+
+use bit_field::BitField;
+use core::fmt;
+use x86_64::structures::paging::PageTableFlags;
+
+/// Entries in one page table.
+pub const ENTRIES_PER_TABLE: usize = 512;
+/// Size of one page table, and of a 4 KiB page.
+pub const TABLE_SIZE: u64 = 4096;
+/// Size of a 2 MiB page.
+pub const SIZE_2M: u64 = 2 << 20;
+/// Size of a 1 GiB page.
+pub const SIZE_1G: u64 = 1 << 30;
+
+const PRESENT: u64 = PageTableFlags::PRESENT.bits();
+const PAGE_SIZE: u64 = PageTableFlags::HUGE_PAGE.bits();
+
+/// A paging level. `L1` holds 4 KiB leaves; `L5` exists only with LA57.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Page table: 4 KiB leaves only.
+    L1 = 1,
+    /// Page directory: pointers or 2 MiB leaves.
+    L2 = 2,
+    /// Page-directory-pointer table: pointers or 1 GiB leaves.
+    L3 = 3,
+    /// PML4: pointers only.
+    L4 = 4,
+    /// PML5 (LA57): pointers only.
+    L5 = 5,
+}
+
+impl Level {
+    /// All levels, lowest first.
+    pub const ALL: [Level; 5] = [Level::L1, Level::L2, Level::L3, Level::L4, Level::L5];
+
+    /// The level number, 1 to 5.
+    pub const fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The level below this one, or `None` for `L1`.
+    pub const fn below(self) -> Option<Level> {
+        match self {
+            Level::L1 => None,
+            Level::L2 => Some(Level::L1),
+            Level::L3 => Some(Level::L2),
+            Level::L4 => Some(Level::L3),
+            Level::L5 => Some(Level::L4),
+        }
+    }
+
+    /// The size of a leaf at this level, if this level can hold leaves.
+    pub const fn leaf_size(self) -> Option<u64> {
+        match self {
+            Level::L1 => Some(TABLE_SIZE),
+            Level::L2 => Some(SIZE_2M),
+            Level::L3 => Some(SIZE_1G),
+            Level::L4 | Level::L5 => None,
+        }
+    }
+
+    /// The bit of a virtual address where this level's 9-bit index starts.
+    pub const fn index_shift(self) -> u32 {
+        12 + 9 * (self as u32 - 1)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "L{}", self.number())
+    }
+}
+
+/// 4-level or 5-level (CR4.LA57) paging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PagingMode {
+    /// Four levels, 48-bit virtual addresses: the top table is an L4 (PML4).
+    FourLevel,
+    /// Five levels, 57-bit virtual addresses: the top table is an L5 (PML5).
+    FiveLevel,
+}
+
+impl PagingMode {
+    /// The level of the table CR3 points to.
+    pub const fn top_level(self) -> Level {
+        match self {
+            PagingMode::FourLevel => Level::L4,
+            PagingMode::FiveLevel => Level::L5,
+        }
+    }
+
+    /// Number of significant virtual-address bits (48 or 57).
+    pub const fn virt_bits(self) -> u32 {
+        match self {
+            PagingMode::FourLevel => 48,
+            PagingMode::FiveLevel => 57,
+        }
+    }
+}
+
+/// The CPU's physical-address width (CPUID 0x80000008 EAX bits 7..0): every address written into
+/// a page-table entry must lie below `2^bits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MaxPhysAddr {
+    bits: u8,
+}
+
+impl MaxPhysAddr {
+    /// The smallest width accepted. Real x86_64 CPUs report 36 or more; 32 keeps room for
+    /// models of small machines.
+    pub const MIN_BITS: u8 = 32;
+    /// The architectural maximum.
+    pub const MAX_BITS: u8 = 52;
+
+    /// A width of `bits`, or `None` outside `MIN_BITS..=MAX_BITS`.
+    pub const fn new(bits: u8) -> Option<Self> {
+        if bits >= Self::MIN_BITS && bits <= Self::MAX_BITS {
+            Some(Self { bits })
+        } else {
+            None
+        }
+    }
+
+    /// The width in bits.
+    pub const fn bits(self) -> u8 {
+        self.bits
+    }
+
+    /// One past the highest physical address: `2^bits`.
+    pub const fn limit(self) -> u64 {
+        1 << self.bits
+    }
+
+    /// The bits of an entry that hold an address whose low `low_bit` bits are implied zero:
+    /// bits `low_bit..MAXPHYADDR`.
+    pub const fn address_mask(self, low_bit: u32) -> u64 {
+        (self.limit() - 1) & !((1u64 << low_bit) - 1)
+    }
+}
+
+/// What one entry means at one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Present bit clear: the rest of the entry is ignored by the CPU.
+    NotPresent,
+    /// A pointer to the next-level table at `table`.
+    Table {
+        /// Physical address of the next-level table.
+        table: u64,
+    },
+    /// A leaf mapping `size` bytes at physical `frame`.
+    Leaf {
+        /// Physical address of the mapped page (aligned to `size`).
+        frame: u64,
+        /// 4 KiB, 2 MiB or 1 GiB.
+        size: u64,
+    },
+}
+
+/// Why a present entry is malformed: the CPU would raise a reserved-bit page fault on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// PS (bit 7) set in an L4 or L5 entry.
+    PageSizeAtTopLevels,
+    /// Address bits at or above MAXPHYADDR (and below bit 52) are set.
+    AddressBeyondMaxPhys,
+    /// Bits between the PAT bit (12) and the leaf's alignment are set in a 2 MiB or 1 GiB
+    /// leaf.
+    MisalignedHugeLeaf,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Malformed::PageSizeAtTopLevels => "PS bit set at L4/L5",
+            Malformed::AddressBeyondMaxPhys => "address bits set at or above MAXPHYADDR",
+            Malformed::MisalignedHugeLeaf => "reserved bits set below a huge leaf's alignment",
+        })
+    }
+}
+
+/// Bits 12..52: what the architecture may use for an address on any CPU.
+const ARCH_ADDRESS_BITS: u64 = 0x000f_ffff_ffff_f000;
+
+/// A raw page-table entry. Decoding needs the level and MAXPHYADDR; the raw value is kept
+/// so that rebasing can change the address field and nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry(pub u64);
+
+impl Entry {
+    /// The present bit.
+    pub fn is_present(self) -> bool {
+        self.0 & PRESENT != 0
+    }
+
+    /// The flags as the `x86_64` crate names them (bit 7 is PS except in L1, where it is PAT).
+    pub fn flags(self) -> PageTableFlags {
+        PageTableFlags::from_bits_truncate(self.0)
+    }
+
+    /// Decodes the entry as the CPU would at `level`, or says why the CPU would fault on it.
+    pub fn decode(self, level: Level, max_phys: MaxPhysAddr) -> Result<EntryKind, Malformed> {
+        if !self.is_present() {
+            return Ok(EntryKind::NotPresent);
+        }
+        let is_huge = level != Level::L1 && self.0 & PAGE_SIZE != 0;
+        if is_huge && matches!(level, Level::L4 | Level::L5) {
+            return Err(Malformed::PageSizeAtTopLevels);
+        }
+        if self.0 & ARCH_ADDRESS_BITS & !max_phys.address_mask(12) != 0 {
+            return Err(Malformed::AddressBeyondMaxPhys);
+        }
+        let field = address_field(level, is_huge, max_phys);
+        if is_huge && self.0 & ARCH_ADDRESS_BITS & !field & !(1 << 12) != 0 {
+            return Err(Malformed::MisalignedHugeLeaf);
+        }
+        let addr = self.0 & field;
+        Ok(match (level, is_huge) {
+            (Level::L1, _) => EntryKind::Leaf {
+                frame: addr,
+                size: TABLE_SIZE,
+            },
+            (Level::L2, true) => EntryKind::Leaf {
+                frame: addr,
+                size: SIZE_2M,
+            },
+            (Level::L3, true) => EntryKind::Leaf {
+                frame: addr,
+                size: SIZE_1G,
+            },
+            _ => EntryKind::Table { table: addr },
+        })
+    }
+
+    /// The entry with `delta` added to its address field, as two's complement (so a move to
+    /// a lower base works too); every other bit unchanged. `field` is the mask from
+    /// [`address_field`]. Returns `None` when the new address leaves the field (below zero or
+    /// at/above MAXPHYADDR) or is not aligned to the field.
+    pub fn rebased(self, field: u64, delta: u64) -> Option<Entry> {
+        let new_addr = (self.0 & field).wrapping_add(delta);
+        // A move in either direction that crosses zero or MAXPHYADDR leaves bits outside the
+        // field; a delta not aligned to the field's low bit does too.
+        if new_addr & !field != 0 {
+            return None;
+        }
+        Some(Entry((self.0 & !field) | new_addr))
+    }
+
+    /// Like [`Entry::rebased`] but never fails: bits that leave the field are dropped. Used
+    /// only where the plan has already proven `rebased` succeeds.
+    pub(crate) fn rebased_unchecked(self, field: u64, delta: u64) -> Entry {
+        Entry((self.0 & !field) | ((self.0 & field).wrapping_add(delta) & field))
+    }
+
+    /// Bits 0..12 of the entry (P, RW, US, PWT, PCD, A, D, PS/PAT, G, software).
+    pub fn low_flags(self) -> u64 {
+        self.0.get_bits(0..12)
+    }
+}
+
+/// The mask of an entry's address field at `level`: bits 12, 21 or 30 up to MAXPHYADDR.
+pub const fn address_field(level: Level, is_huge: bool, max_phys: MaxPhysAddr) -> u64 {
+    let low_bit = match (level, is_huge) {
+        (Level::L2, true) => 21,
+        (Level::L3, true) => 30,
+        _ => 12,
+    };
+    max_phys.address_mask(low_bit)
+}
+
+/// True for an entry that decodes as a leaf at `level` (bit 7 set at L2/L3; any present L1).
+pub fn is_huge_bit_set(entry: Entry) -> bool {
+    entry.0 & PAGE_SIZE != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mp(bits: u8) -> MaxPhysAddr {
+        MaxPhysAddr::new(bits).unwrap()
+    }
+
+    #[test]
+    fn max_phys_bounds() {
+        assert!(MaxPhysAddr::new(31).is_none());
+        assert!(MaxPhysAddr::new(53).is_none());
+        assert_eq!(mp(52).address_mask(12), ARCH_ADDRESS_BITS);
+        assert_eq!(mp(36).address_mask(21), 0x0000_000f_ffe0_0000);
+    }
+
+    #[test]
+    fn pat_bit_of_huge_leaf_is_not_address() {
+        // 2 MiB leaf at 0x4000_0000 with PAT (bit 12), NX, G, software bit 52.
+        let e = Entry(0x8010_0000_4000_1000 | 0x1e3);
+        assert_eq!(
+            e.decode(Level::L2, mp(46)),
+            Ok(EntryKind::Leaf {
+                frame: 0x4000_0000,
+                size: SIZE_2M
+            })
+        );
+        // The x86_64 crate's addr() would read 0x4000_1000 here.
+        let field = address_field(Level::L2, true, mp(46));
+        let moved = e.rebased(field, 0x20_0000).unwrap();
+        assert_eq!(moved.0, 0x8010_0000_4020_1000 | 0x1e3);
+    }
+
+    #[test]
+    fn l1_bit7_is_pat_not_ps() {
+        let e = Entry(0x1234_5000 | 0x80 | 0x3);
+        assert_eq!(
+            e.decode(Level::L1, mp(40)),
+            Ok(EntryKind::Leaf {
+                frame: 0x1234_5000,
+                size: TABLE_SIZE
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_entries() {
+        assert_eq!(
+            Entry(0x1000 | 0x83).decode(Level::L4, mp(40)),
+            Err(Malformed::PageSizeAtTopLevels)
+        );
+        assert_eq!(
+            Entry(0x1000 | 0x83).decode(Level::L5, mp(40)),
+            Err(Malformed::PageSizeAtTopLevels)
+        );
+        assert_eq!(
+            Entry((1 << 40) | 0x3).decode(Level::L3, mp(40)),
+            Err(Malformed::AddressBeyondMaxPhys)
+        );
+        assert_eq!(
+            Entry(0x20_2000 | 0x83).decode(Level::L2, mp(40)),
+            Err(Malformed::MisalignedHugeLeaf)
+        );
+        // Not present: everything else ignored.
+        assert_eq!(
+            Entry(!1).decode(Level::L4, mp(40)),
+            Ok(EntryKind::NotPresent)
+        );
+    }
+
+    #[test]
+    fn rebase_rejects_leaving_the_field() {
+        let field = address_field(Level::L3, false, mp(36));
+        let top = Entry(0xf_ffff_f000 | 0x3);
+        assert_eq!(top.rebased(field, 0x1000), None);
+        let low = Entry(0x1000 | 0x3);
+        assert_eq!(low.rebased(field, 0x2000u64.wrapping_neg()), None);
+        assert_eq!(low.rebased(field, 0x800), None);
+        assert_eq!(
+            Entry(0x3000 | 0x3).rebased(field, 0x2000u64.wrapping_neg()),
+            Some(Entry(0x1003))
+        );
+    }
+
+    #[test]
+    fn index_shift_per_level() {
+        assert_eq!(Level::L1.index_shift(), 12);
+        assert_eq!(Level::L4.index_shift(), 39);
+        assert_eq!(Level::L5.index_shift(), 48);
+    }
+}

@@ -1,0 +1,254 @@
+//! Physical memory as the engine sees it, and the bare-metal directmap implementation.
+//!
+//! The engine never dereferences an address itself: it reads and writes through
+//! [`PhysMemory`]. Planning asks [`PhysMemory::check_range`] about every range it will touch
+//! before it reads; apply only touches ranges the plan checked, so the access methods can be
+//! infallible.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+/// A half-open physical range `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PhysRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// `[start, end)`.
+    pub const fn new(start: u64, end: u64) -> Self {
+        Self { start, end }
+    }
+
+    /// `[start, start + len)`, or `None` if that wraps past 2^64.
+    pub const fn from_start_len(start: u64, len: u64) -> Option<Self> {
+        match start.checked_add(len) {
+            Some(end) => Some(Self { start, end }),
+            None => None,
+        }
+    }
+
+    /// Length in bytes (zero for an empty or inverted range).
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// True when the range holds no byte.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// True when `addr` lies in the range.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// True when `[start, start + len)` lies wholly in the range. An empty span never does.
+    pub const fn contains_span(&self, start: u64, len: u64) -> bool {
+        match start.checked_add(len) {
+            Some(end) => len > 0 && self.start <= start && end <= self.end,
+            None => false,
+        }
+    }
+
+    /// True when the two ranges share at least one byte.
+    pub const fn overlaps(&self, other: &PhysRange) -> bool {
+        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
+    }
+}
+
+impl fmt::Display for PhysRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#x}, {:#x})", self.start, self.end)
+    }
+}
+
+/// A physical range that memory cannot serve: the first inaccessible byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryFault {
+    /// The first address that could not be accessed.
+    pub addr: u64,
+}
+
+impl fmt::Display for MemoryFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "physical address {:#x} is not accessible", self.addr)
+    }
+}
+
+/// Physical memory, addressed by physical address.
+///
+/// Contract between the engine and an implementation:
+/// - the engine calls `read_u64`, `write_u64` and `copy` only inside ranges for which
+///   `check_range` returned `Ok` during planning, and only at 8-byte-aligned addresses;
+/// - an implementation must stay memory-safe even if that contract is broken by other callers
+///   (the methods are safe): out-of-range reads may return any value and out-of-range writes
+///   may be dropped, but must not touch anything else.
+pub trait PhysMemory {
+    /// `Ok` when every byte of `[start, start + len)` can be read and written.
+    fn check_range(&self, start: u64, len: u64) -> Result<(), MemoryFault>;
+    /// Reads the little-endian qword at `addr`.
+    fn read_u64(&self, addr: u64) -> u64;
+    /// Writes the little-endian qword at `addr`.
+    fn write_u64(&mut self, addr: u64, value: u64);
+    /// Copies `len` bytes from `src` to `dst`. The engine never passes overlapping ranges.
+    fn copy(&mut self, src: u64, dst: u64, len: u64);
+}
+
+/// Physical memory seen through a linear mapping: physical `window.start + n` is the byte at
+/// `base + n`. On bare metal `base` is the directmap's virtual address of `window.start`
+/// ([`DirectMap::new`]); on the host it is a buffer ([`DirectMap::from_slice`]).
+#[derive(Debug)]
+pub struct DirectMap<'a> {
+    base: *mut u8,
+    window: PhysRange,
+    _memory: PhantomData<&'a mut [u64]>,
+}
+
+impl DirectMap<'static> {
+    /// A directmap of `window`, whose first byte is at virtual address `base`.
+    ///
+    /// # Safety
+    /// For as long as the returned value is used the caller guarantees that:
+    /// - `base` is 8-byte aligned and `[base, base + window.len())` is mapped, readable and
+    ///   writable, and valid for reads and writes as raw memory;
+    /// - nothing else holds a Rust reference into that memory while the engine writes it
+    ///   (the engine writes only the destination range and reads only the image).
+    pub unsafe fn new(base: *mut u8, window: PhysRange) -> Self {
+        Self {
+            base,
+            window,
+            _memory: PhantomData,
+        }
+    }
+}
+
+impl<'a> DirectMap<'a> {
+    /// A directmap over `memory`, whose first byte is physical `phys_start`: how the engine
+    /// runs on the host. The borrow keeps the buffer alive and unaliased.
+    pub fn from_slice(memory: &'a mut [u64], phys_start: u64) -> Self {
+        let len = u64::try_from(core::mem::size_of_val(memory)).unwrap_or(u64::MAX);
+        Self {
+            base: memory.as_mut_ptr().cast(),
+            window: PhysRange::new(phys_start, phys_start.saturating_add(len)),
+            _memory: PhantomData,
+        }
+    }
+
+    /// The physical window this directmap covers.
+    pub fn window(&self) -> PhysRange {
+        self.window
+    }
+
+    /// The pointer for `[addr, addr + len)`, if that span lies in the window.
+    fn ptr(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        if !self.window.contains_span(addr, len) {
+            return None;
+        }
+        let offset = usize::try_from(addr - self.window.start).ok()?;
+        // wrapping_add keeps the provenance of `base` and cannot overflow: offset + len is
+        // inside the mapped window by the constructor's contract.
+        Some(self.base.wrapping_add(offset))
+    }
+}
+
+impl PhysMemory for DirectMap<'_> {
+    fn check_range(&self, start: u64, len: u64) -> Result<(), MemoryFault> {
+        if len == 0 || self.window.contains_span(start, len) {
+            return Ok(());
+        }
+        let addr = if self.window.contains(start) {
+            self.window.end
+        } else {
+            start
+        };
+        Err(MemoryFault { addr })
+    }
+
+    fn read_u64(&self, addr: u64) -> u64 {
+        match self.ptr(addr, 8) {
+            Some(p) if addr.is_multiple_of(8) => {
+                // SAFETY: `ptr` checked that the 8 bytes lie in the window, which the
+                // constructor's caller guarantees is mapped and valid; `base` and `addr` are
+                // 8-aligned, so `p` is. Volatile: page tables are also read by the MMU.
+                unsafe { p.cast::<u64>().read_volatile() }
+            }
+            _ => 0,
+        }
+    }
+
+    fn write_u64(&mut self, addr: u64, value: u64) {
+        if let Some(p) = self.ptr(addr, 8) {
+            if addr.is_multiple_of(8) {
+                // SAFETY: as in `read_u64`; `&mut self` means no other engine access is live.
+                unsafe { p.cast::<u64>().write_volatile(value) }
+            }
+        }
+    }
+
+    fn copy(&mut self, src: u64, dst: u64, len: u64) {
+        let (Some(s), Some(d), Ok(n)) = (self.ptr(src, len), self.ptr(dst, len), len.try_into())
+        else {
+            return;
+        };
+        // SAFETY: both spans lie in the window (checked by `ptr`), which the constructor's
+        // caller guarantees is valid for reads and writes; `ptr::copy` tolerates overlap.
+        unsafe { core::ptr::copy(s, d, n) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn directmap_over_heap_buffer() {
+        let mut buf = vec![0u64; 1024];
+        let mut mem = DirectMap::from_slice(&mut buf, 0x10_0000);
+        assert_eq!(mem.window(), PhysRange::new(0x10_0000, 0x10_2000));
+        mem.write_u64(0x10_0008, 0xdead_beef);
+        assert_eq!(mem.read_u64(0x10_0008), 0xdead_beef);
+        mem.copy(0x10_0000, 0x10_1000, 16);
+        assert_eq!(mem.read_u64(0x10_1008), 0xdead_beef);
+        assert_eq!(mem.check_range(0x10_0000, 8192), Ok(()));
+        assert_eq!(
+            mem.check_range(0x10_1000, 8192),
+            Err(MemoryFault { addr: 0x10_2000 })
+        );
+        assert_eq!(
+            mem.check_range(0xf_f000, 8),
+            Err(MemoryFault { addr: 0xf_f000 })
+        );
+        assert_eq!(
+            mem.check_range(u64::MAX - 4, 8),
+            Err(MemoryFault { addr: u64::MAX - 4 })
+        );
+        // Out-of-window and misaligned accesses are inert.
+        mem.write_u64(0x10_2000, 1);
+        mem.write_u64(0x10_0004, 1);
+        assert_eq!(mem.read_u64(0x10_2000), 0);
+        assert_eq!(mem.read_u64(0x10_0004), 0);
+        mem.copy(0x10_0000, 0x10_1ff8, 16);
+        assert_eq!(buf[1], 0xdead_beef);
+        assert_eq!(buf[513], 0xdead_beef);
+        assert_eq!(buf.iter().filter(|&&w| w != 0).count(), 2);
+    }
+
+    #[test]
+    fn range_helpers() {
+        let r = PhysRange::new(0x1000, 0x3000);
+        assert!(r.contains_span(0x1000, 0x2000));
+        assert!(!r.contains_span(0x1000, 0x2001));
+        assert!(!r.contains_span(0x1000, 0));
+        assert!(!r.contains_span(u64::MAX, 2));
+        assert!(r.overlaps(&PhysRange::new(0x2fff, 0x4000)));
+        assert!(!r.overlaps(&PhysRange::new(0x3000, 0x4000)));
+        assert!(!r.overlaps(&PhysRange::new(0x2000, 0x2000)));
+        assert_eq!(PhysRange::from_start_len(u64::MAX, 1), None);
+    }
+}

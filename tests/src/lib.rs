@@ -1,0 +1,1 @@
+//! Integration tests for reloc. Placeholder until the boot-stub issue lands.
