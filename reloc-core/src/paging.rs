@@ -202,6 +202,11 @@ impl Entry {
         self.0 & PRESENT != 0
     }
 
+    /// Bit 7: PS (a 2 MiB / 1 GiB leaf) at L2 and L3, reserved at L4/L5, PAT at L1.
+    pub fn has_page_size_bit(self) -> bool {
+        self.0 & PAGE_SIZE != 0
+    }
+
     /// The flags as the `x86_64` crate names them (bit 7 is PS except in L1, where it is PAT).
     pub fn flags(self) -> PageTableFlags {
         PageTableFlags::from_bits_truncate(self.0)
@@ -275,11 +280,6 @@ pub const fn address_field(level: Level, is_huge: bool, max_phys: MaxPhysAddr) -
         _ => 12,
     };
     max_phys.address_mask(low_bit)
-}
-
-/// True for an entry that decodes as a leaf at `level` (bit 7 set at L2/L3; any present L1).
-pub fn is_huge_bit_set(entry: Entry) -> bool {
-    entry.0 & PAGE_SIZE != 0
 }
 
 #[cfg(test)]

@@ -204,6 +204,14 @@ pub enum PlanError {
         /// The table as declared.
         table: u64,
     },
+    /// A declared image-map table is also reached as an L3 (or higher) table, where its
+    /// leaves would be 1 GiB leaves: no single rebase is right for both readings.
+    ImageMapAliased {
+        /// The table as declared.
+        table: u64,
+        /// The higher level it is also reached at.
+        level: Level,
+    },
     /// Adding the move distance to this entry's address would leave the address field
     /// (reach MAXPHYADDR, or drop below zero).
     RebasedEntryBeyondMaxPhys {
@@ -267,6 +275,10 @@ impl fmt::Display for PlanError {
             PlanError::ImageMapNotReached { table } => write!(
                 f,
                 "image-map table {table:#x} is not reached as an L2 table from the top level"
+            ),
+            PlanError::ImageMapAliased { table, level } => write!(
+                f,
+                "image-map table {table:#x} is also reached as an {level} table; its leaves cannot be rebased for both"
             ),
             PlanError::RebasedEntryBeyondMaxPhys { at, max_phys_bits } => write!(
                 f,
@@ -372,7 +384,7 @@ impl TableRecord {
         if !entry.is_present() {
             return None;
         }
-        if crate::paging::is_huge_bit_set(entry) {
+        if entry.has_page_size_bit() {
             self.image_map
                 .then(|| address_field(Level::L2, true, max_phys))
         } else if self.reached.any_above_l1() {
@@ -455,8 +467,11 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             plan.scan(mem, index, level, request, new)?;
         }
         for &map in request.image_maps {
-            if !plan.record(map).is_some_and(|r| r.image_map) {
+            let Some(record) = plan.record(map).filter(|r| r.image_map) else {
                 return Err(PlanError::ImageMapNotReached { table: map });
+            };
+            if let Some(level) = record.reached.highest().filter(|&l| l > Level::L2) {
+                return Err(PlanError::ImageMapAliased { table: map, level });
             }
         }
         // Checked after the walk so that an entry that would overflow is named precisely.
@@ -548,7 +563,7 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 let entry = Entry(mem.read_u64(addr));
                 if let Some(field) = record.rebase_field(entry, self.max_phys) {
                     mem.write_u64(addr, entry.rebased_unchecked(field, self.delta).0);
-                    if crate::paging::is_huge_bit_set(entry) {
+                    if entry.has_page_size_bit() {
                         report.image_leaves_rebased = report.image_leaves_rebased.saturating_add(1);
                     } else {
                         report.pointers_rebased.bump(level);

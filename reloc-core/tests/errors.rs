@@ -413,6 +413,25 @@ fn image_map_not_reached_as_l2() {
 }
 
 #[test]
+fn image_map_also_reached_as_l3() {
+    let mut f = fixture();
+    // An image map with no leaves, also hung under the top level where it reads as an L3.
+    for i in 0..512 {
+        f.mem.set_entry(f.l.l2_xenmap, i, 0);
+    }
+    f.mem.set_entry(f.l.top, 5, f.l.l2_xenmap | PTR);
+    let req = f.request();
+    let msg = f.reject(
+        &req,
+        PlanError::ImageMapAliased {
+            table: f.l.l2_xenmap,
+            level: Level::L3,
+        },
+    );
+    assert!(msg.contains("0x304000") && msg.contains("L3"), "{msg}");
+}
+
+#[test]
 fn rebased_entry_beyond_max_phys() {
     let mut mem = TestMem::new(MEM);
     // Tables at 7 MiB: the first pointer rebased past 2^36 is top[0].
