@@ -2,9 +2,9 @@
 //! reloc-core, the way Xen's `move_xen()` does, then proves on the CPU that it moved.
 //!
 //! Built for `x86_64-unknown-none` it is a freestanding image linked at
-//! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see [`entry`] for
+//! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see `entry` for
 //! the boot page tables and `stub` for the relocation and its checks. Output goes to COM1;
-//! the outcome is an `isa-debug-exit` code ([`exit::ExitCode`]).
+//! the outcome is an `isa-debug-exit` code (`exit::ExitCode`).
 //!
 //! On the host the crate is an empty program, so workspace builds, tests and clippy work.
 #![cfg_attr(target_os = "none", no_std, no_main)]
