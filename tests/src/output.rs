@@ -95,10 +95,10 @@ impl StubOutput {
                     hex(field(&words, 2, line)?)?,
                 )),
                 Some("target:") => out.target = Some(hex(field(&words, 1, line)?)?),
-                Some("plan:") if words.get(1) == Some(&"table") => {
-                    if words.contains(&"rebased=true") {
-                        out.rebased_tables += 1;
-                    }
+                Some("plan:")
+                    if words.get(1) == Some(&"table") && words.contains(&"rebased=true") =>
+                {
+                    out.rebased_tables += 1;
                 }
                 Some("verify:") => match words.last().copied() {
                     Some("ok") => out.checks_ok += 1,
