@@ -161,6 +161,22 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     if boot.cmdline_has_word("panic") {
         panic!("panic requested on the command line");
     }
+    // Fault injection for the tests: damage the firmware's structure (magic or version, in
+    // RAM outside the image) and parse it again; the parser must reject it.
+    for (word, offset, value) in [
+        ("bad-magic", 0u64, 0xdead_beef_u32),
+        ("start-info-v0", 4, 0),
+    ] {
+        if boot.cmdline_has_word(word) {
+            let addr = start_info_paddr + offset;
+            let qword = mem.read_u64(addr & !7);
+            let shift = (addr & 7) * 8;
+            let patched = (qword & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
+            println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
+            mem.write_u64(addr & !7, patched);
+            <BootInfo>::parse(&mem, start_info_paddr).map_err(Failure::BootInfo)?;
+        }
+    }
 
     let image = PhysRange::new(
         image_phys(&raw const entry::__image_start as u64),

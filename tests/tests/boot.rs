@@ -48,6 +48,18 @@ fn check_relocation(out: &StubOutput, serial: &str) {
         .unwrap_or_else(|| panic!("no image line:\n{serial}"));
     assert!(!out.memmap.is_empty(), "no memmap lines:\n{serial}");
     assert_eq!(out.avoid.first(), Some(&image), "image not avoided first");
+    // The boot data must be avoided too: at least hvm_start_info itself (56 bytes).
+    let start_info = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("boot-stub: PVH entry, hvm_start_info at 0x"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no entry line:\n{serial}"));
+    assert!(
+        out.avoid
+            .iter()
+            .any(|r| r.start == start_info && r.len() == 56),
+        "hvm_start_info at {start_info:#x} not avoided:\n{serial}"
+    );
     assert_eq!(summary.old_base, image.start);
     assert_eq!(summary.len, image.len());
 
@@ -243,4 +255,29 @@ fn hold_keeps_running_and_monitor_sees_new_cr3() {
     let finished = vm.kill();
     assert!(!finished.timed_out);
     assert_ne!(finished.status, Some(status::SUCCESS));
+}
+
+#[test]
+fn bad_boot_info_is_reported() {
+    // Fault injection: the stub overwrites the firmware's magic / version and parses again.
+    for (word, message) in [
+        (
+            "bad-magic",
+            "reloc: FAILED: bad boot info: hvm_start_info magic is 0xdeadbeef, expected 0x336ec578",
+        ),
+        (
+            "start-info-v0",
+            "reloc: FAILED: bad boot info: hvm_start_info version 0 has no memory map",
+        ),
+    ] {
+        let run = qemu::boot(&["-m", "128M", "-append", word]);
+        assert_eq!(
+            run.status,
+            Some(status::BAD_BOOT_INFO),
+            "{word}: serial:\n{}",
+            run.serial
+        );
+        assert!(run.serial.contains(message), "{word}:\n{}", run.serial);
+        assert!(!run.serial.contains("reloc: moved"));
+    }
 }
