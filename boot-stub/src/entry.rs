@@ -16,8 +16,8 @@
 //! `KERNEL_VIRT_OFFSET`): it uses only relative jumps and offset-adjusted absolute addresses.
 
 use crate::layout::{
-    index, IMAGE_LEAF_FLAGS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, PLAIN_LEAF_FLAGS, STACK_SIZE,
-    TABLE_FLAGS,
+    index, IMAGE_LEAF_FLAGS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, PLAIN_LEAF_FLAGS, STACK_PAINT,
+    STACK_SIZE, TABLE_FLAGS,
 };
 
 core::arch::global_asm!(
@@ -49,6 +49,12 @@ pvh_start32:
     sub %edi, %ecx
     xor %eax, %eax
     rep stosb
+
+    /* Paint the stack so the stub can report its peak use (and catch an overflow). */
+    mov $(stack_bottom - KVO), %edi
+    mov ${stack_words}, %ecx
+    mov ${stack_paint}, %eax
+    rep stosl
 
     /* Image map: one global 2 MiB leaf per 2 MiB of [__image_start, __image_end). */
     mov $(__image_start - KVO), %eax
@@ -180,6 +186,8 @@ stack_top:
     plain_leaf = const PLAIN_LEAF_FLAGS,
     table = const TABLE_FLAGS,
     stack_size = const STACK_SIZE,
+    stack_words = const STACK_SIZE / 4,
+    stack_paint = const STACK_PAINT,
     options(att_syntax)
 );
 
@@ -192,6 +200,8 @@ unsafe extern "C" {
     pub static pml4: u8;
     /// The image map (2 MiB leaves).
     pub static l2_xenmap: u8;
+    /// Lowest byte of the boot stack.
+    pub static stack_bottom: u8;
     /// One past the boot stack.
     pub static stack_top: u8;
 }

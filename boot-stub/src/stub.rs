@@ -13,7 +13,10 @@ use reloc_core::{
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 use crate::exit::{exit, halt_forever, ExitCode};
-use crate::layout::{DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET};
+use crate::layout::{
+    DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_PAINT,
+    STACK_SIZE,
+};
 use crate::walk::translate;
 use crate::{entry, println, serial};
 
@@ -376,6 +379,20 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         format_args!(
             "global at old {mark_old:#x} = {seen_old:#018x} expected the pre-switch {PRE_SWITCH_MARK:#018x}"
         ),
+    );
+
+    // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
+    // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
+    let stack_bottom = &raw const entry::stack_bottom as u64;
+    let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
+    let bottom_new = plan.relocated(image_phys(stack_bottom));
+    let untouched = (0..STACK_SIZE as u64 / 8)
+        .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
+        .count() as u64;
+    let peak = STACK_SIZE as u64 - untouched * 8;
+    checks.check(
+        untouched > 0,
+        format_args!("stack peak use {peak:#x} of {STACK_SIZE:#x} bytes"),
     );
 
     if checks.0 > 0 {
