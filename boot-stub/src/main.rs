@@ -1,2 +1,29 @@
-//! boot-stub: placeholder until the boot-stub issue lands.
+//! boot-stub: a PVH image that QEMU boots like a hypervisor and that relocates itself with
+//! reloc-core, the way Xen's `move_xen()` does, then proves on the CPU that it moved.
+//!
+//! Built for `x86_64-unknown-none` it is a freestanding image linked at
+//! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see `entry` for
+//! the boot page tables and `stub` for the relocation and its checks. Output goes to COM1;
+//! the outcome is an `isa-debug-exit` code (`exit::ExitCode`).
+//!
+//! On the host the crate is an empty program, so workspace builds, tests and clippy work.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+// On the host only the constants' compile-time checks and unit tests use these.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod exit;
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod layout;
+
+#[cfg(target_os = "none")]
+mod serial;
+
+#[cfg(target_os = "none")]
+mod entry;
+#[cfg(target_os = "none")]
+mod stub;
+#[cfg(target_os = "none")]
+mod walk;
+
+#[cfg(not(target_os = "none"))]
 fn main() {}

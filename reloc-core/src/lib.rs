@@ -22,16 +22,20 @@
 //! - Every page table reachable from the top level lives in the image (Xen's premise).
 //! - No allocation; the number of distinct tables is bounded by `Plan`'s `MAX_TABLES`.
 //!
+//! [`hvm`] parses the PVH boot information (`hvm_start_info`) a loader hands the image.
+//!
 //! `unsafe` lives only in [`phys::DirectMap`] and [`switch`].
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod hvm;
 pub mod paging;
 pub mod phys;
 pub mod plan;
 pub mod select;
 pub mod switch;
 
+pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode};
 pub use phys::{DirectMap, MemoryFault, PhysMemory, PhysRange};
 pub use plan::{

@@ -1,0 +1,414 @@
+//! What the stub does once in long mode: read the boot information, choose a target, plan,
+//! relocate, and check on the CPU that the image now runs from the new physical copy.
+
+use core::fmt;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
+use reloc_core::{
+    select_target, BootInfo, BootInfoError, DirectMap, MaxPhysAddr, PagingMode, PhysMemory,
+    PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest, IMAGE_ALIGN,
+};
+use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
+
+use crate::exit::{exit, halt_forever, ExitCode};
+use crate::layout::{
+    DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_PAINT,
+    STACK_SIZE,
+};
+use crate::walk::translate;
+use crate::{entry, println, serial};
+
+/// A global written before the copy (in the old image) and again after the switch (which must
+/// land in the new copy only).
+static SWITCH_MARK: AtomicU64 = AtomicU64::new(0);
+/// What `SWITCH_MARK` holds before the copy: "PRE_SWIT".
+const PRE_SWITCH_MARK: u64 = 0x5449_5753_5f45_5250;
+/// Mixed into the post-switch value of `SWITCH_MARK`: "POSTSWIT".
+const POST_SWITCH_SALT: u64 = 0x5449_5753_5453_4f50;
+
+/// Why the stub stopped, one class per exit code.
+enum Failure {
+    BootInfo(BootInfoError),
+    NoRoom(SelectError),
+    Layout(&'static str, u64),
+    Plan(PlanError),
+    Switch(SwitchError),
+    Verify(u32),
+}
+
+impl Failure {
+    fn code(&self) -> ExitCode {
+        match self {
+            Failure::BootInfo(_) => ExitCode::BadBootInfo,
+            Failure::NoRoom(_) => ExitCode::NoRoom,
+            Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) => ExitCode::PlanError,
+            Failure::Verify(_) => ExitCode::VerifyFailed,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::BootInfo(e) => write!(f, "bad boot info: {e}"),
+            Failure::NoRoom(e) => write!(f, "no room: {e}"),
+            Failure::Layout(what, value) => write!(f, "plan error: unexpected {what} {value:#x}"),
+            Failure::Plan(e) => write!(f, "plan error: {e}"),
+            Failure::Switch(e) => write!(f, "plan error: switch parameters: {e}"),
+            Failure::Verify(n) => write!(f, "verification failed: {n} check(s) differ"),
+        }
+    }
+}
+
+enum Outcome {
+    Exit,
+    Hold,
+}
+
+/// Called by the entry code on the boot stack, interrupts off, with the physical address of
+/// `hvm_start_info`.
+#[unsafe(no_mangle)]
+pub extern "C" fn stub_main(start_info_paddr: u32) -> ! {
+    serial::init();
+    println!("boot-stub: PVH entry, hvm_start_info at {start_info_paddr:#x}");
+    match run(u64::from(start_info_paddr)) {
+        Ok(Outcome::Exit) => exit(ExitCode::Success),
+        Ok(Outcome::Hold) => {
+            println!("reloc: holding");
+            halt_forever()
+        }
+        Err(failure) => {
+            println!("reloc: FAILED: {failure}");
+            exit(failure.code())
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => println!("panic: {} at {}:{}", info.message(), at.file(), at.line()),
+        None => println!("panic: {} at an unknown location", info.message()),
+    }
+    exit(ExitCode::Panic)
+}
+
+/// Physical address of an image symbol before relocation.
+fn image_phys(virt: u64) -> u64 {
+    virt - KERNEL_VIRT_OFFSET
+}
+
+/// CPUID 0x80000008 EAX[7:0]; 36 if the leaf is missing (the architectural minimum).
+fn max_phys_bits() -> u8 {
+    let max_leaf = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max_leaf >= 0x8000_0008 {
+        (core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff) as u8
+    } else {
+        36
+    }
+}
+
+/// FNV-1a over the firmware's `hvm_start_info` bytes (outside the image), salted with `salt`:
+/// recomputable after the switch from memory that did not move.
+fn fingerprint<M: PhysMemory + ?Sized>(mem: &M, range: PhysRange, salt: u64) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ salt;
+    let mut addr = range.start & !7;
+    while addr < range.end {
+        if mem.check_range(addr, 8).is_ok() {
+            for byte in mem.read_u64(addr).to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        addr += 8;
+    }
+    hash
+}
+
+/// Counts failed checks, printing each check as it goes.
+struct Checks(u32);
+
+impl Checks {
+    fn check(&mut self, ok: bool, args: fmt::Arguments<'_>) {
+        println!("verify: {args} {}", if ok { "ok" } else { "MISMATCH" });
+        if !ok {
+            self.0 += 1;
+        }
+    }
+}
+
+fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
+    // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
+    // leaves held in tables inside the image, so the mapping stays valid after the switch.
+    // The engine writes only the destination, which no Rust reference points into; it reads
+    // the image and the boot data, which Rust code only reads meanwhile.
+    let mut mem =
+        unsafe { DirectMap::new(DIRECTMAP_BASE as *mut u8, PhysRange::new(0, DIRECTMAP_SIZE)) };
+
+    let boot: BootInfo = BootInfo::parse(&mem, start_info_paddr).map_err(Failure::BootInfo)?;
+    let cmdline = core::str::from_utf8(boot.cmdline()).unwrap_or("<not UTF-8>");
+    println!(
+        "boot: hvm_start_info v{} flags {:#x} modules {} memmap entries {} cmdline \"{cmdline}\"",
+        boot.header.version,
+        boot.header.flags,
+        boot.modules().len(),
+        boot.memory_map().len(),
+    );
+    for region in boot.memory_map() {
+        println!(
+            "memmap: {:#x} {:#x} {}",
+            region.start, region.len, region.kind
+        );
+    }
+    if boot.cmdline_has_word("panic") {
+        panic!("panic requested on the command line");
+    }
+    // Fault injection for the tests: damage the firmware's structure (magic or version, in
+    // RAM outside the image) and parse it again; the parser must reject it.
+    for (word, offset, value) in [
+        ("bad-magic", 0u64, 0xdead_beef_u32),
+        ("start-info-v0", 4, 0),
+    ] {
+        if boot.cmdline_has_word(word) {
+            let addr = start_info_paddr + offset;
+            let qword = mem.read_u64(addr & !7);
+            let shift = (addr & 7) * 8;
+            let patched = (qword & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
+            println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
+            mem.write_u64(addr & !7, patched);
+            <BootInfo>::parse(&mem, start_info_paddr).map_err(Failure::BootInfo)?;
+        }
+    }
+
+    let image = PhysRange::new(
+        image_phys(&raw const entry::__image_start as u64),
+        image_phys(&raw const entry::__image_end as u64),
+    );
+    if image.start != IMAGE_PHYS {
+        return Err(Failure::Layout("image start", image.start));
+    }
+    println!(
+        "image: {:#x} {:#x} virt {:#x}",
+        image.start, image.end, IMAGE_VIRT
+    );
+
+    // The image first, then every piece of boot data.
+    let mut avoid = [PhysRange::default(); 1 + <BootInfo>::MAX_AVOID_RANGES];
+    let mut avoid_len = 0;
+    for (slot, range) in avoid
+        .iter_mut()
+        .zip(core::iter::once(image).chain(boot.avoid_ranges()))
+    {
+        *slot = range;
+        avoid_len += 1;
+    }
+    let avoid = &avoid[..avoid_len];
+    for range in avoid {
+        println!("avoid: {:#x} {:#x}", range.start, range.end);
+    }
+    let target = select_target(boot.memory_map(), &TargetRequest::new(image.len(), avoid))
+        .map_err(Failure::NoRoom)?;
+    println!("target: {target:#x}");
+
+    let bits = max_phys_bits();
+    let max_phys = MaxPhysAddr::new(bits).ok_or(Failure::Layout("MAXPHYADDR", u64::from(bits)))?;
+    if Cr4::read().contains(Cr4Flags::L5_PAGING) {
+        return Err(Failure::Layout("CR4 with LA57", Cr4::read_raw()));
+    }
+    let (cr3_frame, _) = Cr3::read_raw();
+    let top_table = cr3_frame.start_address().as_u64();
+    if top_table != image_phys(&raw const entry::pml4 as u64) {
+        return Err(Failure::Layout("CR3", top_table));
+    }
+    let image_maps = [image_phys(&raw const entry::l2_xenmap as u64)];
+    let request = RelocationRequest {
+        paging: PagingMode::FourLevel,
+        top_table,
+        image,
+        new_base: target,
+        image_maps: &image_maps,
+        max_phys_bits: bits,
+    };
+    let plan: Plan = Plan::new(&mem, &request).map_err(Failure::Plan)?;
+    println!(
+        "plan: {} -> {} top table {:#x} -> {:#x} MAXPHYADDR {bits}",
+        plan.old_image(),
+        plan.new_image(),
+        top_table,
+        plan.new_top_table().as_u64()
+    );
+    for table in plan.tables() {
+        println!(
+            "plan: table {:#x} {} rebased={} image_map={}",
+            table.addr, table.level, table.rebased, table.image_map
+        );
+    }
+    let stack_top = &raw const entry::stack_top as u64;
+    let layout = VirtualLayout {
+        image_start: IMAGE_VIRT,
+        directmap_base: DIRECTMAP_BASE,
+        stack_top,
+    };
+    let params = SwitchParams::new(&plan, &layout).map_err(Failure::Switch)?;
+    if x86_64::instructions::interrupts::are_enabled() {
+        return Err(Failure::Layout("RFLAGS.IF", 1));
+    }
+
+    // Kept on the stack across the copy and the switch: computed from firmware memory that
+    // does not move, so it can be recomputed afterwards and compared.
+    let start_info = boot.start_info_range();
+    let kept: [u64; 2] = {
+        let fp = fingerprint(&mem, start_info, target);
+        [fp, !fp]
+    };
+    let kept_ptr: *const [u64; 2] = core::hint::black_box(&kept);
+    SWITCH_MARK.store(PRE_SWITCH_MARK, Ordering::SeqCst);
+
+    let skip_switch = boot.cmdline_has_word("no-switch");
+    let report = if skip_switch {
+        // Fault injection for the tests: copy and rebase but stay on the old tables. The
+        // checks below must catch it.
+        println!("reloc: no-switch requested: applying without switching");
+        plan.apply(&mut mem)
+    } else {
+        // SAFETY: ring 0, long mode, interrupts off since the entry's `cli` (checked just
+        // above), one CPU. `mem` is the directmap, whose tables are in the image and so stay
+        // mapped after the switch. `params` came from `SwitchParams::new` for this plan with
+        // the real layout: the code, the statics and the whole boot stack (up to `stack_top`)
+        // lie in the image. Nothing wrote the page tables since planning, and `l2_xenmap`
+        // maps the image's own code, so the code after the CR3 load runs at the same virtual
+        // address from the copy.
+        unsafe { switch::relocate(&plan, &mut mem, &params) }
+    };
+
+    // From here on every check reads the live state.
+    let mut checks = Checks(0);
+    let new_image = plan.new_image();
+    println!(
+        "apply: copied {:#x} tables {} pointers {} image leaves {}",
+        report.bytes_copied,
+        report.tables_rebased.total(),
+        report.pointers_rebased.total(),
+        report.image_leaves_rebased
+    );
+    // `report` was written to the stack after the bulk copy: it reads back right only if the
+    // switch re-copied the live stack.
+    let leaves_expected = image.len().div_ceil(IMAGE_ALIGN);
+    checks.check(
+        report.bytes_copied == image.len()
+            && u64::from(report.image_leaves_rebased) == leaves_expected,
+        format_args!(
+            "apply report copied {:#x} (image {:#x}) leaves {} (expected {leaves_expected})",
+            report.bytes_copied,
+            image.len(),
+            report.image_leaves_rebased
+        ),
+    );
+    let (live_frame, _) = Cr3::read_raw();
+    let live_top = live_frame.start_address().as_u64();
+    checks.check(
+        live_top == plan.new_top_table().as_u64(),
+        format_args!(
+            "cr3 {live_top:#x} expected {:#x}",
+            plan.new_top_table().as_u64()
+        ),
+    );
+
+    let mark_virt = SWITCH_MARK.as_ptr() as u64;
+    let image_end_virt = &raw const entry::__image_end as u64;
+    let probes = [
+        ("image-start", IMAGE_VIRT),
+        ("code", stub_main as *const () as u64),
+        ("stack-value", kept_ptr as u64),
+        ("global", mark_virt),
+        ("stack-top", stack_top - 8),
+        ("image-last", image_end_virt - 1),
+    ];
+    for (name, virt) in probes {
+        let expected = new_image.start + (virt - IMAGE_VIRT);
+        match translate(&mem, live_top, virt, max_phys) {
+            Ok(phys) => checks.check(
+                phys == expected,
+                format_args!("walk {name} {virt:#x} -> {phys:#x} expected {expected:#x}"),
+            ),
+            Err(e) => checks.check(
+                false,
+                format_args!("walk {name} {virt:#x} failed: {e} (expected {expected:#x})"),
+            ),
+        }
+    }
+    // The directmap's leaves must not have moved: it still maps the old image where it was.
+    let dm_probe = DIRECTMAP_BASE + image.start;
+    let dm_phys = translate(&mem, live_top, dm_probe, max_phys).ok();
+    checks.check(
+        dm_phys == Some(image.start),
+        format_args!(
+            "walk directmap {dm_probe:#x} -> {:#x} expected {:#x}",
+            dm_phys.unwrap_or(u64::MAX),
+            image.start
+        ),
+    );
+
+    // SAFETY: `kept_ptr` points to `kept`, a live local of this frame; volatile so the read
+    // really goes to the (relocated) stack rather than a register copy.
+    let kept_now = unsafe { core::ptr::read_volatile(kept_ptr) };
+    let fp_now = fingerprint(&mem, start_info, target);
+    checks.check(
+        kept_now == [fp_now, !fp_now],
+        format_args!(
+            "stack value {:#018x} recomputed {fp_now:#018x}",
+            kept_now[0]
+        ),
+    );
+
+    let post_mark = new_image.start ^ POST_SWITCH_SALT;
+    SWITCH_MARK.store(post_mark, Ordering::SeqCst);
+    let mark_old = image_phys(mark_virt);
+    let mark_new = plan.relocated(mark_old);
+    let seen_new = mem.read_u64(mark_new);
+    let seen_old = mem.read_u64(mark_old);
+    checks.check(
+        seen_new == post_mark,
+        format_args!(
+            "global write read at new {mark_new:#x} = {seen_new:#018x} expected {post_mark:#018x}"
+        ),
+    );
+    checks.check(
+        seen_old == PRE_SWITCH_MARK,
+        format_args!(
+            "global at old {mark_old:#x} = {seen_old:#018x} expected the pre-switch {PRE_SWITCH_MARK:#018x}"
+        ),
+    );
+
+    // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
+    // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
+    let stack_bottom = &raw const entry::stack_bottom as u64;
+    let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
+    let bottom_new = plan.relocated(image_phys(stack_bottom));
+    let untouched = (0..STACK_SIZE as u64 / 8)
+        .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
+        .count() as u64;
+    let peak = STACK_SIZE as u64 - untouched * 8;
+    checks.check(
+        untouched > 0,
+        format_args!("stack peak use {peak:#x} of {STACK_SIZE:#x} bytes"),
+    );
+
+    if checks.0 > 0 {
+        return Err(Failure::Verify(checks.0));
+    }
+    println!(
+        "reloc: moved {:#x}+{:#x} -> {:#x} tables={} leaves={} ok",
+        image.start,
+        image.len(),
+        new_image.start,
+        report.tables_rebased.total(),
+        report.image_leaves_rebased
+    );
+    Ok(if boot.cmdline_has_word("hold") {
+        Outcome::Hold
+    } else {
+        Outcome::Exit
+    })
+}

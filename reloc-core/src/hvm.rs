@@ -1,0 +1,1025 @@
+//! The PVH boot information (`hvm_start_info`, Xen's `arch-x86/hvm/start_info.h`): layout and
+//! a parser that copies what relocation needs out of firmware memory.
+//!
+//! A PVH loader (QEMU `-kernel`, Xen) enters the image with `%ebx` holding the physical
+//! address of an `hvm_start_info`. It and everything it points to (memory map, module list,
+//! modules, command lines) live in RAM the firmware also reports as usable, so it must be
+//! copied before that memory is reused, and kept clear of when choosing where to relocate
+//! ([`BootInfo::avoid_ranges`]).
+//!
+//! The parser reads only through [`PhysMemory`] (`check_range` before every read), so it is
+//! safe code a host test or fuzzer can feed arbitrary bytes: every malformed input is a
+//! [`BootInfoError`] naming what is wrong and where, never a panic. Version 0 has no memory
+//! map and is rejected: relocation needs one.
+
+use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use crate::phys::{MemoryFault, PhysMemory, PhysRange};
+use crate::select::MemoryRegion;
+
+/// `hvm_start_info.magic`: "xEn3" with the top bit of the last byte set.
+pub const START_INFO_MAGIC: u32 = 0x336e_c578;
+
+/// Size of a version-0 `hvm_start_info` (no memory-map fields).
+pub const START_INFO_V0_SIZE: usize = 40;
+
+/// Size of a version-1 `hvm_start_info`.
+pub const START_INFO_V1_SIZE: usize = size_of::<HvmStartInfo>();
+
+/// Default capacity for memory-map entries in a [`BootInfo`].
+pub const DEFAULT_MEMMAP_CAPACITY: usize = 128;
+
+/// Default capacity for modules in a [`BootInfo`].
+pub const DEFAULT_MODULE_CAPACITY: usize = 16;
+
+/// Longest command line (without its NUL) the parser accepts and copies.
+pub const CMDLINE_CAPACITY: usize = 1024;
+
+/// `hvm_start_info`, version 1 (version 0 stops after `rsdp_paddr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HvmStartInfo {
+    /// [`START_INFO_MAGIC`].
+    pub magic: u32,
+    /// 0 or 1; 1 adds the memory map.
+    pub version: u32,
+    /// `SIF_*` flags.
+    pub flags: u32,
+    /// Entries in the module list.
+    pub nr_modules: u32,
+    /// Physical address of the module list (0: none).
+    pub modlist_paddr: u64,
+    /// Physical address of the NUL-terminated command line (0: none).
+    pub cmdline_paddr: u64,
+    /// Physical address of the ACPI RSDP (0: none).
+    pub rsdp_paddr: u64,
+    /// Physical address of the memory map (version 1).
+    pub memmap_paddr: u64,
+    /// Entries in the memory map (version 1).
+    pub memmap_entries: u32,
+    /// Must be zero.
+    pub reserved: u32,
+}
+
+const _: () = {
+    assert!(offset_of!(HvmStartInfo, magic) == 0);
+    assert!(offset_of!(HvmStartInfo, version) == 4);
+    assert!(offset_of!(HvmStartInfo, flags) == 8);
+    assert!(offset_of!(HvmStartInfo, nr_modules) == 12);
+    assert!(offset_of!(HvmStartInfo, modlist_paddr) == 16);
+    assert!(offset_of!(HvmStartInfo, cmdline_paddr) == 24);
+    assert!(offset_of!(HvmStartInfo, rsdp_paddr) == 32);
+    assert!(offset_of!(HvmStartInfo, memmap_paddr) == 40);
+    assert!(offset_of!(HvmStartInfo, memmap_entries) == 48);
+    assert!(offset_of!(HvmStartInfo, reserved) == 52);
+    assert!(size_of::<HvmStartInfo>() == 56);
+    assert!(offset_of!(HvmStartInfo, memmap_paddr) == START_INFO_V0_SIZE);
+};
+
+/// `hvm_modlist_entry`: one boot module.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HvmModlistEntry {
+    /// Physical address of the module.
+    pub paddr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Physical address of its NUL-terminated command line (0: none).
+    pub cmdline_paddr: u64,
+    /// Must be zero.
+    pub reserved: u64,
+}
+
+const _: () = {
+    assert!(offset_of!(HvmModlistEntry, paddr) == 0);
+    assert!(offset_of!(HvmModlistEntry, size) == 8);
+    assert!(offset_of!(HvmModlistEntry, cmdline_paddr) == 16);
+    assert!(offset_of!(HvmModlistEntry, reserved) == 24);
+    assert!(size_of::<HvmModlistEntry>() == 32);
+};
+
+/// `hvm_memmap_table_entry`: one E820-style memory-map entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HvmMemmapEntry {
+    /// First byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// E820 type (1 RAM, 2 reserved, 3 ACPI, 4 NVS, 5 unusable, 6 disabled, 7 pmem).
+    pub kind: u32,
+    /// Must be zero.
+    pub reserved: u32,
+}
+
+const _: () = {
+    assert!(offset_of!(HvmMemmapEntry, addr) == 0);
+    assert!(offset_of!(HvmMemmapEntry, size) == 8);
+    assert!(offset_of!(HvmMemmapEntry, kind) == 16);
+    assert!(offset_of!(HvmMemmapEntry, reserved) == 20);
+    assert!(size_of::<HvmMemmapEntry>() == 24);
+};
+
+fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(offset..offset + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(src) = bytes.get(offset..offset + 8) {
+        word.copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
+}
+
+impl HvmStartInfo {
+    /// Decodes the little-endian bytes of a version-1 structure (offsets from the asserted
+    /// layout). For version 0, pass the 40 bytes padded with zeros.
+    pub fn from_bytes(bytes: &[u8; START_INFO_V1_SIZE]) -> Self {
+        Self {
+            magic: u32_at(bytes, offset_of!(Self, magic)),
+            version: u32_at(bytes, offset_of!(Self, version)),
+            flags: u32_at(bytes, offset_of!(Self, flags)),
+            nr_modules: u32_at(bytes, offset_of!(Self, nr_modules)),
+            modlist_paddr: u64_at(bytes, offset_of!(Self, modlist_paddr)),
+            cmdline_paddr: u64_at(bytes, offset_of!(Self, cmdline_paddr)),
+            rsdp_paddr: u64_at(bytes, offset_of!(Self, rsdp_paddr)),
+            memmap_paddr: u64_at(bytes, offset_of!(Self, memmap_paddr)),
+            memmap_entries: u32_at(bytes, offset_of!(Self, memmap_entries)),
+            reserved: u32_at(bytes, offset_of!(Self, reserved)),
+        }
+    }
+}
+
+impl HvmModlistEntry {
+    /// Decodes the little-endian bytes of one entry.
+    pub fn from_bytes(bytes: &[u8; size_of::<HvmModlistEntry>()]) -> Self {
+        Self {
+            paddr: u64_at(bytes, offset_of!(Self, paddr)),
+            size: u64_at(bytes, offset_of!(Self, size)),
+            cmdline_paddr: u64_at(bytes, offset_of!(Self, cmdline_paddr)),
+            reserved: u64_at(bytes, offset_of!(Self, reserved)),
+        }
+    }
+}
+
+impl HvmMemmapEntry {
+    /// Decodes the little-endian bytes of one entry.
+    pub fn from_bytes(bytes: &[u8; size_of::<HvmMemmapEntry>()]) -> Self {
+        Self {
+            addr: u64_at(bytes, offset_of!(Self, addr)),
+            size: u64_at(bytes, offset_of!(Self, size)),
+            kind: u32_at(bytes, offset_of!(Self, kind)),
+            reserved: u32_at(bytes, offset_of!(Self, reserved)),
+        }
+    }
+}
+
+/// Which piece of boot data an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BootData {
+    /// The `hvm_start_info` structure itself.
+    StartInfo,
+    /// The memory-map table.
+    MemoryMap,
+    /// Memory-map entry `index`.
+    MemoryMapEntry(u32),
+    /// The module list.
+    ModuleList,
+    /// Module `index`.
+    Module(u32),
+    /// The command line of module `index`.
+    ModuleCommandLine(u32),
+    /// The kernel command line.
+    CommandLine,
+}
+
+impl fmt::Display for BootData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootData::StartInfo => f.write_str("hvm_start_info"),
+            BootData::MemoryMap => f.write_str("memory map"),
+            BootData::MemoryMapEntry(i) => write!(f, "memory-map entry {i}"),
+            BootData::ModuleList => f.write_str("module list"),
+            BootData::Module(i) => write!(f, "module {i}"),
+            BootData::ModuleCommandLine(i) => write!(f, "command line of module {i}"),
+            BootData::CommandLine => f.write_str("command line"),
+        }
+    }
+}
+
+/// Why the boot information was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BootInfoError {
+    /// Memory cannot serve a piece of boot data.
+    Unreadable {
+        /// What was being read.
+        what: BootData,
+        /// Its physical address.
+        paddr: u64,
+        /// What memory reported.
+        fault: MemoryFault,
+    },
+    /// `magic` is not [`START_INFO_MAGIC`]: not a PVH start.
+    BadMagic {
+        /// The value found.
+        found: u32,
+    },
+    /// Version 0 (no memory map) or an unknown version below 1.
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// Version 1 with an empty memory map: nothing to choose a target from.
+    NoMemoryMap,
+    /// A table has entries but its address is zero.
+    MissingTable {
+        /// Which table.
+        what: BootData,
+        /// Its entry count.
+        count: u32,
+    },
+    /// More entries than this parser holds.
+    TooManyEntries {
+        /// Which table.
+        what: BootData,
+        /// Entries announced.
+        count: u32,
+        /// Entries this parser holds.
+        capacity: usize,
+    },
+    /// `start + len` passes 2^64.
+    RangeWraps {
+        /// Which piece.
+        what: BootData,
+        /// Its start.
+        start: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// No NUL within [`CMDLINE_CAPACITY`] bytes.
+    Unterminated {
+        /// Which command line.
+        what: BootData,
+        /// Its physical address.
+        paddr: u64,
+        /// Bytes searched.
+        max: usize,
+    },
+}
+
+impl fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootInfoError::Unreadable { what, paddr, fault } => {
+                write!(f, "{what} at {paddr:#x} is unreadable: {fault}")
+            }
+            BootInfoError::BadMagic { found } => write!(
+                f,
+                "hvm_start_info magic is {found:#010x}, expected {START_INFO_MAGIC:#010x} (not a PVH boot?)"
+            ),
+            BootInfoError::UnsupportedVersion { version } => write!(
+                f,
+                "hvm_start_info version {version} has no memory map; version 1 or later is required"
+            ),
+            BootInfoError::NoMemoryMap => f.write_str("hvm_start_info memory map is empty"),
+            BootInfoError::MissingTable { what, count } => {
+                write!(f, "{what} has {count} entries but address 0")
+            }
+            BootInfoError::TooManyEntries {
+                what,
+                count,
+                capacity,
+            } => write!(f, "{what} has {count} entries, more than the {capacity} supported"),
+            BootInfoError::RangeWraps { what, start, len } => {
+                write!(f, "{what} at {start:#x} of {len:#x} bytes wraps past 2^64")
+            }
+            BootInfoError::Unterminated { what, paddr, max } => {
+                write!(f, "{what} at {paddr:#x} has no NUL within {max} bytes")
+            }
+        }
+    }
+}
+
+/// One boot module: where it is and where its command line is (empty when it has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BootModule {
+    /// The module's bytes.
+    pub range: PhysRange,
+    /// Its command line, NUL included (empty when absent).
+    pub cmdline: PhysRange,
+}
+
+/// What relocation needs from `hvm_start_info`, copied out of firmware memory.
+///
+/// `MAP` and `MODS` bound the memory-map entries and modules held; more is
+/// [`BootInfoError::TooManyEntries`].
+#[derive(Clone, Debug)]
+pub struct BootInfo<
+    const MAP: usize = DEFAULT_MEMMAP_CAPACITY,
+    const MODS: usize = DEFAULT_MODULE_CAPACITY,
+> {
+    /// The structure as read.
+    pub header: HvmStartInfo,
+    start_info: PhysRange,
+    memmap_table: PhysRange,
+    memmap: [MemoryRegion; MAP],
+    memmap_len: usize,
+    modlist: PhysRange,
+    modules: [BootModule; MODS],
+    module_count: usize,
+    cmdline_range: PhysRange,
+    cmdline: [u8; CMDLINE_CAPACITY],
+    cmdline_len: usize,
+}
+
+/// Reads `buf.len()` bytes at `paddr` through aligned qword reads, checking the covering
+/// range first.
+fn read_bytes<M: PhysMemory + ?Sized>(
+    mem: &M,
+    what: BootData,
+    paddr: u64,
+    buf: &mut [u8],
+) -> Result<(), BootInfoError> {
+    let len = buf.len() as u64;
+    let wraps = BootInfoError::RangeWraps {
+        what,
+        start: paddr,
+        len,
+    };
+    let end = paddr.checked_add(len).ok_or(wraps)?;
+    let first = paddr & !7;
+    let last = end.checked_next_multiple_of(8).ok_or(wraps)?;
+    mem.check_range(first, last - first)
+        .map_err(|fault| BootInfoError::Unreadable { what, paddr, fault })?;
+    for (addr, byte) in (paddr..end).zip(buf.iter_mut()) {
+        let qword = mem.read_u64(addr & !7);
+        *byte = (qword >> ((addr & 7) * 8)) as u8;
+    }
+    Ok(())
+}
+
+/// The range `[start, start + len)` of a piece of boot data, or `RangeWraps`.
+fn range_of(what: BootData, start: u64, len: u64) -> Result<PhysRange, BootInfoError> {
+    PhysRange::from_start_len(start, len).ok_or(BootInfoError::RangeWraps { what, start, len })
+}
+
+/// Finds the NUL-terminated string at `paddr` (0: none); copies it into `out` if given.
+/// Returns the range including the NUL and the string length.
+fn read_cstr<M: PhysMemory + ?Sized>(
+    mem: &M,
+    what: BootData,
+    paddr: u64,
+    mut out: Option<&mut [u8; CMDLINE_CAPACITY]>,
+) -> Result<(PhysRange, usize), BootInfoError> {
+    if paddr == 0 {
+        return Ok((PhysRange::default(), 0));
+    }
+    for len in 0..=CMDLINE_CAPACITY {
+        let addr = paddr
+            .checked_add(len as u64)
+            .ok_or(BootInfoError::RangeWraps {
+                what,
+                start: paddr,
+                len: len as u64 + 1,
+            })?;
+        let mut byte = [0u8; 1];
+        read_bytes(mem, what, addr, &mut byte)?;
+        if byte[0] == 0 {
+            return Ok((range_of(what, paddr, len as u64 + 1)?, len));
+        }
+        if let Some(slot) = out.as_mut().and_then(|o| o.get_mut(len)) {
+            *slot = byte[0];
+        }
+    }
+    Err(BootInfoError::Unterminated {
+        what,
+        paddr,
+        max: CMDLINE_CAPACITY,
+    })
+}
+
+impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
+    /// Reads and validates the `hvm_start_info` at `start_info_paddr` and everything it
+    /// points to, copying the memory map, module ranges and command line.
+    pub fn parse<M: PhysMemory + ?Sized>(
+        mem: &M,
+        start_info_paddr: u64,
+    ) -> Result<Self, BootInfoError> {
+        // Version 0 is 40 bytes: read that much before trusting the version.
+        let mut raw = [0u8; START_INFO_V1_SIZE];
+        read_bytes(
+            mem,
+            BootData::StartInfo,
+            start_info_paddr,
+            &mut raw[..START_INFO_V0_SIZE],
+        )?;
+        let v0 = HvmStartInfo::from_bytes(&raw);
+        if v0.magic != START_INFO_MAGIC {
+            return Err(BootInfoError::BadMagic { found: v0.magic });
+        }
+        if v0.version < 1 {
+            return Err(BootInfoError::UnsupportedVersion {
+                version: v0.version,
+            });
+        }
+        read_bytes(mem, BootData::StartInfo, start_info_paddr, &mut raw)?;
+        let header = HvmStartInfo::from_bytes(&raw);
+        let start_info = range_of(
+            BootData::StartInfo,
+            start_info_paddr,
+            START_INFO_V1_SIZE as u64,
+        )?;
+
+        let mut info = Self {
+            header,
+            start_info,
+            memmap_table: PhysRange::default(),
+            memmap: [MemoryRegion {
+                start: 0,
+                len: 0,
+                kind: 0,
+            }; MAP],
+            memmap_len: 0,
+            modlist: PhysRange::default(),
+            modules: [BootModule::default(); MODS],
+            module_count: 0,
+            cmdline_range: PhysRange::default(),
+            cmdline: [0; CMDLINE_CAPACITY],
+            cmdline_len: 0,
+        };
+        info.read_memmap(mem)?;
+        info.read_modules(mem)?;
+        let (range, len) = read_cstr(
+            mem,
+            BootData::CommandLine,
+            header.cmdline_paddr,
+            Some(&mut info.cmdline),
+        )?;
+        info.cmdline_range = range;
+        info.cmdline_len = len;
+        Ok(info)
+    }
+
+    fn read_memmap<M: PhysMemory + ?Sized>(&mut self, mem: &M) -> Result<(), BootInfoError> {
+        let count = self.header.memmap_entries;
+        if count == 0 {
+            return Err(BootInfoError::NoMemoryMap);
+        }
+        if self.header.memmap_paddr == 0 {
+            return Err(BootInfoError::MissingTable {
+                what: BootData::MemoryMap,
+                count,
+            });
+        }
+        if count as usize > MAP {
+            return Err(BootInfoError::TooManyEntries {
+                what: BootData::MemoryMap,
+                count,
+                capacity: MAP,
+            });
+        }
+        const ENTRY: u64 = size_of::<HvmMemmapEntry>() as u64;
+        let table = range_of(
+            BootData::MemoryMap,
+            self.header.memmap_paddr,
+            u64::from(count) * ENTRY,
+        )?;
+        for (index, slot) in (0..count).zip(self.memmap.iter_mut()) {
+            let what = BootData::MemoryMapEntry(index);
+            let mut raw = [0u8; size_of::<HvmMemmapEntry>()];
+            read_bytes(mem, what, table.start + u64::from(index) * ENTRY, &mut raw)?;
+            let entry = HvmMemmapEntry::from_bytes(&raw);
+            range_of(what, entry.addr, entry.size)?;
+            *slot = MemoryRegion {
+                start: entry.addr,
+                len: entry.size,
+                kind: entry.kind,
+            };
+        }
+        self.memmap_table = table;
+        self.memmap_len = count as usize;
+        Ok(())
+    }
+
+    fn read_modules<M: PhysMemory + ?Sized>(&mut self, mem: &M) -> Result<(), BootInfoError> {
+        let count = self.header.nr_modules;
+        if count == 0 {
+            return Ok(());
+        }
+        if self.header.modlist_paddr == 0 {
+            return Err(BootInfoError::MissingTable {
+                what: BootData::ModuleList,
+                count,
+            });
+        }
+        if count as usize > MODS {
+            return Err(BootInfoError::TooManyEntries {
+                what: BootData::ModuleList,
+                count,
+                capacity: MODS,
+            });
+        }
+        const ENTRY: u64 = size_of::<HvmModlistEntry>() as u64;
+        let list = range_of(
+            BootData::ModuleList,
+            self.header.modlist_paddr,
+            u64::from(count) * ENTRY,
+        )?;
+        for (index, slot) in (0..count).zip(self.modules.iter_mut()) {
+            let mut raw = [0u8; size_of::<HvmModlistEntry>()];
+            read_bytes(
+                mem,
+                BootData::ModuleList,
+                list.start + u64::from(index) * ENTRY,
+                &mut raw,
+            )?;
+            let entry = HvmModlistEntry::from_bytes(&raw);
+            let range = range_of(BootData::Module(index), entry.paddr, entry.size)?;
+            let (cmdline, _) = read_cstr(
+                mem,
+                BootData::ModuleCommandLine(index),
+                entry.cmdline_paddr,
+                None,
+            )?;
+            *slot = BootModule { range, cmdline };
+        }
+        self.modlist = list;
+        self.module_count = count as usize;
+        Ok(())
+    }
+
+    /// The memory map, in firmware order (possibly unsorted, with zero-sized entries).
+    pub fn memory_map(&self) -> &[MemoryRegion] {
+        self.memmap.get(..self.memmap_len).unwrap_or(&[])
+    }
+
+    /// The boot modules.
+    pub fn modules(&self) -> &[BootModule] {
+        self.modules.get(..self.module_count).unwrap_or(&[])
+    }
+
+    /// The kernel command line without its NUL (empty when absent).
+    pub fn cmdline(&self) -> &[u8] {
+        self.cmdline.get(..self.cmdline_len).unwrap_or(&[])
+    }
+
+    /// True when the command line holds `word` as a whitespace-separated token.
+    pub fn cmdline_has_word(&self, word: &str) -> bool {
+        self.cmdline()
+            .split(|b| b.is_ascii_whitespace())
+            .any(|token| token == word.as_bytes())
+    }
+
+    /// Where `hvm_start_info` is.
+    pub fn start_info_range(&self) -> PhysRange {
+        self.start_info
+    }
+
+    /// Every range of boot data a relocation target must not overlap: the start info, the
+    /// memory map, the module list, each module and module command line, and the command
+    /// line. Empty ranges (absent pieces) are left out.
+    pub fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
+        [
+            self.start_info,
+            self.memmap_table,
+            self.modlist,
+            self.cmdline_range,
+        ]
+        .into_iter()
+        .chain(
+            self.modules()
+                .iter()
+                .flat_map(|m| [m.range, m.cmdline].into_iter()),
+        )
+        .filter(|r| !r.is_empty())
+    }
+
+    /// The most ranges [`BootInfo::avoid_ranges`] can yield.
+    pub const MAX_AVOID_RANGES: usize = 4 + 2 * MODS;
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::phys::DirectMap;
+    use crate::select::{select_target, TargetRequest};
+    use std::string::ToString;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A little-endian byte image of low memory, starting at physical 0.
+    struct Blob {
+        bytes: Vec<u8>,
+    }
+
+    impl Blob {
+        fn new(size: usize) -> Self {
+            Self {
+                bytes: vec![0; size],
+            }
+        }
+        fn put(&mut self, at: u64, data: &[u8]) {
+            let at = at as usize;
+            self.bytes[at..at + data.len()].copy_from_slice(data);
+        }
+        fn put_u32(&mut self, at: u64, v: u32) {
+            self.put(at, &v.to_le_bytes());
+        }
+        fn put_u64(&mut self, at: u64, v: u64) {
+            self.put(at, &v.to_le_bytes());
+        }
+        fn start_info(&mut self, at: u64, version: u32, memmap: u64, entries: u32) {
+            self.put_u32(at, START_INFO_MAGIC);
+            self.put_u32(at + 4, version);
+            self.put_u64(at + 40, memmap);
+            self.put_u32(at + 48, entries);
+        }
+        fn memmap(&mut self, at: u64, entries: &[(u64, u64, u32)]) {
+            for (i, &(addr, size, kind)) in entries.iter().enumerate() {
+                let e = at + 24 * i as u64;
+                self.put_u64(e, addr);
+                self.put_u64(e + 8, size);
+                self.put_u32(e + 16, kind);
+            }
+        }
+        fn words(&self) -> Vec<u64> {
+            self.bytes
+                .chunks(8)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w[..c.len()].copy_from_slice(c);
+                    u64::from_le_bytes(w)
+                })
+                .collect()
+        }
+        fn parse(&self, at: u64) -> Result<BootInfo, BootInfoError> {
+            let mut words = self.words();
+            let mem = DirectMap::from_slice(&mut words, 0);
+            BootInfo::parse(&mem, at)
+        }
+    }
+
+    const SEABIOS_MAP: [(u64, u64, u32); 5] = [
+        (0, 0x9fc00, 1),
+        (0x9fc00, 0x400, 2),
+        (0xf0000, 0x10000, 2),
+        (0x100000, 0x7ee0000, 1),
+        (0xfffc0000, 0x40000, 2),
+    ];
+
+    /// Layout as SeaBIOS leaves it under QEMU: start_info at 0x21e0, memmap at 0x5a8,
+    /// command line after the start info.
+    fn seabios_blob(cmdline: &[u8]) -> Blob {
+        let mut blob = Blob::new(0x4000);
+        blob.start_info(0x21e0, 1, 0x5a8, SEABIOS_MAP.len() as u32);
+        blob.memmap(0x5a8, &SEABIOS_MAP);
+        blob.put_u64(0x21e0 + 24, 0x2300);
+        blob.put(0x2300, cmdline);
+        blob
+    }
+
+    #[test]
+    fn layout_sizes() {
+        assert_eq!(START_INFO_V1_SIZE, 56);
+        assert_eq!(size_of::<HvmModlistEntry>(), 32);
+        assert_eq!(size_of::<HvmMemmapEntry>(), 24);
+    }
+
+    #[test]
+    fn seabios_like_blob() {
+        let blob = seabios_blob(b"hold  verbose\0");
+        let info = blob.parse(0x21e0).unwrap();
+        assert_eq!(info.header.version, 1);
+        let map: Vec<_> = info
+            .memory_map()
+            .iter()
+            .map(|r| (r.start, r.len, r.kind))
+            .collect();
+        assert_eq!(map, SEABIOS_MAP);
+        assert_eq!(info.cmdline(), b"hold  verbose");
+        assert!(info.cmdline_has_word("hold"));
+        assert!(info.cmdline_has_word("verbose"));
+        assert!(!info.cmdline_has_word("hol"));
+        let avoid: Vec<_> = info.avoid_ranges().collect();
+        assert_eq!(
+            avoid,
+            [
+                PhysRange::new(0x21e0, 0x21e0 + 56),
+                PhysRange::new(0x5a8, 0x5a8 + 5 * 24),
+                PhysRange::new(0x2300, 0x2300 + 14),
+            ]
+        );
+        // The pick for this map with a 2 MiB image at 2 MiB: 0x7fe0000 rounds to 0x7e00000.
+        let mut all = vec![PhysRange::new(0x200000, 0x22a000)];
+        all.extend(avoid);
+        let pick = select_target(info.memory_map(), &TargetRequest::new(0x2a000, &all));
+        assert_eq!(pick, Ok(0x7c0_0000));
+    }
+
+    #[test]
+    fn qboot_like_unsorted_map_with_modules() {
+        let qboot = [
+            (0x100000, 0x7ee0000, 1),
+            (0, 0x9fc00, 1),
+            (0xfeffc000, 0x4000, 4),
+            (0x9fc00, 0x400, 2),
+            (0, 0, 0),
+        ];
+        let mut blob = Blob::new(0x8000);
+        blob.start_info(0x6000, 1, 0x6100, qboot.len() as u32);
+        blob.memmap(0x6100, &qboot);
+        // Two modules, the second with a command line.
+        blob.put_u32(0x6000 + 12, 2);
+        blob.put_u64(0x6000 + 16, 0x6400);
+        blob.put_u64(0x6400, 0x300000);
+        blob.put_u64(0x6408, 0x1234);
+        blob.put_u64(0x6420, 0x500000);
+        blob.put_u64(0x6428, 0x10);
+        blob.put_u64(0x6430, 0x6500);
+        blob.put(0x6500, b"initrd\0");
+        let info = blob.parse(0x6000).unwrap();
+        assert_eq!(info.memory_map().len(), 5);
+        assert_eq!(info.memory_map()[4].len, 0);
+        assert_eq!(info.memory_map()[2].kind, 4);
+        assert_eq!(
+            info.modules(),
+            [
+                BootModule {
+                    range: PhysRange::new(0x300000, 0x301234),
+                    cmdline: PhysRange::default()
+                },
+                BootModule {
+                    range: PhysRange::new(0x500000, 0x500010),
+                    cmdline: PhysRange::new(0x6500, 0x6507)
+                },
+            ]
+        );
+        let avoid: Vec<_> = info.avoid_ranges().collect();
+        assert_eq!(avoid.len(), 6, "{avoid:?}");
+        assert!(avoid.contains(&PhysRange::new(0x6400, 0x6440)));
+        assert!(avoid.contains(&PhysRange::new(0x300000, 0x301234)));
+        assert!(info.cmdline().is_empty());
+        assert!(!info.cmdline_has_word("hold"));
+    }
+
+    #[test]
+    fn bad_magic() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0, 0x1234_5678);
+        let err = blob.parse(0x21e0).unwrap_err();
+        assert_eq!(err, BootInfoError::BadMagic { found: 0x1234_5678 });
+        assert!(err.to_string().contains("0x12345678"), "{err}");
+    }
+
+    #[test]
+    fn version_0_rejected_with_clear_message() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e4, 0);
+        let err = blob.parse(0x21e0).unwrap_err();
+        assert_eq!(err, BootInfoError::UnsupportedVersion { version: 0 });
+        let text = err.to_string();
+        assert!(
+            text.contains("version 0") && text.contains("memory map"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn version_0_at_end_of_memory_is_still_diagnosed_as_version() {
+        // Only 40 bytes exist: a v0 structure must not be reported as unreadable.
+        let mut blob = Blob::new(0x2000);
+        blob.put_u32(0x2000 - 40, START_INFO_MAGIC);
+        let err = blob.parse(0x2000 - 40).unwrap_err();
+        assert_eq!(err, BootInfoError::UnsupportedVersion { version: 0 });
+    }
+
+    #[test]
+    fn later_versions_accepted() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e4, 2);
+        assert_eq!(blob.parse(0x21e0).unwrap().header.version, 2);
+    }
+
+    #[test]
+    fn unreadable_start_info_and_tables() {
+        let blob = seabios_blob(b"\0");
+        let err = blob.parse(0x10_0000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootInfoError::Unreadable {
+                    what: BootData::StartInfo,
+                    paddr: 0x10_0000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let mut far_map = seabios_blob(b"\0");
+        far_map.put_u64(0x21e0 + 40, 0x10_0000);
+        assert!(matches!(
+            far_map.parse(0x21e0),
+            Err(BootInfoError::Unreadable {
+                what: BootData::MemoryMapEntry(0),
+                ..
+            })
+        ));
+        let mut far_cmdline = seabios_blob(b"\0");
+        far_cmdline.put_u64(0x21e0 + 24, 0x3fff);
+        far_cmdline.put(0x3fff, b"x");
+        assert!(matches!(
+            far_cmdline.parse(0x21e0),
+            Err(BootInfoError::Unreadable {
+                what: BootData::CommandLine,
+                paddr: 0x4000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn truncated_memmap() {
+        // The last entry runs past the end of memory.
+        let mut blob = Blob::new(0x1000);
+        blob.start_info(0x100, 1, 0x1000 - 30, 2);
+        let err = blob.parse(0x100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootInfoError::Unreadable {
+                    what: BootData::MemoryMapEntry(1),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn empty_and_missing_tables() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0 + 48, 0);
+        assert_eq!(blob.parse(0x21e0).unwrap_err(), BootInfoError::NoMemoryMap);
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u64(0x21e0 + 40, 0);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap_err(),
+            BootInfoError::MissingTable {
+                what: BootData::MemoryMap,
+                count: 5
+            }
+        );
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0 + 12, 1);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap_err(),
+            BootInfoError::MissingTable {
+                what: BootData::ModuleList,
+                count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_entries() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0 + 48, 129);
+        let err = blob.parse(0x21e0).unwrap_err();
+        assert_eq!(
+            err,
+            BootInfoError::TooManyEntries {
+                what: BootData::MemoryMap,
+                count: 129,
+                capacity: 128
+            }
+        );
+        assert!(err.to_string().contains("129"), "{err}");
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0 + 12, 17);
+        blob.put_u64(0x21e0 + 16, 0x3000);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap_err(),
+            BootInfoError::TooManyEntries {
+                what: BootData::ModuleList,
+                count: 17,
+                capacity: 16
+            }
+        );
+        // A smaller parser capacity applies too.
+        let blob = seabios_blob(b"\0");
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        assert!(matches!(
+            BootInfo::<4, 1>::parse(&mem, 0x21e0),
+            Err(BootInfoError::TooManyEntries { capacity: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn wrapping_ranges() {
+        let mut blob = seabios_blob(b"\0");
+        blob.memmap(0x5a8, &[(u64::MAX - 0x10, 0x20, 1)]);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap_err(),
+            BootInfoError::RangeWraps {
+                what: BootData::MemoryMapEntry(0),
+                start: u64::MAX - 0x10,
+                len: 0x20
+            }
+        );
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u64(0x21e0 + 40, u64::MAX - 8);
+        assert!(matches!(
+            blob.parse(0x21e0),
+            Err(BootInfoError::RangeWraps {
+                what: BootData::MemoryMap,
+                ..
+            })
+        ));
+        let mut blob = seabios_blob(b"\0");
+        blob.put_u32(0x21e0 + 12, 1);
+        blob.put_u64(0x21e0 + 16, 0x3000);
+        blob.put_u64(0x3000, u64::MAX);
+        blob.put_u64(0x3008, 2);
+        assert!(matches!(
+            blob.parse(0x21e0),
+            Err(BootInfoError::RangeWraps {
+                what: BootData::Module(0),
+                ..
+            })
+        ));
+        // start_info itself at the top of the address space.
+        let blob = seabios_blob(b"\0");
+        assert!(matches!(
+            blob.parse(u64::MAX - 3),
+            Err(BootInfoError::RangeWraps {
+                what: BootData::StartInfo,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unterminated_cmdline() {
+        let mut blob = seabios_blob(b"\0");
+        blob.put(0x2300, &[b'x'; CMDLINE_CAPACITY + 1]);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap_err(),
+            BootInfoError::Unterminated {
+                what: BootData::CommandLine,
+                paddr: 0x2300,
+                max: CMDLINE_CAPACITY
+            }
+        );
+        // Exactly the capacity fits.
+        let mut blob = seabios_blob(b"\0");
+        blob.put(0x2300, &[b'x'; CMDLINE_CAPACITY]);
+        assert_eq!(
+            blob.parse(0x21e0).unwrap().cmdline().len(),
+            CMDLINE_CAPACITY
+        );
+    }
+
+    #[test]
+    fn unaligned_start_info() {
+        let mut blob = Blob::new(0x2000);
+        blob.start_info(0x1003, 1, 0x1101, 1);
+        blob.memmap(0x1101, &[(0x100000, 0x100000, 1)]);
+        let info = blob.parse(0x1003).unwrap();
+        assert_eq!(
+            info.memory_map(),
+            [MemoryRegion {
+                start: 0x100000,
+                len: 0x100000,
+                kind: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic sweep; the fuzz target does this properly.
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            let mut blob = Blob::new(0x400);
+            for b in blob.bytes.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            blob.put_u32(0x40, START_INFO_MAGIC);
+            blob.put_u32(0x44, (state % 3) as u32);
+            blob.put_u32(0x70, (state % 40) as u32);
+            blob.put_u64(0x68, (state >> 8) % 0x480);
+            let _ = blob.parse(0x40);
+        }
+    }
+}

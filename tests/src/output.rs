@@ -1,0 +1,175 @@
+//! Parsing the boot-stub's serial output.
+//!
+//! Line formats (one item per line, numbers in hex with `0x`):
+//! - `memmap: <start> <len> <type>` for each `hvm_start_info` memory-map entry, in order;
+//! - `image: <start> <end> virt <virt>`;
+//! - `avoid: <start> <end>` for each range the target selection kept clear of;
+//! - `target: <base>`;
+//! - `plan: table <addr> <level> rebased=<bool> image_map=<bool>`;
+//! - `verify: ... ok|MISMATCH`;
+//! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok`.
+
+use reloc_core::{MemoryRegion, PhysRange};
+
+/// The summary line's numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Old physical base.
+    pub old_base: u64,
+    /// Image length.
+    pub len: u64,
+    /// New physical base.
+    pub new_base: u64,
+    /// Tables rebased.
+    pub tables: u32,
+    /// Image-map leaves rebased.
+    pub leaves: u32,
+}
+
+/// What the stub printed, parsed.
+#[derive(Clone, Debug, Default)]
+pub struct StubOutput {
+    /// The memory map as the stub parsed it.
+    pub memmap: Vec<MemoryRegion>,
+    /// The image, physical.
+    pub image: Option<PhysRange>,
+    /// The ranges given to the target selection (the image first).
+    pub avoid: Vec<PhysRange>,
+    /// The chosen target.
+    pub target: Option<u64>,
+    /// Plan tables marked `rebased=true`.
+    pub rebased_tables: u32,
+    /// `verify:` lines ending in `ok`.
+    pub checks_ok: u32,
+    /// `verify:` lines ending in `MISMATCH`.
+    pub checks_failed: u32,
+    /// The summary line, if printed.
+    pub summary: Option<Summary>,
+}
+
+fn hex(word: &str) -> Result<u64, String> {
+    let digits = word
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("`{word}` is not 0x-prefixed hex"))?;
+    u64::from_str_radix(digits, 16).map_err(|e| format!("`{word}`: {e}"))
+}
+
+fn field<'a>(words: &[&'a str], index: usize, line: &str) -> Result<&'a str, String> {
+    words
+        .get(index)
+        .copied()
+        .ok_or_else(|| format!("line `{line}` is too short"))
+}
+
+fn counter(word: &str, key: &str) -> Result<u32, String> {
+    word.strip_prefix(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("`{word}` is not {key}<number>"))
+}
+
+impl StubOutput {
+    /// Parses `serial`; a malformed line of a known kind is an error naming it.
+    pub fn parse(serial: &str) -> Result<Self, String> {
+        let mut out = StubOutput::default();
+        for line in serial.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                Some("memmap:") => {
+                    let kind = field(&words, 3, line)?
+                        .parse()
+                        .map_err(|e| format!("`{line}`: {e}"))?;
+                    out.memmap.push(MemoryRegion {
+                        start: hex(field(&words, 1, line)?)?,
+                        len: hex(field(&words, 2, line)?)?,
+                        kind,
+                    });
+                }
+                Some("image:") => {
+                    out.image = Some(PhysRange::new(
+                        hex(field(&words, 1, line)?)?,
+                        hex(field(&words, 2, line)?)?,
+                    ));
+                }
+                Some("avoid:") => out.avoid.push(PhysRange::new(
+                    hex(field(&words, 1, line)?)?,
+                    hex(field(&words, 2, line)?)?,
+                )),
+                Some("target:") => out.target = Some(hex(field(&words, 1, line)?)?),
+                Some("plan:")
+                    if words.get(1) == Some(&"table") && words.contains(&"rebased=true") =>
+                {
+                    out.rebased_tables += 1;
+                }
+                Some("verify:") => match words.last().copied() {
+                    Some("ok") => out.checks_ok += 1,
+                    _ => out.checks_failed += 1,
+                },
+                Some("reloc:") if words.get(1) == Some(&"moved") => {
+                    // reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok
+                    let (start, len) = field(&words, 2, line)?
+                        .split_once('+')
+                        .ok_or_else(|| format!("`{line}`: no start+len"))?;
+                    if field(&words, 7, line)? != "ok" {
+                        return Err(format!("summary `{line}` does not end in ok"));
+                    }
+                    out.summary = Some(Summary {
+                        old_base: hex(start)?,
+                        len: hex(len)?,
+                        new_base: hex(field(&words, 4, line)?)?,
+                        tables: counter(field(&words, 5, line)?, "tables=")?,
+                        leaves: counter(field(&words, 6, line)?, "leaves=")?,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_run() {
+        let serial = "boot-stub: PVH entry\n\
+            memmap: 0x0 0x9fc00 1\n\
+            memmap: 0x100000 0x7ee0000 1\n\
+            image: 0x200000 0x226000 virt 0xffffffff80200000\n\
+            avoid: 0x200000 0x226000\n\
+            avoid: 0x21e0 0x2218\n\
+            target: 0x7c00000\n\
+            plan: table 0x20a000 L4 rebased=true image_map=false\n\
+            plan: table 0x20b000 L1 rebased=false image_map=false\n\
+            verify: cr3 0x7c0a000 expected 0x7c0a000 ok\n\
+            verify: walk code 0x1 -> 0x2 expected 0x3 MISMATCH\n\
+            reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 ok\n";
+        let out = StubOutput::parse(serial).unwrap();
+        assert_eq!(out.memmap.len(), 2);
+        assert_eq!(out.memmap[1].len, 0x7ee0000);
+        assert_eq!(out.image, Some(PhysRange::new(0x200000, 0x226000)));
+        assert_eq!(out.avoid.len(), 2);
+        assert_eq!(out.target, Some(0x7c00000));
+        assert_eq!(out.rebased_tables, 1);
+        assert_eq!((out.checks_ok, out.checks_failed), (1, 1));
+        assert_eq!(
+            out.summary,
+            Some(Summary {
+                old_base: 0x200000,
+                len: 0x26000,
+                new_base: 0x7c00000,
+                tables: 10,
+                leaves: 1
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        assert!(StubOutput::parse("memmap: 0x0 zz 1").is_err());
+        assert!(StubOutput::parse("memmap: 0x0").is_err());
+        assert!(StubOutput::parse("reloc: moved 0x200000 -> 0x1 tables=1 leaves=1 ok").is_err());
+        assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 FAILED").is_err());
+    }
+}
