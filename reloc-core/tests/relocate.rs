@@ -304,7 +304,13 @@ fn switch_params_are_validated_before_the_critical_region() {
     assert_eq!(params.cr3_keep_mask, !0x3fff_ffff_f000);
     for stack_top in [XEN_VIRT_START, XEN_VIRT_START + IMAGE_LEN + 8, 0x1000] {
         assert!(matches!(
-            SwitchParams::new(&plan, &VirtualLayout { stack_top, ..layout }),
+            SwitchParams::new(
+                &plan,
+                &VirtualLayout {
+                    stack_top,
+                    ..layout
+                }
+            ),
             Err(SwitchError::StackOutsideImage { .. })
         ));
     }
