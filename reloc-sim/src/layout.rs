@@ -688,7 +688,7 @@ pub fn random_layout(seed: u64, sharing: Sharing) -> RandomLayout {
     } else {
         Vec::new()
     };
-    let spec = LayoutSpec {
+    let mut spec = LayoutSpec {
         paging,
         image_base,
         image_size,
@@ -711,6 +711,17 @@ pub fn random_layout(seed: u64, sharing: Sharing) -> RandomLayout {
         flag_noise: if r.one_in(4) { 0 } else { r.next_u64() | 1 },
         data_every: 1 + r.below(8),
     };
+    if sharing == Sharing::Required {
+        // Make the sharing visible to an add-per-visit walk: the shared table must hold
+        // pointers.
+        if spec.shared_l3.is_some() {
+            spec.directmap_leaf = DirectmapLeaf::Size2M;
+            spec.directmap_extent = ram_top.next_multiple_of(2 * MIB);
+        }
+        if spec.shared_image_map.is_some() {
+            spec.fixmap_l1 = true;
+        }
+    }
     RandomLayout {
         seed,
         ram,

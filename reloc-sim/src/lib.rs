@@ -15,11 +15,13 @@
 //! - [`check`]: the properties every relocation must satisfy.
 //! - [`run`]: one relocation end to end (select, plan, apply, switch, verify): what `demo`
 //!   and `replay` run.
+//! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
 //! - [`scenario`]: the JSON scenario format.
 //! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod demo;
 pub mod dump;
 pub mod layout;
 pub mod machine;

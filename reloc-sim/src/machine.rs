@@ -183,6 +183,8 @@ impl SwitchOptions {
 /// What the switch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SwitchReport {
+    /// TLB entries cached when the switch reached its CR4/CR3 writes.
+    pub tlb_entries_before: usize,
     /// Bytes of stack re-copied.
     pub stack_bytes_recopied: u64,
     /// TLB entries dropped by the CR4.PGE toggle (both CR4 writes).
@@ -409,6 +411,7 @@ impl Machine {
             report.stack_bytes_recopied = params.stack_top.saturating_sub(self.rsp);
         }
         let cr4 = self.cr4;
+        report.tlb_entries_before = self.tlb.len();
         if options.toggle_pge {
             report.tlb_flushed_by_pge += self.write_cr4(cr4 & !CR4_PGE);
         }

@@ -305,7 +305,6 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
             .map_err(RunError::Access)?;
     }
     let critical_writes = machine.lost_writes().count();
-    let tlb_entries_before = machine.tlb().len();
     let control = options.pge_control.then(|| machine.clone());
     let switch = machine
         .switch(&params, options.switch)
@@ -319,9 +318,14 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
                 .is_ok_and(|v| v == w.value)
         })
         .count();
-    if virt.is_some() {
-        // The code after the switch reloads its spill.
+    if let Some(v) = virt {
+        // The code after the switch reloads its spill and runs on, touching its image.
         machine.read_virt(spill_at).map_err(RunError::Access)?;
+        let mut va = v.image_start;
+        while va < v.image_start + request.image.len() {
+            machine.read_virt(va).map_err(RunError::Access)?;
+            va += 4096;
+        }
     }
 
     let stale_without_pge = match control {
@@ -374,7 +378,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         request,
         apply,
         switch,
-        tlb_entries_before,
+        tlb_entries_before: switch.tlb_entries_before,
         ranges_verified,
         leaves_verified,
         critical_writes,
