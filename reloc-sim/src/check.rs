@@ -39,7 +39,7 @@ pub enum Property {
     /// copy through a stale translation.
     TlbCoherent,
     /// No read after the switch returned data older than a write made through the old
-    /// alias during the critical region.
+    /// alias during the critical region (and the code after the switch ran without a fault).
     NoStaleReads,
     /// A naive add-per-visit walk gives the same memory (only claimed for layouts without
     /// sharing).
@@ -171,6 +171,8 @@ pub enum Violation {
         /// The cached page lies in the old copy.
         in_old_copy: bool,
     },
+    /// The simulated code faulted after the switch: on hardware, a crash.
+    Crash(crate::machine::AccessFault),
     /// A stale read (stack-spill hazard).
     StaleRead(crate::machine::StaleRead),
     /// The naive walk produced different memory.
@@ -245,6 +247,7 @@ impl fmt::Display for Violation {
                 current.map_or("not mapped".to_string(), |c| format!("{c:#x}"))
             ),
             Violation::StaleRead(s) => write!(f, "stale read: {s}"),
+            Violation::Crash(fault) => write!(f, "the code after the switch faulted: {fault}"),
             Violation::NaiveDiffers { phys, core, naive } => write!(
                 f,
                 "naive walk wrote {naive:#x} at {phys:#x} where reloc-core wrote {core:#x}"

@@ -318,16 +318,21 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
                 .is_ok_and(|v| v == w.value)
         })
         .count();
+    // The code after the switch reloads its spill and runs on, touching its image. A fault
+    // here is the machine crashing: reported as a violation, the other checks still run.
+    let mut crash = None;
     if let Some(v) = virt {
-        // The code after the switch reloads its spill and runs on, touching its image.
-        machine.read_virt(spill_at).map_err(RunError::Access)?;
-        let mut va = v.image_start;
-        while va < v.image_start + request.image.len() {
-            machine.read_virt(va).map_err(RunError::Access)?;
-            va += 4096;
-        }
+        let mut touch = || -> Result<(), AccessFault> {
+            machine.read_virt(spill_at)?;
+            let mut va = v.image_start;
+            while va < v.image_start + request.image.len() {
+                machine.read_virt(va)?;
+                va += 4096;
+            }
+            Ok(())
+        };
+        crash = touch().err();
     }
-
     let stale_without_pge = match control {
         Some(mut c) => {
             let opts = SwitchOptions {
@@ -365,7 +370,11 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     });
     properties.push(PropertyOutcome {
         property: Property::NoStaleReads,
-        result: check::check_stale_reads(&machine).map(|()| {
+        result: match crash {
+            Some(fault) => Err(Violation::Crash(fault)),
+            None => check::check_stale_reads(&machine),
+        }
+        .map(|()| {
             if virt.is_some() {
                 "the stack spill made in the critical region was read back intact".into()
             } else {
