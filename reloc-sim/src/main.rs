@@ -276,8 +276,13 @@ fn text_report(r: &RunReport, title: &str) -> String {
     let mut out = format!("reloc-sim: {title}\n");
     out += &format!("  old base          {:#x}\n", r.request.image.start);
     out += &format!(
-        "  new base          {:#x} (reloc-core's selection)\n",
-        r.request.new_base
+        "  new base          {:#x}{}\n",
+        r.request.new_base,
+        if r.target_selected {
+            " (reloc-core's selection)"
+        } else {
+            " (given)"
+        }
     );
     out += &format!(
         "  bytes copied      {} ({})\n",
@@ -342,6 +347,7 @@ fn json_report(r: &RunReport, title: &str) -> serde_json::Value {
         "passed": r.passed(),
         "old_base": format!("{:#x}", r.request.image.start),
         "new_base": format!("{:#x}", r.request.new_base),
+        "target_selected": r.target_selected,
         "image_size": r.request.image.len(),
         "bytes_copied": r.apply.bytes_copied,
         "tables_rebased": per_level(&r.apply.tables_rebased),

@@ -145,6 +145,8 @@ pub struct PropertyOutcome {
 pub struct RunReport {
     /// The request as run (with the chosen base).
     pub request: Request,
+    /// True when reloc-core's selection chose the base.
+    pub target_selected: bool,
     /// Copy and rebase.
     pub apply: ApplyReport,
     /// The switch.
@@ -384,6 +386,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     });
     properties.sort_by_key(|p| p.property);
     Ok(RunReport {
+        target_selected: target == Target::Auto,
         request,
         apply,
         switch,

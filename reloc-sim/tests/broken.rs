@@ -2,13 +2,13 @@
 //! layout that exposes it, and the checker must report the violation. reloc-core on the same
 //! layout passes every check (so the failures are the breakage, not the layout).
 
+use reloc_core::PhysRange;
 use reloc_sim::check::{Property, Violation};
 use reloc_sim::layout::{random_layout, scribble, LayoutSpec, Sharing, XenLayout, GIB, MIB};
 use reloc_sim::machine::SwitchOptions;
 use reloc_sim::mem::SparseMemory;
 use reloc_sim::relocators::{Relocator, Request};
 use reloc_sim::run::{run, RunInput, RunOptions, RunReport, Target};
-use reloc_core::PhysRange;
 
 const TARGET: u64 = 0x3000_0000;
 
@@ -87,7 +87,10 @@ fn naive_walk_is_caught_on_shared_and_recursive_layouts() {
     ] {
         let report = run_with(input, Relocator::NaiveXen, SwitchOptions::CORE);
         assert!(
-            matches!(result(&report, Property::Copy), Err(Violation::CopyMismatch { .. })),
+            matches!(
+                result(&report, Property::Copy),
+                Err(Violation::CopyMismatch { .. })
+            ),
             "{:?}",
             result(&report, Property::Copy)
         );
@@ -100,9 +103,16 @@ fn naive_walk_is_caught_on_shared_and_recursive_layouts() {
 
 #[test]
 fn clobbered_flags_are_caught() {
-    let report = run_with(xen_input(|_| {}), Relocator::ClobberFlags, SwitchOptions::CORE);
+    let report = run_with(
+        xen_input(|_| {}),
+        Relocator::ClobberFlags,
+        SwitchOptions::CORE,
+    );
     let copy = result(&report, Property::Copy);
-    assert!(matches!(copy, Err(Violation::CopyMismatch { .. })), "{copy:?}");
+    assert!(
+        matches!(copy, Err(Violation::CopyMismatch { .. })),
+        "{copy:?}"
+    );
     // The mapping of the image's second 2 MiB lost NX.
     match result(&report, Property::Mappings) {
         Err(Violation::MappingChanged {
@@ -148,10 +158,17 @@ fn copy_before_validation_is_caught() {
 
 #[test]
 fn copying_the_footprint_is_caught() {
-    let report = run_with(xen_input(|_| {}), Relocator::CopyFootprint, SwitchOptions::CORE);
+    let report = run_with(
+        xen_input(|_| {}),
+        Relocator::CopyFootprint,
+        SwitchOptions::CORE,
+    );
     match result(&report, Property::OutsideUntouched) {
         Err(Violation::OutsideChanged { phys, .. }) => {
-            assert!((TARGET + 7 * MIB..TARGET + 8 * MIB).contains(&phys), "{phys:#x}");
+            assert!(
+                (TARGET + 7 * MIB..TARGET + 8 * MIB).contains(&phys),
+                "{phys:#x}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -159,7 +176,11 @@ fn copying_the_footprint_is_caught() {
 
 #[test]
 fn rebasing_in_place_is_caught() {
-    let report = run_with(xen_input(|_| {}), Relocator::RebaseInPlace, SwitchOptions::CORE);
+    let report = run_with(
+        xen_input(|_| {}),
+        Relocator::RebaseInPlace,
+        SwitchOptions::CORE,
+    );
     assert!(matches!(
         result(&report, Property::OldImageUntouched),
         Err(Violation::OldImageChanged { .. })

@@ -106,7 +106,12 @@ proptest! {
                 "ImageMappedBy4KiBLeaf"
             }
             4 => {
-                let slot = (0..512).find(|i| machine.mem.read(table + i * 8).unwrap() & 1 == 0).unwrap();
+                // A table with a free slot (directmap tables are full; the top never is).
+                let free = |t: u64| (0..512).find(|i| machine.mem.read(t + i * 8).unwrap() & 1 == 0);
+                let (table, slot) = match free(table) {
+                    Some(slot) => (table, slot),
+                    None => (layout.top_table, free(layout.top_table).unwrap()),
+                };
                 // Present, PS clear: a pointer at any level, to a table outside the image.
                 let outside = if image.start >= (4 << 20) { 0 } else { image.end.next_multiple_of(4096) + (2 << 20) };
                 let level_ok = machine.mem.write(table + slot * 8, outside | 0x3);
@@ -201,7 +206,7 @@ proptest! {
                 prop_assert!(caught, "naive walk not caught on {:?}", rl.spec);
             }
             // Corrupted tables can make the simulated code fault after the switch: also caught.
-            Err(e) => prop_assert!(matches!(e, reloc_sim::run::RunError::Access(_)), "{e}"),
+            Err(e) => prop_assert!(false, "the naive run did not complete: {e}"),
         }
     }
 }
