@@ -1,3 +1,32 @@
 //! reloc-sim: a simulated x86_64 machine that proves reloc-core relocations.
 //!
-//! Placeholder until the reloc-sim issue lands.
+//! The same reloc-core code that runs on bare metal runs here, through its
+//! [`reloc_core::PhysMemory`] trait, against a machine model precise enough to catch what
+//! QEMU and hardware hide:
+//!
+//! - [`mem`]: sparse physical memory over declared RAM ranges; an access outside RAM is a
+//!   typed fault.
+//! - [`paging`]: a 4/5-level page walker written from the SDM, independent of reloc-core's
+//!   decoder, and an enumerator of everything a set of tables maps.
+//! - [`machine`]: CR3, CR4 (PGE, LA57), a TLB that keeps global entries across CR3 loads,
+//!   virtual accesses through the TLB, and the critical region between copy and switch.
+//! - [`layout`]: Xen-like and random boot layouts.
+//! - [`relocators`]: reloc-core, plus deliberately broken relocators the checks must catch.
+//! - [`check`]: the properties every relocation must satisfy.
+//! - [`run`]: one relocation end to end (select, plan, apply, switch, verify): what `demo`
+//!   and `replay` run.
+//! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
+//! - [`scenario`]: the JSON scenario format.
+//! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod demo;
+pub mod dump;
+pub mod layout;
+pub mod machine;
+pub mod mem;
+pub mod paging;
+pub mod relocators;
+pub mod run;
+pub mod scenario;

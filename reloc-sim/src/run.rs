@@ -1,0 +1,403 @@
+//! One relocation end to end on a simulated machine: choose the target, plan, copy and
+//! rebase, run code in the critical region (a stack spill), switch, and verify every
+//! property. This is what `reloc-sim demo` and `reloc-sim replay` run.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reloc_core::switch::{SwitchError, SwitchParams, VirtualLayout};
+use reloc_core::{
+    select_target, ApplyReport, Level, MemoryRegion, PhysRange, Plan, PlanError, SelectError,
+    TargetRequest,
+};
+
+use crate::check::{self, Property, Violation};
+use crate::machine::{AccessFault, Machine, SwitchOptions, SwitchReport};
+use crate::relocators::{Relocator, Request};
+
+/// Where the image goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// This base.
+    Fixed(u64),
+    /// reloc-core's selection over the memory map.
+    Auto,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunInput {
+    /// The machine, paging on.
+    pub machine: Machine,
+    /// The firmware memory map (for automatic selection).
+    pub memmap: Vec<MemoryRegion>,
+    /// The request; `new_base` is replaced when `target` is `Auto`.
+    pub request: Request,
+    /// Target.
+    pub target: Target,
+    /// Virtual layout for the switch; without it the stack is not re-copied and no spill is
+    /// simulated.
+    pub virt: Option<VirtualLayout>,
+}
+
+/// How to run.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Which relocator copies and rebases.
+    pub relocator: Relocator,
+    /// The switch sequence.
+    pub switch: SwitchOptions,
+    /// Also run the naive walk on a copy of the machine and check it agrees (claimed only
+    /// for layouts without sharing).
+    pub compare_naive: bool,
+    /// Re-run the switch without the PGE toggle on a copy and count the stale entries it
+    /// leaves (a control showing what the toggle prevents).
+    pub pge_control: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            relocator: Relocator::Core,
+            switch: SwitchOptions::CORE,
+            compare_naive: false,
+            pge_control: false,
+        }
+    }
+}
+
+/// Why a run stopped before the checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// No target fits.
+    Select(SelectError),
+    /// reloc-core rejected the request.
+    Plan(PlanError),
+    /// The virtual layout does not fit the plan.
+    Switch(SwitchError),
+    /// The simulated code faulted.
+    Access(AccessFault),
+}
+
+impl RunError {
+    /// The error kind, as scenario files name it (`NoRoom`, `RangesOverlap`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Select(e) => match e {
+                SelectError::EmptyImage => "SelectEmptyImage",
+                SelectError::BadAlignment { .. } => "BadAlignment",
+                SelectError::NoRoom { .. } => "NoRoom",
+            },
+            RunError::Plan(e) => plan_error_kind(e),
+            RunError::Switch(_) => "Switch",
+            RunError::Access(_) => "Access",
+        }
+    }
+}
+
+/// The variant name of a [`PlanError`].
+pub fn plan_error_kind(e: &PlanError) -> &'static str {
+    match e {
+        PlanError::InvalidMaxPhysBits { .. } => "InvalidMaxPhysBits",
+        PlanError::EmptyImage { .. } => "EmptyImage",
+        PlanError::ImageMisaligned { .. } => "ImageMisaligned",
+        PlanError::NewBaseMisaligned { .. } => "NewBaseMisaligned",
+        PlanError::RangeWraps { .. } => "RangeWraps",
+        PlanError::RangeBeyondMaxPhys { .. } => "RangeBeyondMaxPhys",
+        PlanError::RangesOverlap { .. } => "RangesOverlap",
+        PlanError::Inaccessible { .. } => "Inaccessible",
+        PlanError::TableMisaligned { .. } => "TableMisaligned",
+        PlanError::TableOutsideImage { .. } => "TableOutsideImage",
+        PlanError::PointerOutsideImage { .. } => "PointerOutsideImage",
+        PlanError::MalformedEntry { .. } => "MalformedEntry",
+        PlanError::ImageLeafOutsideImage { .. } => "ImageLeafOutsideImage",
+        PlanError::ImageMappedBy4KiBLeaf { .. } => "ImageMappedBy4KiBLeaf",
+        PlanError::ImageMapNotReached { .. } => "ImageMapNotReached",
+        PlanError::RebasedEntryBeyondMaxPhys { .. } => "RebasedEntryBeyondMaxPhys",
+        PlanError::TooManyTables { .. } => "TooManyTables",
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Select(e) => write!(f, "target selection failed: {e}"),
+            RunError::Plan(e) => write!(f, "relocation rejected: {e}"),
+            RunError::Switch(e) => write!(f, "switch parameters rejected: {e}"),
+            RunError::Access(e) => write!(f, "simulated code faulted: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// The outcome of one property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyOutcome {
+    /// Which.
+    pub property: Property,
+    /// What was verified, or the violation.
+    pub result: Result<String, Violation>,
+}
+
+/// Everything a run did and found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The request as run (with the chosen base).
+    pub request: Request,
+    /// True when reloc-core's selection chose the base.
+    pub target_selected: bool,
+    /// Copy and rebase.
+    pub apply: ApplyReport,
+    /// The switch.
+    pub switch: SwitchReport,
+    /// TLB entries cached before the switch.
+    pub tlb_entries_before: usize,
+    /// Virtual ranges (coalesced) compared by the mapping check.
+    pub ranges_verified: usize,
+    /// Leaves compared by the mapping check.
+    pub leaves_verified: usize,
+    /// Writes made through the old mapping in the critical region.
+    pub critical_writes: usize,
+    /// Of those, rescued by the stack re-copy.
+    pub critical_writes_rescued: usize,
+    /// Stale global entries left when the same switch runs without the PGE toggle.
+    pub stale_without_pge: Option<usize>,
+    /// Every property checked.
+    pub properties: Vec<PropertyOutcome>,
+    /// Wall-clock time of the whole run.
+    pub elapsed: Duration,
+    /// The machine after the run.
+    pub machine: Machine,
+}
+
+impl RunReport {
+    /// True when every property held.
+    pub fn passed(&self) -> bool {
+        self.properties.iter().all(|p| p.result.is_ok())
+    }
+
+    /// The first violation.
+    pub fn first_violation(&self) -> Option<(Property, &Violation)> {
+        self.properties
+            .iter()
+            .find_map(|p| p.result.as_ref().err().map(|v| (p.property, v)))
+    }
+
+    /// Per-level counts of `counts` for L5..L2 as "L4 1, L3 3, ...".
+    pub fn per_level(counts: &reloc_core::PerLevel) -> String {
+        [Level::L5, Level::L4, Level::L3, Level::L2]
+            .iter()
+            .filter(|&&l| counts.get(l) > 0)
+            .map(|&l| format!("{l} {}", counts.get(l)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The spill value written in the critical region.
+const SPILL: u64 = 0x5917_1000_dead_beef;
+
+/// Runs one relocation end to end. `Err` only when it could not run; property violations are
+/// in the report.
+pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> {
+    let start = Instant::now();
+    let RunInput {
+        mut machine,
+        memmap,
+        mut request,
+        target,
+        virt,
+    } = input;
+    let footprint = PhysRange::new(
+        request.image.start,
+        request
+            .image
+            .start
+            .saturating_add(request.image.len().next_multiple_of(2 << 20)),
+    );
+    if let Target::Auto = target {
+        let avoid = [footprint];
+        request.new_base = select_target(&memmap, &TargetRequest::new(request.image.len(), &avoid))
+            .map_err(RunError::Select)?;
+    }
+
+    // Warm the TLB the way running code would: every image page, the stack.
+    if let Some(v) = virt {
+        let mut va = v.image_start;
+        while va < v.image_start + request.image.len() {
+            machine.read_virt(va).map_err(RunError::Access)?;
+            va += 4096;
+        }
+        machine
+            .write_virt(machine.rsp, 0x5eed_0000_0000_0001)
+            .map_err(RunError::Access)?;
+    }
+    let before = machine.mem.clone();
+    let before_cfg = machine.walk_config();
+    let mut properties = Vec::new();
+
+    // A rejected request must leave memory bit-identical: try one (a destination 4 KiB off
+    // the 2 MiB grid) with the same relocator.
+    let mut rejected = request.clone();
+    rejected.new_base = request.new_base.wrapping_add(4096);
+    let rejected_result = match options.relocator.relocate(&mut machine, &rejected) {
+        Ok(_) => Err(Violation::Unwalkable(
+            "a request with a misaligned destination was accepted".into(),
+        )),
+        Err(_) => check::check_untouched(&before, &machine.mem).map(|()| {
+            "an invalid request (misaligned destination) left memory bit-identical".to_string()
+        }),
+    };
+    if rejected_result.is_err() {
+        machine.mem = before.clone();
+    }
+    properties.push(PropertyOutcome {
+        property: Property::RejectedUntouched,
+        result: rejected_result,
+    });
+
+    let plan: Plan = Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?;
+    let params = match virt {
+        Some(v) => SwitchParams::new(&plan, &v).map_err(RunError::Switch)?,
+        None => SwitchParams {
+            new_top_table: plan.new_top_table().as_u64(),
+            cr3_keep_mask: !plan.max_phys().address_mask(12),
+            stack_top: machine.rsp,
+            stack_copy_offset: 0,
+        },
+    };
+    let naive_memory = options.compare_naive.then(|| {
+        let mut m = machine.clone();
+        let _ = Relocator::NaiveXen.relocate(&mut m, &request);
+        m.mem
+    });
+
+    let apply = options
+        .relocator
+        .relocate(&mut machine, &request)
+        .map_err(RunError::Plan)?;
+    for (property, result) in check::check_copy(&before, &before_cfg, &machine.mem, &request) {
+        properties.push(PropertyOutcome {
+            property,
+            result: result.map(|s| match property {
+                Property::Copy => format!(
+                    "{} bytes compared, {} entries rebased as specified",
+                    s.bytes_compared, s.entries_rebased
+                ),
+                Property::OldImageUntouched => "old image bit-identical".into(),
+                _ => "every byte outside the new image bit-identical".into(),
+            }),
+        });
+    }
+    if let Some(naive) = naive_memory {
+        properties.push(PropertyOutcome {
+            property: Property::NaiveAgrees,
+            result: check::check_naive(&machine.mem, &naive)
+                .map(|()| "naive add-per-visit walk wrote the same bytes".into()),
+        });
+    }
+
+    // Critical region: compiled code spills a temporary to the stack, through the old
+    // mapping. Only the stack re-copy carries it over.
+    let spill_at = machine.rsp + 8;
+    if virt.is_some() {
+        machine
+            .write_virt(spill_at, SPILL)
+            .map_err(RunError::Access)?;
+    }
+    let critical_writes = machine.lost_writes().count();
+    let control = options.pge_control.then(|| machine.clone());
+    let switch = machine
+        .switch(&params, options.switch)
+        .map_err(RunError::Access)?;
+    let critical_writes_rescued = machine
+        .lost_writes()
+        .filter(|w| {
+            machine
+                .mem
+                .read(w.phys.wrapping_add(request.delta()))
+                .is_ok_and(|v| v == w.value)
+        })
+        .count();
+    // The code after the switch reloads its spill and runs on, touching its image. A fault
+    // here is the machine crashing: reported as a violation, the other checks still run.
+    let mut crash = None;
+    if let Some(v) = virt {
+        let mut touch = || -> Result<(), AccessFault> {
+            machine.read_virt(spill_at)?;
+            let mut va = v.image_start;
+            while va < v.image_start + request.image.len() {
+                machine.read_virt(va)?;
+                va += 4096;
+            }
+            Ok(())
+        };
+        crash = touch().err();
+    }
+    let stale_without_pge = match control {
+        Some(mut c) => {
+            let opts = SwitchOptions {
+                toggle_pge: false,
+                ..options.switch
+            };
+            c.switch(&params, opts).map_err(RunError::Access)?;
+            Some(check::stale_tlb_entries(&c, request.image).len())
+        }
+        None => None,
+    };
+
+    let mapping = check::check_mappings(
+        &before,
+        &before_cfg,
+        &machine.mem,
+        &machine.walk_config(),
+        &request,
+    );
+    let (ranges_verified, leaves_verified) =
+        mapping.as_ref().map_or((0, 0), |s| (s.ranges, s.leaves));
+    properties.push(PropertyOutcome {
+        property: Property::Mappings,
+        result: mapping.map(|s| {
+            format!(
+                "{} leaves in {} ranges, {} moved by delta, the rest unchanged",
+                s.leaves, s.ranges, s.moved
+            )
+        }),
+    });
+    properties.push(PropertyOutcome {
+        property: Property::TlbCoherent,
+        result: check::check_tlb(&machine, request.image)
+            .map(|n| format!("{n} cached entries agree with the new tables")),
+    });
+    properties.push(PropertyOutcome {
+        property: Property::NoStaleReads,
+        result: match crash {
+            Some(fault) => Err(Violation::Crash(fault)),
+            None => check::check_stale_reads(&machine),
+        }
+        .map(|()| {
+            if virt.is_some() {
+                "the stack spill made in the critical region was read back intact".into()
+            } else {
+                "no code ran in the critical region".into()
+            }
+        }),
+    });
+    properties.sort_by_key(|p| p.property);
+    Ok(RunReport {
+        target_selected: target == Target::Auto,
+        request,
+        apply,
+        switch,
+        tlb_entries_before: switch.tlb_entries_before,
+        ranges_verified,
+        leaves_verified,
+        critical_writes,
+        critical_writes_rescued,
+        stale_without_pge,
+        properties,
+        elapsed: start.elapsed(),
+        machine,
+    })
+}
