@@ -108,6 +108,8 @@ variant("err-malformed-entry", "MalformedEntry", "PS set in a top-level (L4) ent
 variant("err-image-leaf-outside-image", "ImageLeafOutsideImage", "An image-map 2 MiB leaf maps memory outside the image: moving it would point at memory never copied.", entry(L2_XEN, 2, 0x800000 | IMAGE_LEAF))
 variant("err-image-mapped-by-4k-leaf", "ImageMappedBy4KiBLeaf", "A 4 KiB leaf under the image map (in the fixmap L1) maps image memory: it would keep pointing at the old copy.", entry(L1_FIX, 2, 0x201000 | 0x163))
 variant("err-image-map-not-reached", "ImageMapNotReached", "A declared image map is never reached as an L2 table from the top level.", set_("image_maps", [H(L2_XEN), "0x307000"]))
+variant("err-image-map-aliased", "ImageMapAliased", "The image map (emptied, so nothing maps the image and no code runs: no virtual layout) is also hung under the top level, where it reads as an L3 table: no single rebase is right for both readings.",
+        lambda s: (s["tables"].update({L2_XEN: {}}), entry(TOP, 5, L2_XEN | PTR)(s), s.pop("virtual")))
 variant("err-rebased-entry-beyond-max-phys", "RebasedEntryBeyondMaxPhys", "With MAXPHYADDR 32 and a target just below 4 GiB, the second image leaf would be rebased to 4 GiB.",
         lambda s: (s.update(max_phys_bits=32), s.update(target="0xffe00000")))
 variant("err-too-many-tables", "TooManyTables", "69 extra L3 tables under the top level: more than the plan's 64.", too_many)

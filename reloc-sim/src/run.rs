@@ -113,6 +113,7 @@ pub fn plan_error_kind(e: &PlanError) -> &'static str {
         PlanError::ImageLeafOutsideImage { .. } => "ImageLeafOutsideImage",
         PlanError::ImageMappedBy4KiBLeaf { .. } => "ImageMappedBy4KiBLeaf",
         PlanError::ImageMapNotReached { .. } => "ImageMapNotReached",
+        PlanError::ImageMapAliased { .. } => "ImageMapAliased",
         PlanError::RebasedEntryBeyondMaxPhys { .. } => "RebasedEntryBeyondMaxPhys",
         PlanError::TooManyTables { .. } => "TooManyTables",
     }

@@ -56,6 +56,7 @@ fn every_scenario_has_its_expected_outcome() {
         "ImageLeafOutsideImage",
         "ImageMappedBy4KiBLeaf",
         "ImageMapNotReached",
+        "ImageMapAliased",
         "RebasedEntryBeyondMaxPhys",
         "TooManyTables",
         "NoRoom",
