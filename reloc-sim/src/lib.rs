@@ -19,6 +19,7 @@
 //! - [`scenario`]: the JSON scenario format.
 //! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod check;
 pub mod demo;

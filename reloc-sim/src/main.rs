@@ -3,6 +3,7 @@
 //!
 //! Exit status: 0 success; 1 bad input (file, layout); 2 usage; 3 relocation rejected;
 //! 4 a property check failed.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,6 +8,7 @@
 //!
 //! The boot tests live in `tests/boot.rs`. QEMU missing is a test failure with an install
 //! hint, never a skip.
+#![forbid(unsafe_code)]
 
 pub mod output;
 pub mod qemu;
