@@ -6,7 +6,6 @@ use reloc_core::{MemoryRegion, PagingMode, PhysRange};
 
 use crate::layout::{random_layout, DirectmapLeaf, LayoutError, Sharing, XenLayout, GIB, MIB};
 use crate::mem::SparseMemory;
-use crate::relocators::Request;
 use crate::run::{RunInput, RunOptions, Target};
 
 /// What `reloc-sim demo` simulates.
@@ -84,14 +83,7 @@ pub fn demo_input(config: &DemoConfig) -> Result<(RunInput, bool), LayoutError> 
             .iter()
             .map(|r| region(r.start, r.end, E820_RAM))
             .collect();
-        let request = Request {
-            paging: layout.paging,
-            top_table: layout.top_table,
-            image: layout.image,
-            new_base: 0,
-            image_maps: layout.image_maps.clone(),
-            max_phys_bits: layout.max_phys_bits,
-        };
+        let request = layout.request(0);
         return Ok((
             RunInput {
                 machine,
@@ -123,14 +115,7 @@ pub fn demo_input(config: &DemoConfig) -> Result<(RunInput, bool), LayoutError> 
     }
     let mut mem = SparseMemory::new(&ram);
     let layout = spec.build(&mut mem)?;
-    let request = Request {
-        paging: layout.paging,
-        top_table: layout.top_table,
-        image: layout.image,
-        new_base: 0,
-        image_maps: layout.image_maps.clone(),
-        max_phys_bits: layout.max_phys_bits,
-    };
+    let request = layout.request(0);
     Ok((
         RunInput {
             machine: layout.machine(mem),

@@ -173,6 +173,20 @@ pub struct BootLayout {
     pub max_phys_bits: u8,
 }
 
+impl BootLayout {
+    /// The relocation request for this layout, moving the image to `new_base`.
+    pub fn request(&self, new_base: u64) -> crate::relocators::Request {
+        crate::relocators::Request {
+            paging: self.paging,
+            top_table: self.top_table,
+            image: self.image,
+            new_base,
+            image_maps: self.image_maps.clone(),
+            max_phys_bits: self.max_phys_bits,
+        }
+    }
+}
+
 /// Why a layout could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutError {

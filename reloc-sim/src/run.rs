@@ -40,6 +40,23 @@ pub struct RunInput {
     pub virt: Option<VirtualLayout>,
 }
 
+impl RunInput {
+    /// A random machine moved to its chosen target, with its virtual layout (so the run
+    /// warms the TLB, spills to the stack and re-copies it).
+    pub fn from_random(
+        rl: &crate::layout::RandomLayout,
+    ) -> Result<Self, crate::layout::LayoutError> {
+        let (machine, layout) = rl.build()?;
+        Ok(Self {
+            machine,
+            memmap: Vec::new(),
+            request: layout.request(rl.target),
+            target: Target::Fixed(rl.target),
+            virt: Some(layout.virt),
+        })
+    }
+}
+
 /// How to run.
 #[derive(Clone, Copy, Debug)]
 pub struct RunOptions {

@@ -7,7 +7,7 @@ use reloc_sim::check::{Property, Violation};
 use reloc_sim::layout::{random_layout, scribble, LayoutSpec, Sharing, XenLayout, GIB, MIB};
 use reloc_sim::machine::SwitchOptions;
 use reloc_sim::mem::SparseMemory;
-use reloc_sim::relocators::{Relocator, Request};
+use reloc_sim::relocators::Relocator;
 use reloc_sim::run::{run, RunInput, RunOptions, RunReport, Target};
 
 const TARGET: u64 = 0x3000_0000;
@@ -28,14 +28,7 @@ fn xen_input(edit: impl FnOnce(&mut LayoutSpec)) -> RunInput {
     RunInput {
         machine: layout.machine(mem),
         memmap: Vec::new(),
-        request: Request {
-            paging: layout.paging,
-            top_table: layout.top_table,
-            image: layout.image,
-            new_base: TARGET,
-            image_maps: layout.image_maps.clone(),
-            max_phys_bits: layout.max_phys_bits,
-        },
+        request: layout.request(TARGET),
         target: Target::Fixed(TARGET),
         virt: Some(layout.virt),
     }
@@ -268,22 +261,7 @@ fn broken_relocators_are_caught_on_random_layouts_too() {
     for broken in Relocator::BROKEN {
         let mut caught = 0;
         for seed in 0..40 {
-            let rl = random_layout(seed, Sharing::Required);
-            let (machine, layout) = rl.build().unwrap();
-            let input = RunInput {
-                machine,
-                memmap: Vec::new(),
-                request: Request {
-                    paging: layout.paging,
-                    top_table: layout.top_table,
-                    image: layout.image,
-                    new_base: rl.target,
-                    image_maps: layout.image_maps.clone(),
-                    max_phys_bits: layout.max_phys_bits,
-                },
-                target: Target::Fixed(rl.target),
-                virt: Some(layout.virt),
-            };
+            let input = RunInput::from_random(&random_layout(seed, Sharing::Required)).unwrap();
             match run(
                 input,
                 RunOptions {

@@ -7,25 +7,11 @@ use reloc_core::PhysRange;
 use reloc_sim::check::{self, Property, Violation};
 use reloc_sim::layout::{arb_layout, RandomLayout, Sharing};
 use reloc_sim::machine::SwitchOptions;
-use reloc_sim::relocators::{Relocator, Request};
-use reloc_sim::run::{run, RunInput, RunOptions, RunReport, Target};
+use reloc_sim::relocators::Relocator;
+use reloc_sim::run::{run, RunInput, RunOptions, RunReport};
 
 fn input(rl: &RandomLayout) -> RunInput {
-    let (machine, layout) = rl.build().expect("random layouts build");
-    RunInput {
-        machine,
-        memmap: Vec::new(),
-        request: Request {
-            paging: layout.paging,
-            top_table: layout.top_table,
-            image: layout.image,
-            new_base: rl.target,
-            image_maps: layout.image_maps.clone(),
-            max_phys_bits: layout.max_phys_bits,
-        },
-        target: Target::Fixed(rl.target),
-        virt: Some(layout.virt),
-    }
+    RunInput::from_random(rl).expect("random layouts build")
 }
 
 fn outcome(report: &RunReport, property: Property) -> Result<String, Violation> {
@@ -77,14 +63,7 @@ proptest! {
         pick in any::<u64>(),
     ) {
         let (mut machine, layout) = rl.build().expect("random layouts build");
-        let mut request = Request {
-            paging: layout.paging,
-            top_table: layout.top_table,
-            image: layout.image,
-            new_base: rl.target,
-            image_maps: layout.image_maps.clone(),
-            max_phys_bits: layout.max_phys_bits,
-        };
+        let mut request = layout.request(rl.target);
         let image = layout.image;
         let table = layout.tables[(pick % layout.tables.len() as u64) as usize];
         let expected = match fault {
