@@ -392,6 +392,24 @@ pub fn boot<S: AsRef<str>>(args: &[S]) -> Finished {
     qemu.wait(DEFAULT_TIMEOUT)
 }
 
+/// Boots the stub with `-append hold` plus `args` and a monitor, and waits until it has
+/// relocated and halted (`reloc: holding`), so that its memory and registers can be read.
+pub fn boot_and_hold<S: AsRef<str>>(args: &[S]) -> Qemu {
+    qemu_binary();
+    let image = boot_stub_image();
+    let mut all: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    all.extend(["-append", "hold"]);
+    let mut vm = Qemu::spawn(image, &QemuConfig::new(&all).with_monitor())
+        .unwrap_or_else(|e| panic!("cannot start {QEMU}: {e}"));
+    if vm
+        .wait_for_line("reloc: holding", DEFAULT_TIMEOUT)
+        .is_none()
+    {
+        panic!("the stub did not hold:\n{}", vm.serial());
+    }
+    vm
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reloc_core::{select_target, SelectError, TargetRequest, IMAGE_ALIGN};
 use reloc_tests::output::StubOutput;
-use reloc_tests::qemu::{self, status, Finished, Qemu, QemuConfig};
+use reloc_tests::qemu::{self, status, Finished};
 
 /// Boots with `args`, checks success, and returns the parsed output.
 fn boot_ok(args: &[&str]) -> (StubOutput, Finished) {
@@ -219,16 +219,8 @@ fn panic_prints_message_and_location() {
 
 #[test]
 fn hold_keeps_running_and_monitor_sees_new_cr3() {
-    qemu::qemu_binary();
-    let image = qemu::boot_stub_image();
-    let mut vm = Qemu::spawn(
-        image,
-        &QemuConfig::new(&["-m", "128M", "-append", "hold"]).with_monitor(),
-    )
-    .expect("start QEMU");
-    let held = vm.wait_for_line("reloc: holding", qemu::DEFAULT_TIMEOUT);
+    let mut vm = qemu::boot_and_hold(&["-m", "128M"]);
     let serial = vm.serial();
-    assert!(held.is_some(), "no hold line:\n{serial}");
     let out = StubOutput::parse(&serial).unwrap();
     check_relocation(&out, &serial);
     let new_top = serial

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use reloc_sim::dump::{leaves, mapped_ranges, MappedRange};
-use reloc_tests::qemu::{self, Qemu, QemuConfig};
+use reloc_tests::qemu;
 
 const RAM: u64 = 128 << 20;
 
@@ -84,15 +84,7 @@ fn as_info_mem(leaves: &[MappedRange]) -> Vec<(u64, u64, String)> {
 
 #[test]
 fn map_of_a_pmemsave_dump_matches_qemu_info_tlb_and_info_mem() {
-    qemu::qemu_binary();
-    let image = qemu::boot_stub_image();
-    let mut vm = Qemu::spawn(
-        image,
-        &QemuConfig::new(&["-m", "128M", "-append", "hold"]).with_monitor(),
-    )
-    .expect("start QEMU");
-    let held = vm.wait_for_line("reloc: holding", qemu::DEFAULT_TIMEOUT);
-    assert!(held.is_some(), "no hold line:\n{}", vm.serial());
+    let mut vm = qemu::boot_and_hold(&["-m", "128M"]);
 
     let registers = vm.monitor("info registers").expect("monitor");
     let cr3 = registers
