@@ -18,11 +18,14 @@
 //! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
 //! - [`scenario`]: the JSON scenario format.
 //! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
+//! - [`fuzz`]: the fuzz targets' input decoding and oracles (`fuzz/` and the regression
+//!   tests call them).
 #![deny(missing_docs)]
 
 pub mod check;
 pub mod demo;
 pub mod dump;
+pub mod fuzz;
 pub mod layout;
 pub mod machine;
 pub mod mem;
