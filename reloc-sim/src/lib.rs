@@ -32,4 +32,5 @@ pub mod mem;
 pub mod paging;
 pub mod relocators;
 pub mod run;
+#[cfg(feature = "cli")]
 pub mod scenario;

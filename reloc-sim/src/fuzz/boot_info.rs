@@ -111,7 +111,10 @@ impl Description {
         let base = self.phys_base();
         let si = self.start_paddr();
         let mut put = |paddr: u64, value: &[u8]| {
-            let Some(off) = paddr.checked_sub(base).and_then(|o| usize::try_from(o).ok()) else {
+            let Some(off) = paddr
+                .checked_sub(base)
+                .and_then(|o| usize::try_from(o).ok())
+            else {
                 return;
             };
             if let Some(dst) = m.get_mut(off..off.saturating_add(value.len())) {
@@ -208,6 +211,8 @@ fn expected(o: &Oracle, si: u64, map_cap: usize, mod_cap: usize) -> Option<Expec
         return None;
     }
     let mut avoid = vec![PhysRange::new(si, si + 56)];
+    // Whole tables are read (reserved fields included).
+    o.get(memmap, 24 * u64::from(entries))?;
     let mut map = Vec::new();
     for i in 0..u64::from(entries) {
         let e = memmap.checked_add(24 * i)?;
@@ -226,6 +231,7 @@ fn expected(o: &Oracle, si: u64, map_cap: usize, mod_cap: usize) -> Option<Expec
             return None;
         }
         let end = modlist.checked_add(32 * u64::from(nr_modules))?;
+        o.get(modlist, 32 * u64::from(nr_modules))?;
         for i in 0..u64::from(nr_modules) {
             let e = modlist + 32 * i;
             let (paddr, size, cl) = (o.u64(e)?, o.u64(e + 8)?, o.u64(e + 16)?);
