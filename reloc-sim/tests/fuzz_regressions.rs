@@ -180,3 +180,14 @@ fn boot_info_directmap_unaligned_window() {
     );
     boot_info::check(&d);
 }
+
+/// boot_info found, in the harness itself: a start info placed below physical 0 (wrapping
+/// to just under 2^64) overflowed the fix-up arithmetic. Fixed in `reloc_sim::fuzz::boot_info`.
+#[test]
+fn boot_info_harness_start_info_wraps() {
+    let bytes = fs::read(fuzz_dir().join("regressions/boot_info/harness-start-info-wraps"))
+        .expect("regression input");
+    let d = boot_info::Description::decode(&mut arbitrary::Unstructured::new(&bytes));
+    assert!(d.start_paddr() > u64::MAX - 64, "{d:?}");
+    assert_eq!(boot_info::check(&d), boot_info::Outcome::Rejected);
+}

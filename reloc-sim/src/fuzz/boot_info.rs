@@ -125,18 +125,33 @@ impl Description {
             put(si, &START_INFO_MAGIC.to_le_bytes());
         }
         if self.flags & FIX_VERSION != 0 {
-            put(si + 4, &1u32.to_le_bytes());
+            put(si.wrapping_add(4), &1u32.to_le_bytes());
         }
         if self.flags & FIX_MEMMAP != 0 {
-            put(si + 40, &(base + u64::from(self.memmap_off)).to_le_bytes());
-            put(si + 48, &u32::from(self.memmap_entries).to_le_bytes());
+            put(
+                si.wrapping_add(40),
+                &(base + u64::from(self.memmap_off)).to_le_bytes(),
+            );
+            put(
+                si.wrapping_add(48),
+                &u32::from(self.memmap_entries).to_le_bytes(),
+            );
         }
         if self.flags & FIX_MODULES != 0 {
-            put(si + 12, &u32::from(self.nr_modules).to_le_bytes());
-            put(si + 16, &(base + u64::from(self.modlist_off)).to_le_bytes());
+            put(
+                si.wrapping_add(12),
+                &u32::from(self.nr_modules).to_le_bytes(),
+            );
+            put(
+                si.wrapping_add(16),
+                &(base + u64::from(self.modlist_off)).to_le_bytes(),
+            );
         }
         if self.flags & FIX_CMDLINE != 0 {
-            put(si + 24, &(base + u64::from(self.cmdline_off)).to_le_bytes());
+            put(
+                si.wrapping_add(24),
+                &(base + u64::from(self.cmdline_off)).to_le_bytes(),
+            );
         }
         m
     }
