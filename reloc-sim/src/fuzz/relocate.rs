@@ -159,7 +159,8 @@ pub struct Description {
     /// Bare base: RAM (none: 256 MiB from 0); the image footprint is added unless
     /// [`MODE_IMAGE_NOT_RAM`].
     pub ram: Vec<RamRange>,
-    /// MAXPHYADDR; 0 keeps the base's (46 for a bare base).
+    /// MAXPHYADDR: 0 keeps the base's (46 for a bare base); 32..=52 and 0xf0.. (invalid) as
+    /// they are; any other value maps into 32..=52.
     pub max_phys: u8,
     /// Extra tables: below 0xc0, image page `p % pages`; else a page just past the footprint
     /// (0xc0..0xe0) or just below the image (0xe0..).
@@ -490,9 +491,12 @@ impl Description {
             let _ = machine.mem.fill_page(t, |_| 0);
             tables.push(t);
         }
-        if self.max_phys != 0 {
-            request.max_phys_bits = self.max_phys;
-        }
+        request.max_phys_bits = match self.max_phys {
+            0 => request.max_phys_bits,
+            // Mostly valid values, so that most inputs get past the first check.
+            v @ 1..0xf0 if !(32..=52).contains(&v) => 32 + v % 21,
+            v => v,
+        };
         let max_phys = request.max_phys_bits;
         let table = |i: u8| {
             if tables.is_empty() {
