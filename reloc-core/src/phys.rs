@@ -171,10 +171,19 @@ impl PhysMemory for DirectMap<'_> {
     fn read_u64(&self, addr: u64) -> u64 {
         match self.ptr(addr, 8) {
             Some(p) if addr.is_multiple_of(8) => {
-                // SAFETY: `ptr` checked that the 8 bytes lie in the window, which the
-                // constructor's caller guarantees is mapped and valid; `base` and `addr` are
-                // 8-aligned, so `p` is. Volatile: page tables are also read by the MMU.
-                unsafe { p.cast::<u64>().read_volatile() }
+                let p = p.cast::<u64>();
+                if p.is_aligned() {
+                    // SAFETY: `ptr` checked that the 8 bytes lie in the window, which the
+                    // constructor's caller guarantees is mapped and valid; `p` is aligned.
+                    // Volatile: page tables are also read by the MMU.
+                    unsafe { p.read_volatile() }
+                } else {
+                    // A window starting off an 8-byte boundary (`from_slice` accepts any
+                    // `phys_start`) puts aligned physical qwords at unaligned host addresses.
+                    // SAFETY: the 8 bytes lie in the valid window (checked by `ptr`);
+                    // `read_unaligned` has no alignment requirement.
+                    unsafe { p.read_unaligned() }
+                }
             }
             _ => 0,
         }
@@ -183,8 +192,15 @@ impl PhysMemory for DirectMap<'_> {
     fn write_u64(&mut self, addr: u64, value: u64) {
         if let Some(p) = self.ptr(addr, 8) {
             if addr.is_multiple_of(8) {
-                // SAFETY: as in `read_u64`; `&mut self` means no other engine access is live.
-                unsafe { p.cast::<u64>().write_volatile(value) }
+                let p = p.cast::<u64>();
+                if p.is_aligned() {
+                    // SAFETY: as in `read_u64`; `&mut self` means no other engine access is
+                    // live.
+                    unsafe { p.write_volatile(value) }
+                } else {
+                    // SAFETY: as in `read_u64` (unaligned window start).
+                    unsafe { p.write_unaligned(value) }
+                }
             }
         }
     }
@@ -237,6 +253,19 @@ mod tests {
         assert_eq!(buf[1], 0xdead_beef);
         assert_eq!(buf[513], 0xdead_beef);
         assert_eq!(buf.iter().filter(|&&w| w != 0).count(), 2);
+    }
+
+    #[test]
+    fn directmap_over_window_not_8_aligned() {
+        // Found by the boot_info fuzz target: a window starting at ...4 put aligned
+        // physical qwords at unaligned host addresses, and `read_volatile` required alignment.
+        let mut buf = vec![0u64; 4];
+        let mut mem = DirectMap::from_slice(&mut buf, 0x1004);
+        mem.write_u64(0x1008, 0x1122_3344_5566_7788);
+        assert_eq!(mem.read_u64(0x1008), 0x1122_3344_5566_7788);
+        assert_eq!(mem.read_u64(0x1020), 0);
+        assert_eq!(buf[0], 0x5566_7788_0000_0000);
+        assert_eq!(buf[1], 0x1122_3344);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+#[cfg(feature = "proptest")]
 use proptest::prelude::*;
 use reloc_core::switch::VirtualLayout;
 use reloc_core::{PagingMode, PhysRange};
@@ -787,6 +788,7 @@ impl RandomLayout {
 }
 
 /// Proptest strategy: random machines (see [`random_layout`]).
+#[cfg(feature = "proptest")]
 pub fn arb_layout(sharing: Sharing) -> impl Strategy<Value = RandomLayout> {
     any::<u64>().prop_map(move |seed| random_layout(seed, sharing))
 }

@@ -18,16 +18,20 @@
 //! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
 //! - [`scenario`]: the JSON scenario format.
 //! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
+//! - [`fuzz`]: the fuzz targets' input decoding and oracles (`fuzz/` and the regression
+//!   tests call them).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod demo;
 pub mod dump;
+pub mod fuzz;
 pub mod layout;
 pub mod machine;
 pub mod mem;
 pub mod paging;
 pub mod relocators;
 pub mod run;
+#[cfg(feature = "cli")]
 pub mod scenario;

@@ -1,0 +1,8 @@
+//! `relocate` fuzz target: see `reloc_sim::fuzz::relocate` for the input format and the oracle.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    reloc_sim::fuzz::relocate::check_bytes(data);
+});

@@ -1,0 +1,1006 @@
+//! The `relocate` fuzz target: arbitrary page tables and requests, run end to end.
+//!
+//! An input is a compact [`Description`], not raw memory, so the fuzzer reaches deep layouts
+//! at once: a base (a random reloc-sim layout from a seed, Xen-like with sharing and noise, or
+//! a bare image of 4 KiB to 8 MiB), up to [`MAX_TABLES`] extra tables placed in or around the
+//! image, and up to [`MAX_EDITS`] entries written into any table: pointers to any table
+//! (itself, an ancestor: cycles and recursion), 4 KiB / 2 MiB / 1 GiB leaves into or out of
+//! the image, pointers anywhere, raw values, each with chosen flag bits (PAT, G, NX, software
+//! bits, reserved bits, a set or cleared PS). Then sparse RAM, 4 or 5 levels, MAXPHYADDR,
+//! declared image maps and a target (automatic, 2 MiB units or any value).
+//!
+//! [`check()`] plans first. Rejected: memory must be
+//! bit-identical. Accepted: the copy check must hold, and then (when enumerating the
+//! mappings is affordable) the whole [`crate::run`] pipeline, switch included, must pass
+//! every property.
+
+use arbitrary::Unstructured;
+use reloc_core::switch::VirtualLayout;
+use reloc_core::{select_target, MemoryRegion, PagingMode, PhysRange, Plan, TargetRequest};
+
+use super::{Reader, Writer};
+use crate::check;
+use crate::layout::{data_pattern, random_layout, Sharing, MIB};
+use crate::machine::{Machine, CR4_LA57, CR4_PGE};
+use crate::mem::{SparseMemory, PAGE_SIZE};
+use crate::paging::{enumerate, walk, WalkConfig};
+use crate::relocators::{Relocator, Request};
+use crate::run::{plan_error_kind, run, RunInput, RunOptions, Target};
+
+/// Most extra tables.
+pub const MAX_TABLES: usize = 24;
+/// Most entries written.
+pub const MAX_EDITS: usize = 64;
+/// Most RAM ranges of a bare base.
+pub const MAX_RAM: usize = 4;
+/// Most declared image maps.
+pub const MAX_IMAGE_MAPS: usize = 4;
+/// Table visits (a table once per path) above which the mapping check is skipped.
+pub const VISIT_BUDGET: u64 = 1024;
+/// Leaves above which the mapping check is skipped.
+pub const LEAF_BUDGET: u64 = 1 << 16;
+
+/// `mode` bit: the base is a random reloc-sim layout from `seed` (else a bare image).
+pub const MODE_LAYOUT: u8 = 1;
+/// `mode` bit: five levels (bare base).
+pub const MODE_FIVE_LEVEL: u8 = 1 << 1;
+/// `mode` bit: the image is not added to RAM (bare base with RAM ranges).
+pub const MODE_IMAGE_NOT_RAM: u8 = 1 << 2;
+/// `mode` bit: the image starts 4 KiB past its 2 MiB boundary (bare base).
+pub const MODE_IMAGE_START_OFF: u8 = 1 << 3;
+/// `mode` bit: the image ends 8 bytes short of a page (bare base).
+pub const MODE_IMAGE_END_OFF: u8 = 1 << 4;
+/// `mode` bit: do not warm the TLB before relocating.
+pub const MODE_COLD_TLB: u8 = 1 << 5;
+/// `mode` bit: no virtual layout (layout base): no stack spill or re-copy.
+pub const MODE_NO_VIRT: u8 = 1 << 6;
+/// `mode` bit: CR3 carries PWT and PCD.
+pub const MODE_CR3_FLAGS: u8 = 1 << 7;
+
+/// A RAM range of a bare base: `[start, start + len + 1)` in 2 MiB units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RamRange {
+    /// Start, 2 MiB units.
+    pub start: u16,
+    /// Length minus one, 2 MiB units.
+    pub len: u8,
+}
+
+/// Where the image goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetDesc {
+    /// The layout's valid target (layout base) or automatic selection (bare base).
+    #[default]
+    Default,
+    /// reloc-core's selection over the memory map.
+    Auto,
+    /// This many 2 MiB units.
+    Units(u16),
+    /// Any value.
+    Raw(u64),
+}
+
+/// One entry value. `flags` bits: 0 clear P, 1 RW, 2 U/S, 3 PWT, 4 PCD, 5 A, 6 D, 7 toggle PS,
+/// 8 G, 9 PAT (bit 12 in huge leaves, bit 7 otherwise), 10 NX, 11 software bits 9-11,
+/// 12 software bits 52-58, 13 the address bit at MAXPHYADDR, 14 bit 13, 15 bits 59-62.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EntryDesc {
+    /// Zero.
+    #[default]
+    Zero,
+    /// A pointer to table `table` (index into all tables, modulo their number).
+    Pointer {
+        /// Table index.
+        table: u8,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// A 2 MiB leaf to the image's 2 MiB slot `slot` (past the footprint: outside).
+    Leaf2M {
+        /// Slot from the image's 2 MiB boundary.
+        slot: u8,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// A 1 GiB leaf to `gib` GiB.
+    Leaf1G {
+        /// GiB.
+        gib: u8,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// A 4 KiB leaf to image page `page` (past the image: outside).
+    Leaf4K {
+        /// Page from the image's first page.
+        page: u16,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// A leaf (PS clear unless toggled) to frame `frame` anywhere.
+    LeafAt {
+        /// 4 KiB frame number.
+        frame: u32,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// A pointer to frame `frame` anywhere (RAM or not, image or not).
+    PointerAt {
+        /// 4 KiB frame number.
+        frame: u32,
+        /// Flag bits.
+        flags: u16,
+    },
+    /// This exact value.
+    Raw(u64),
+}
+
+/// One entry written: `tables[table % n][index % 512] = value`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// Table index.
+    pub table: u8,
+    /// Entry index (modulo 512).
+    pub index: u16,
+    /// The value.
+    pub value: EntryDesc,
+}
+
+/// One decoded input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Description {
+    /// `MODE_*` bits.
+    pub mode: u8,
+    /// Layout base: the random layout's seed.
+    pub seed: u64,
+    /// Bare base: image start, `(1 + image_units % 16)` × 2 MiB.
+    pub image_units: u8,
+    /// Bare base: image size, `(1 + image_pages % 2048)` pages.
+    pub image_pages: u16,
+    /// Bare base: RAM (none: 256 MiB from 0); the image footprint is added unless
+    /// [`MODE_IMAGE_NOT_RAM`].
+    pub ram: Vec<RamRange>,
+    /// MAXPHYADDR: 0 keeps the base's (46 for a bare base); 32..=52 and 0xf0.. (invalid) as
+    /// they are; any other value maps into 32..=52.
+    pub max_phys: u8,
+    /// Extra tables: below 0xc0, image page `p % pages`; else a page just past the footprint
+    /// (0xc0..0xe0) or just below the image (0xe0..).
+    pub tables: Vec<u8>,
+    /// Bare base: the top-level table (index; 0xf8 and up: a misaligned address).
+    pub top: u8,
+    /// Image maps (table indices; 0xf0 and up: an odd address in the image's first page).
+    /// Layout base: empty keeps the layout's.
+    pub image_maps: Vec<u8>,
+    /// The target.
+    pub target: TargetDesc,
+    /// Entries written, in order.
+    pub edits: Vec<Edit>,
+}
+
+fn read_entry(r: &mut Reader) -> EntryDesc {
+    match r.u8() % 8 {
+        0 => EntryDesc::Zero,
+        1 => EntryDesc::Pointer {
+            table: r.u8(),
+            flags: r.u16(),
+        },
+        2 => EntryDesc::Leaf2M {
+            slot: r.u8(),
+            flags: r.u16(),
+        },
+        3 => EntryDesc::Leaf1G {
+            gib: r.u8(),
+            flags: r.u16(),
+        },
+        4 => EntryDesc::Leaf4K {
+            page: r.u16(),
+            flags: r.u16(),
+        },
+        5 => EntryDesc::LeafAt {
+            frame: r.u32(),
+            flags: r.u16(),
+        },
+        6 => EntryDesc::PointerAt {
+            frame: r.u32(),
+            flags: r.u16(),
+        },
+        _ => EntryDesc::Raw(r.u64()),
+    }
+}
+
+fn write_entry(w: &mut Writer, e: EntryDesc) {
+    match e {
+        EntryDesc::Zero => w.u8(0),
+        EntryDesc::Pointer { table, flags } => {
+            w.u8(1);
+            w.u8(table);
+            w.u16(flags);
+        }
+        EntryDesc::Leaf2M { slot, flags } => {
+            w.u8(2);
+            w.u8(slot);
+            w.u16(flags);
+        }
+        EntryDesc::Leaf1G { gib, flags } => {
+            w.u8(3);
+            w.u8(gib);
+            w.u16(flags);
+        }
+        EntryDesc::Leaf4K { page, flags } => {
+            w.u8(4);
+            w.u16(page);
+            w.u16(flags);
+        }
+        EntryDesc::LeafAt { frame, flags } => {
+            w.u8(5);
+            w.u32(frame);
+            w.u16(flags);
+        }
+        EntryDesc::PointerAt { frame, flags } => {
+            w.u8(6);
+            w.u32(frame);
+            w.u16(flags);
+        }
+        EntryDesc::Raw(v) => {
+            w.u8(7);
+            w.u64(v);
+        }
+    }
+}
+
+impl Description {
+    /// Decodes fuzzer bytes.
+    pub fn decode(u: &mut Unstructured<'_>) -> Self {
+        let mut r = Reader(u);
+        let mut d = Description {
+            mode: r.u8(),
+            ..Description::default()
+        };
+        if d.mode & MODE_LAYOUT != 0 {
+            d.seed = r.u64();
+        } else {
+            d.image_units = r.u8();
+            d.image_pages = r.u16();
+            let n = r.count(MAX_RAM);
+            d.ram = (0..n)
+                .map(|_| RamRange {
+                    start: r.u16(),
+                    len: r.u8(),
+                })
+                .collect();
+        }
+        d.max_phys = r.u8();
+        let n = r.count(MAX_TABLES);
+        d.tables = (0..n).map(|_| r.u8()).collect();
+        d.top = r.u8();
+        let n = r.count(MAX_IMAGE_MAPS);
+        d.image_maps = (0..n).map(|_| r.u8()).collect();
+        d.target = match r.u8() % 4 {
+            0 => TargetDesc::Default,
+            1 => TargetDesc::Auto,
+            2 => TargetDesc::Units(r.u16()),
+            _ => TargetDesc::Raw(r.u64()),
+        };
+        let n = r.count(MAX_EDITS);
+        d.edits = (0..n)
+            .map(|_| Edit {
+                table: r.u8(),
+                index: r.u16(),
+                value: read_entry(&mut r),
+            })
+            .collect();
+        d
+    }
+
+    /// The bytes that decode to `self`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(self.mode);
+        if self.mode & MODE_LAYOUT != 0 {
+            w.u64(self.seed);
+        } else {
+            w.u8(self.image_units);
+            w.u16(self.image_pages);
+            w.count(self.ram.len());
+            for r in &self.ram {
+                w.u16(r.start);
+                w.u8(r.len);
+            }
+        }
+        w.u8(self.max_phys);
+        w.count(self.tables.len());
+        self.tables.iter().for_each(|&t| w.u8(t));
+        w.u8(self.top);
+        w.count(self.image_maps.len());
+        self.image_maps.iter().for_each(|&m| w.u8(m));
+        match self.target {
+            TargetDesc::Default => w.u8(0),
+            TargetDesc::Auto => w.u8(1),
+            TargetDesc::Units(u) => {
+                w.u8(2);
+                w.u16(u);
+            }
+            TargetDesc::Raw(v) => {
+                w.u8(3);
+                w.u64(v);
+            }
+        }
+        w.count(self.edits.len());
+        for e in &self.edits {
+            w.u8(e.table);
+            w.u16(e.index);
+            write_entry(&mut w, e.value);
+        }
+        w.0
+    }
+}
+
+/// A described machine, ready to run.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The machine (paging on).
+    pub machine: Machine,
+    /// The request (`new_base` is set when the target is fixed).
+    pub request: Request,
+    /// The firmware memory map.
+    pub memmap: Vec<MemoryRegion>,
+    /// The target.
+    pub target: Target,
+    /// The virtual layout, when the base has one.
+    pub virt: Option<VirtualLayout>,
+    /// Every table of the description (base tables, then extra ones).
+    pub tables: Vec<u64>,
+}
+
+const P: u64 = 1;
+const PS: u64 = 1 << 7;
+
+fn flag_bits(flags: u16, huge: bool, max_phys: u8) -> u64 {
+    let f = u64::from(flags);
+    let mut v = if f & 1 != 0 { 0 } else { P };
+    v |= f & 0x7e; // RW, U/S, PWT, PCD, A, D: bits 1-6 as they are
+    if huge ^ (f & 0x80 != 0) {
+        v |= PS;
+    }
+    if f & 0x100 != 0 {
+        v |= 1 << 8;
+    }
+    if f & 0x200 != 0 {
+        v |= if huge { 1 << 12 } else { 1 << 7 };
+    }
+    if f & 0x400 != 0 {
+        v |= 1 << 63;
+    }
+    if f & 0x800 != 0 {
+        v |= 0xe00;
+    }
+    if f & 0x1000 != 0 {
+        v |= 0x7f << 52;
+    }
+    if f & 0x2000 != 0 {
+        v |= 1 << max_phys.clamp(12, 51);
+    }
+    if f & 0x4000 != 0 {
+        v |= 1 << 13;
+    }
+    if f & 0x8000 != 0 {
+        v |= 0xf << 59;
+    }
+    v
+}
+
+impl Description {
+    /// Writes the described machine. `None` when the layout base cannot be built.
+    pub fn build(&self) -> Option<Built> {
+        let (mut machine, mut request, memmap, default_target, virt, mut tables);
+        if self.mode & MODE_LAYOUT != 0 {
+            let mut rl = random_layout(self.seed, Sharing::Allowed);
+            // Data in one image page in 16 (at least): every allocated page is cloned and
+            // compared several times per run, and the copy check needs only some data.
+            rl.spec.data_every = rl.spec.data_every.max(16);
+            let (m, layout) = rl.build().ok()?;
+            machine = m;
+            request = Request {
+                paging: layout.paging,
+                top_table: layout.top_table,
+                image: layout.image,
+                new_base: 0,
+                image_maps: layout.image_maps.clone(),
+                max_phys_bits: layout.max_phys_bits,
+            };
+            memmap = ram_map(&rl.ram);
+            default_target = Target::Fixed(rl.target);
+            virt = (self.mode & MODE_NO_VIRT == 0).then_some(layout.virt);
+            tables = layout.tables.clone();
+        } else {
+            let start = (1 + u64::from(self.image_units % 16)) * 2 * MIB
+                + if self.mode & MODE_IMAGE_START_OFF != 0 {
+                    PAGE_SIZE
+                } else {
+                    0
+                };
+            let len = (1 + u64::from(self.image_pages % 2048)) * PAGE_SIZE;
+            let end = start + len
+                - if self.mode & MODE_IMAGE_END_OFF != 0 {
+                    8
+                } else {
+                    0
+                };
+            let image = PhysRange::new(start, end);
+            let mut ram: Vec<PhysRange> = self
+                .ram
+                .iter()
+                .map(|r| {
+                    let s = u64::from(r.start) * 2 * MIB;
+                    PhysRange::new(s, s + (u64::from(r.len) + 1) * 2 * MIB)
+                })
+                .collect();
+            if ram.is_empty() {
+                ram.push(PhysRange::new(0, 256 * MIB));
+            } else if self.mode & MODE_IMAGE_NOT_RAM == 0 {
+                ram.push(PhysRange::new(
+                    start & !(2 * MIB - 1),
+                    end.next_multiple_of(2 * MIB),
+                ));
+            }
+            let mut mem = SparseMemory::new(&ram);
+            // Image data: one page in 16 and the last, so the copy check has bytes to compare.
+            let first = start & !(PAGE_SIZE - 1);
+            let pages = (end - first).div_ceil(PAGE_SIZE);
+            for k in (0..pages).filter(|k| k % 16 == 0 || *k == pages - 1) {
+                let page = first + k * PAGE_SIZE;
+                let _ = mem.write(page, data_pattern(page));
+                let _ = mem.write(page + PAGE_SIZE - 8, data_pattern(page + 1));
+            }
+            let paging = if self.mode & MODE_FIVE_LEVEL != 0 {
+                PagingMode::FiveLevel
+            } else {
+                PagingMode::FourLevel
+            };
+            let cr4 = CR4_PGE
+                | if paging == PagingMode::FiveLevel {
+                    CR4_LA57
+                } else {
+                    0
+                };
+            machine = Machine::new(mem, 0, cr4, 46);
+            request = Request {
+                paging,
+                top_table: 0,
+                image,
+                new_base: 0,
+                image_maps: Vec::new(),
+                max_phys_bits: 46,
+            };
+            memmap = ram_map(&ram);
+            default_target = Target::Auto;
+            virt = None;
+            tables = Vec::new();
+        }
+        let image = request.image;
+        let first_page = image.start & !(PAGE_SIZE - 1);
+        let pages = (image.end.saturating_sub(first_page))
+            .div_ceil(PAGE_SIZE)
+            .max(1);
+        let footprint_end = first_page + image.len().next_multiple_of(2 * MIB);
+        for &p in &self.tables {
+            let t = match p {
+                0..0xc0 => first_page + (u64::from(p) % pages) * PAGE_SIZE,
+                0xc0..0xe0 => footprint_end + u64::from(p - 0xc0) * PAGE_SIZE,
+                _ => first_page.saturating_sub(u64::from(p - 0xdf) * PAGE_SIZE),
+            };
+            let _ = machine.mem.fill_page(t, |_| 0);
+            tables.push(t);
+        }
+        request.max_phys_bits = match self.max_phys {
+            0 => request.max_phys_bits,
+            // Mostly valid values, so that most inputs get past the first check.
+            v @ 1..0xf0 if !(32..=52).contains(&v) => 32 + v % 21,
+            v => v,
+        };
+        let max_phys = request.max_phys_bits;
+        let table = |i: u8| {
+            if tables.is_empty() {
+                first_page
+            } else {
+                tables[usize::from(i) % tables.len()]
+            }
+        };
+        if self.mode & MODE_LAYOUT == 0 {
+            request.top_table = match self.top {
+                0xf8.. => image.start + 8 * u64::from(self.top - 0xf7),
+                t => table(t),
+            };
+        }
+        if self.mode & MODE_LAYOUT == 0 || !self.image_maps.is_empty() {
+            request.image_maps = self
+                .image_maps
+                .iter()
+                .map(|&m| match m {
+                    0xf0.. => first_page + 8 * u64::from(m - 0xf0),
+                    m => table(m),
+                })
+                .collect();
+        }
+        for e in &self.edits {
+            let at = table(e.table) + u64::from(e.index % 512) * 8;
+            let huge_base = image.start & !(2 * MIB - 1);
+            let value = match e.value {
+                EntryDesc::Zero => 0,
+                EntryDesc::Pointer { table: t, flags } => {
+                    table(t) | flag_bits(flags, false, max_phys)
+                }
+                EntryDesc::Leaf2M { slot, flags } => {
+                    (huge_base + u64::from(slot) * 2 * MIB) | flag_bits(flags, true, max_phys)
+                }
+                EntryDesc::Leaf1G { gib, flags } => {
+                    (u64::from(gib) << 30) | flag_bits(flags, true, max_phys)
+                }
+                EntryDesc::Leaf4K { page, flags } => {
+                    (first_page + u64::from(page) * PAGE_SIZE) | flag_bits(flags, false, max_phys)
+                }
+                EntryDesc::LeafAt { frame, flags } | EntryDesc::PointerAt { frame, flags } => {
+                    (u64::from(frame) << 12) | flag_bits(flags, false, max_phys)
+                }
+                EntryDesc::Raw(v) => v,
+            };
+            let _ = machine.mem.write(at, value);
+        }
+        let cr3_flags = if self.mode & MODE_CR3_FLAGS != 0 {
+            0x18
+        } else {
+            0
+        };
+        // The walker needs a valid MAXPHYADDR; an invalid one is the request's to reject.
+        let machine_max_phys = if (32..=52).contains(&max_phys) {
+            max_phys
+        } else {
+            46
+        };
+        let rsp = machine.rsp;
+        let mem = std::mem::take(&mut machine.mem);
+        machine = Machine::new(
+            mem,
+            request.top_table | cr3_flags,
+            machine.cr4(),
+            machine_max_phys,
+        );
+        machine.rsp = rsp;
+        let target = match self.target {
+            TargetDesc::Default => default_target,
+            TargetDesc::Auto => Target::Auto,
+            TargetDesc::Units(u) => Target::Fixed(u64::from(u) * 2 * MIB),
+            TargetDesc::Raw(v) => Target::Fixed(v),
+        };
+        if let Target::Fixed(b) = target {
+            request.new_base = b;
+        }
+        Some(Built {
+            machine,
+            request,
+            memmap,
+            target,
+            virt,
+            tables,
+        })
+    }
+}
+
+fn ram_map(ram: &[PhysRange]) -> Vec<MemoryRegion> {
+    ram.iter()
+        .map(|r| MemoryRegion {
+            start: r.start,
+            len: r.len(),
+            kind: reloc_core::select::E820_RAM,
+        })
+        .collect()
+}
+
+/// Table visits (once per path) and leaves the tables reachable from CR3 amount to, with
+/// each (table, level) counted once by memo: what enumerating every mapping would cost.
+/// Saturates; entries are classified coarsely (an over-estimate is fine).
+pub fn mapping_cost(mem: &SparseMemory, cfg: &WalkConfig) -> (u64, u64) {
+    use std::collections::BTreeMap;
+    fn visit(
+        mem: &SparseMemory,
+        mask: u64,
+        table: u64,
+        level: u8,
+        memo: &mut BTreeMap<(u64, u8), (u64, u64)>,
+    ) -> (u64, u64) {
+        if let Some(&c) = memo.get(&(table, level)) {
+            return c;
+        }
+        let (mut visits, mut leaves) = (1u64, 0u64);
+        for i in 0..512 {
+            let Ok(e) = mem.read(table + i * 8) else {
+                break;
+            };
+            if e & P == 0 {
+                continue;
+            }
+            if level == 1 || (level <= 3 && e & PS != 0) {
+                leaves += 1;
+            } else {
+                let (v, l) = visit(mem, mask, e & mask, level - 1, memo);
+                visits = visits.saturating_add(v);
+                leaves = leaves.saturating_add(l);
+            }
+        }
+        memo.insert((table, level), (visits, leaves));
+        (visits, leaves)
+    }
+    let mask = ((1u64 << cfg.max_phys_bits) - 1) & !0xfff;
+    visit(
+        mem,
+        mask,
+        cfg.top_table(),
+        cfg.levels(),
+        &mut BTreeMap::new(),
+    )
+}
+
+/// What an input led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The layout base could not be built.
+    Unbuildable,
+    /// Automatic selection found no target.
+    NoTarget,
+    /// reloc-core rejected the request (the `PlanError` variant); memory was unchanged.
+    Rejected(&'static str),
+    /// Relocated; the copy checks held; the mappings were too many to enumerate, so the
+    /// switch and mapping checks were skipped.
+    RelocatedCopyChecked,
+    /// Relocated and switched; every property held.
+    Relocated {
+        /// Leaves compared by the mapping check.
+        leaves: usize,
+        /// The virtual layout was usable: stack re-copy and spill ran.
+        virt: bool,
+    },
+}
+
+/// Decodes `data` and checks it; panics on a violation.
+pub fn check_bytes(data: &[u8]) -> Outcome {
+    check(&Description::decode(&mut Unstructured::new(data)))
+}
+
+/// True when the virtual layout's preconditions hold in the machine as built: the image is
+/// mapped at `image_start`, the stack is writable, and the directmap maps the destination's
+/// stack pages writable. Without them the simulated code itself would fault: not a
+/// relocation property.
+fn virt_usable(machine: &Machine, request: &Request, v: &VirtualLayout) -> bool {
+    let cfg = machine.walk_config();
+    let len = request.image.len();
+    let maps = |va: u64, pa: u64, write: bool| {
+        walk(&machine.mem, &cfg, va)
+            .is_ok_and(|t| t.phys == pa && (!write || t.perms.writable) && machine.mem.is_ram(pa))
+    };
+    let pages = len.div_ceil(PAGE_SIZE);
+    if !(0..pages).all(|k| {
+        maps(
+            v.image_start.wrapping_add(k * PAGE_SIZE),
+            request.image.start + k * PAGE_SIZE,
+            false,
+        )
+    }) {
+        return false;
+    }
+    let rsp = machine.rsp;
+    if rsp < v.image_start || v.stack_top > v.image_start.wrapping_add(len) || rsp >= v.stack_top {
+        return false;
+    }
+    let mut va = rsp & !(PAGE_SIZE - 1);
+    while va < v.stack_top {
+        let off = va - v.image_start;
+        let alias = v
+            .directmap_base
+            .wrapping_add(request.new_base)
+            .wrapping_add(off);
+        if !maps(va, request.image.start + off, true)
+            || !maps(alias, request.new_base.wrapping_add(off), true)
+        {
+            return false;
+        }
+        va += PAGE_SIZE;
+    }
+    true
+}
+
+/// Builds the described machine, relocates, and checks; panics on a violation.
+pub fn check(d: &Description) -> Outcome {
+    let Some(built) = d.build() else {
+        return Outcome::Unbuildable;
+    };
+    let Built {
+        mut machine,
+        mut request,
+        memmap,
+        target,
+        mut virt,
+        ..
+    } = built;
+    if let Target::Auto = target {
+        // As `run` does it: avoid the image footprint.
+        let image = request.image;
+        let footprint = PhysRange::new(
+            image.start,
+            image
+                .start
+                .saturating_add(image.len().next_multiple_of(2 * MIB)),
+        );
+        match select_target(
+            &memmap,
+            &TargetRequest::new(image.len(), std::slice::from_ref(&footprint)),
+        ) {
+            Ok(b) => request.new_base = b,
+            Err(_) => return Outcome::NoTarget,
+        }
+    }
+    // Garbage at the destination: the copy must overwrite it.
+    let footprint = request.image.len().next_multiple_of(2 * MIB);
+    for k in (0..footprint / PAGE_SIZE).step_by(16) {
+        if let Some(at) = request.new_base.checked_add(k * PAGE_SIZE + 8 * (k % 512)) {
+            let _ = machine.mem.write(at, data_pattern(at) | 1);
+        }
+    }
+    let cfg = machine.walk_config();
+    let (visits, leaves) = mapping_cost(&machine.mem, &cfg);
+    let affordable = visits <= VISIT_BUDGET && leaves <= LEAF_BUDGET;
+    if affordable && d.mode & MODE_COLD_TLB == 0 {
+        // Cache some translations, as running code would have: the switch must flush them.
+        if let Ok(m) = enumerate(&machine.mem, &cfg, LEAF_BUDGET as usize) {
+            let step = (m.leaves.len() / 64).max(1);
+            for l in m.leaves.iter().step_by(step) {
+                let _ = machine.translate(l.virt, false);
+            }
+        }
+    }
+    if let Some(v) = virt {
+        if !virt_usable(&machine, &request, &v) {
+            virt = None;
+        }
+    }
+
+    // Planning only reads; a rejection must also leave memory bit-identical when the
+    // relocator (plan, then apply) runs with write access.
+    let planned = Plan::<64>::new(&machine.mem, &request.as_core());
+    if let Err(e) = planned {
+        let before = machine.mem.clone();
+        let again = Relocator::Core.relocate(&mut machine, &request).err();
+        assert_eq!(again, Some(e), "planning is not deterministic");
+        if let Err(v) = check::check_untouched(&before, &machine.mem) {
+            panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
+        }
+        assert!(!e.to_string().is_empty());
+        return Outcome::Rejected(plan_error_kind(&e));
+    }
+    if !affordable {
+        // Too many mappings to enumerate: check the copy only.
+        let before = machine.mem.clone();
+        if let Err(e) = Relocator::Core.relocate(&mut machine, &request) {
+            panic!("planning accepted, then rejected: {e}\n{d:?}");
+        }
+        for (property, result) in check::check_copy(&before, &cfg, &machine.mem, &request) {
+            if let Err(v) = result {
+                panic!("{property} violated: {v}\n{d:?}");
+            }
+        }
+        return Outcome::RelocatedCopyChecked;
+    }
+    let input = RunInput {
+        machine,
+        memmap,
+        request,
+        target,
+        virt,
+    };
+    let report = match run(input, RunOptions::default()) {
+        Ok(r) => r,
+        Err(e) => panic!("an accepted request failed to run: {e}\n{d:?}"),
+    };
+    if let Some((property, v)) = report.first_violation() {
+        panic!("{property} violated: {v}\n{d:?}");
+    }
+    Outcome::Relocated {
+        leaves: report.leaves_verified,
+        virt: virt.is_some(),
+    }
+}
+
+/// Named seeds: random layouts, a bare image with a hand-built Xen-like table tree, cycles,
+/// and typical rejections.
+pub fn seeds() -> Vec<(&'static str, Description)> {
+    const RW_A_D: u16 = 0x62;
+    let ptr = |table: u8| EntryDesc::Pointer {
+        table,
+        flags: RW_A_D,
+    };
+    let edit = |table: u8, index: u16, value: EntryDesc| Edit {
+        table,
+        index,
+        value,
+    };
+    // Bare 4 MiB image at 4 MiB: tables 0 (top), 1 (L3), 2 (L2 image map), 3 (L1),
+    // 4 (directmap L3), 5 (L2 identity).
+    let xen_like = Description {
+        mode: 0,
+        image_units: 1,
+        image_pages: 1023,
+        ram: vec![RamRange { start: 0, len: 63 }],
+        tables: vec![1, 2, 3, 4, 5, 6],
+        top: 0,
+        image_maps: vec![2],
+        target: TargetDesc::Default,
+        edits: vec![
+            edit(0, 261, ptr(1)),
+            edit(1, 321, ptr(2)),
+            edit(
+                2,
+                0,
+                EntryDesc::Leaf2M {
+                    slot: 0,
+                    flags: RW_A_D | 0x100,
+                },
+            ),
+            edit(
+                2,
+                1,
+                EntryDesc::Leaf2M {
+                    slot: 1,
+                    flags: RW_A_D | 0x100 | 0x200,
+                },
+            ),
+            edit(2, 511, ptr(3)),
+            edit(
+                3,
+                0,
+                EntryDesc::LeafAt {
+                    frame: 0xfee00,
+                    flags: RW_A_D | 0x10,
+                },
+            ),
+            edit(0, 262, ptr(4)),
+            edit(
+                4,
+                0,
+                EntryDesc::Leaf1G {
+                    gib: 0,
+                    flags: RW_A_D | 0x400,
+                },
+            ),
+            edit(0, 0, ptr(5)),
+            edit(5, 0, ptr(2)),
+        ],
+        ..Description::default()
+    };
+    let recursive = Description {
+        edits: [xen_like.edits.clone(), vec![edit(0, 510, ptr(0))]].concat(),
+        ..xen_like.clone()
+    };
+    let five_level = Description {
+        mode: MODE_FIVE_LEVEL,
+        tables: [vec![7], xen_like.tables.clone()].concat(),
+        image_maps: vec![3],
+        edits: [
+            vec![edit(0, 300, ptr(1))],
+            xen_like
+                .edits
+                .iter()
+                .map(|e| {
+                    let shift = |t: u8| t + 1;
+                    Edit {
+                        table: shift(e.table),
+                        value: match e.value {
+                            EntryDesc::Pointer { table, flags } => EntryDesc::Pointer {
+                                table: shift(table),
+                                flags,
+                            },
+                            v => v,
+                        },
+                        ..*e
+                    }
+                })
+                .collect(),
+        ]
+        .concat(),
+        ..xen_like.clone()
+    };
+    let mut image_4k_leaf = xen_like.clone();
+    image_4k_leaf.edits.push(edit(
+        3,
+        5,
+        EntryDesc::Leaf4K {
+            page: 3,
+            flags: RW_A_D,
+        },
+    ));
+    let mut cycle_outside = xen_like.clone();
+    cycle_outside.tables.push(0xc3);
+    cycle_outside.edits.push(edit(1, 7, ptr(6)));
+    cycle_outside.edits.push(edit(6, 0, ptr(1)));
+    let overflow = Description {
+        max_phys: 36,
+        target: TargetDesc::Units(0x7ffe),
+        ram: vec![
+            RamRange { start: 0, len: 63 },
+            RamRange {
+                start: 0x7ffe,
+                len: 3,
+            },
+        ],
+        ..xen_like.clone()
+    };
+    let layout = |seed: u64| Description {
+        mode: MODE_LAYOUT,
+        seed,
+        ..Description::default()
+    };
+    let mut layout_edited = layout(7);
+    layout_edited.tables = vec![0x10, 0x11];
+    layout_edited.edits = vec![
+        edit(0, 5, ptr(0)),
+        edit(
+            1,
+            17,
+            EntryDesc::LeafAt {
+                frame: 0x12345,
+                flags: RW_A_D | 0x8000 | 0x1000,
+            },
+        ),
+    ];
+    vec![
+        ("bare-xen-like", xen_like),
+        ("bare-recursive", recursive),
+        ("bare-five-level", five_level),
+        ("bare-image-4k-leaf", image_4k_leaf),
+        ("bare-cycle-outside-image", cycle_outside),
+        ("bare-beyond-maxphys", overflow),
+        ("layout-1", layout(1)),
+        ("layout-2-auto", {
+            let mut d = layout(2);
+            d.target = TargetDesc::Auto;
+            d
+        }),
+        ("layout-3-five-level-or-not", layout(3)),
+        ("layout-edited", layout_edited),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_round_trip_and_reach_every_path() {
+        let mut outcomes = Vec::new();
+        for (name, d) in seeds() {
+            let bytes = d.encode();
+            assert_eq!(
+                Description::decode(&mut Unstructured::new(&bytes)),
+                d,
+                "{name}"
+            );
+            outcomes.push((name, check(&d)));
+        }
+        let find = |n: &str| outcomes.iter().find(|(name, _)| *name == n).unwrap().1;
+        assert!(
+            matches!(find("bare-xen-like"), Outcome::Relocated { leaves, .. } if leaves > 0),
+            "{outcomes:?}"
+        );
+        assert!(matches!(find("bare-recursive"), Outcome::Relocated { .. }));
+        assert!(matches!(find("bare-five-level"), Outcome::Relocated { .. }));
+        assert_eq!(
+            find("bare-image-4k-leaf"),
+            Outcome::Rejected("ImageMappedBy4KiBLeaf")
+        );
+        assert_eq!(
+            find("bare-cycle-outside-image"),
+            Outcome::Rejected("PointerOutsideImage")
+        );
+        assert!(matches!(
+            find("layout-1"),
+            Outcome::Relocated { virt: true, .. }
+        ));
+    }
+}
