@@ -365,6 +365,28 @@ fn read_bytes<M: PhysMemory + ?Sized>(
 }
 
 /// The range `[start, start + len)` of a piece of boot data, or `RangeWraps`.
+/// The range of a firmware table of `count` entries of `entry_size` bytes at `paddr`: present
+/// (non-zero address), within `capacity`, not wrapping.
+fn table_range(
+    what: BootData,
+    paddr: u64,
+    count: u32,
+    capacity: usize,
+    entry_size: u64,
+) -> Result<PhysRange, BootInfoError> {
+    if paddr == 0 {
+        return Err(BootInfoError::MissingTable { what, count });
+    }
+    if count as usize > capacity {
+        return Err(BootInfoError::TooManyEntries {
+            what,
+            count,
+            capacity,
+        });
+    }
+    range_of(what, paddr, u64::from(count) * entry_size)
+}
+
 fn range_of(what: BootData, start: u64, len: u64) -> Result<PhysRange, BootInfoError> {
     PhysRange::from_start_len(start, len).ok_or(BootInfoError::RangeWraps { what, start, len })
 }
@@ -471,24 +493,13 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
         if count == 0 {
             return Err(BootInfoError::NoMemoryMap);
         }
-        if self.header.memmap_paddr == 0 {
-            return Err(BootInfoError::MissingTable {
-                what: BootData::MemoryMap,
-                count,
-            });
-        }
-        if count as usize > MAP {
-            return Err(BootInfoError::TooManyEntries {
-                what: BootData::MemoryMap,
-                count,
-                capacity: MAP,
-            });
-        }
         const ENTRY: u64 = size_of::<HvmMemmapEntry>() as u64;
-        let table = range_of(
+        let table = table_range(
             BootData::MemoryMap,
             self.header.memmap_paddr,
-            u64::from(count) * ENTRY,
+            count,
+            MAP,
+            ENTRY,
         )?;
         for (index, slot) in (0..count).zip(self.memmap.iter_mut()) {
             let what = BootData::MemoryMapEntry(index);
@@ -512,24 +523,13 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
         if count == 0 {
             return Ok(());
         }
-        if self.header.modlist_paddr == 0 {
-            return Err(BootInfoError::MissingTable {
-                what: BootData::ModuleList,
-                count,
-            });
-        }
-        if count as usize > MODS {
-            return Err(BootInfoError::TooManyEntries {
-                what: BootData::ModuleList,
-                count,
-                capacity: MODS,
-            });
-        }
         const ENTRY: u64 = size_of::<HvmModlistEntry>() as u64;
-        let list = range_of(
+        let list = table_range(
             BootData::ModuleList,
             self.header.modlist_paddr,
-            u64::from(count) * ENTRY,
+            count,
+            MODS,
+            ENTRY,
         )?;
         for (index, slot) in (0..count).zip(self.modules.iter_mut()) {
             let mut raw = [0u8; size_of::<HvmModlistEntry>()];
