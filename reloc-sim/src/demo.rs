@@ -46,6 +46,10 @@ fn region(start: u64, end: u64, kind: u32) -> MemoryRegion {
     }
 }
 
+/// The largest simulated machine the demo builds (memory is sparse, but the directmap's
+/// tables cover all of it, and a layout's directmap is at most 512 GiB).
+pub const MAX_DEMO_MEMORY: u64 = 256 * GIB;
+
 /// The E820 map QEMU 7.2's `pc` machine reports for `-m memory`: 640 KiB of low RAM, RAM from
 /// 1 MiB to the low-memory top minus 128 KiB (firmware tables), and the rest above 4 GiB.
 /// Low memory is all of it below 3.5 GiB, else 3 GiB (measured for 128M, 3G, 6G).
@@ -95,8 +99,10 @@ pub fn demo_input(config: &DemoConfig) -> Result<(RunInput, bool), LayoutError> 
             shares,
         ));
     }
-    if config.memory < 16 * MIB {
-        return Err(LayoutError::Invalid("memory must be at least 16 MiB"));
+    if config.memory < 16 * MIB || config.memory > MAX_DEMO_MEMORY {
+        return Err(LayoutError::Invalid(
+            "memory must be between 16 MiB and 256 GiB",
+        ));
     }
     let memmap = qemu_pc_memmap(config.memory);
     let ram: Vec<PhysRange> = memmap

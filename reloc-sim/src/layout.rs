@@ -391,6 +391,9 @@ impl Builder<'_> {
     }
 }
 
+/// The largest image a layout builds (one L2 image map holds 1 GiB of 2 MiB leaves).
+pub const MAX_IMAGE_SIZE: u64 = GIB;
+
 impl LayoutSpec {
     /// The image footprint rounded up to 2 MiB.
     pub fn footprint(&self) -> u64 {
@@ -410,6 +413,16 @@ impl LayoutSpec {
         {
             return Err(LayoutError::Invalid(
                 "image must start 2 MiB-aligned and have a non-zero 4 KiB-multiple size",
+            ));
+        }
+        if self.image_size > MAX_IMAGE_SIZE
+            || self
+                .image_base
+                .checked_add(self.footprint())
+                .is_none_or(|end| end > 1 << 52)
+        {
+            return Err(LayoutError::Invalid(
+                "image must be at most 1 GiB and end below 2^52",
             ));
         }
         if !self.virt_base.is_multiple_of(2 * MIB)

@@ -229,10 +229,13 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     } = input;
     let footprint = PhysRange::new(
         request.image.start,
-        request
-            .image
-            .start
-            .saturating_add(request.image.len().next_multiple_of(2 << 20)),
+        request.image.start.saturating_add(
+            request
+                .image
+                .len()
+                .checked_next_multiple_of(2 << 20)
+                .unwrap_or(u64::MAX),
+        ),
     );
     if let Target::Auto = target {
         let avoid = [footprint];

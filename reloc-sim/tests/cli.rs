@@ -59,6 +59,21 @@ fn bad_input_and_usage_errors() {
 }
 
 #[test]
+fn extreme_demo_sizes_are_errors_not_panics() {
+    for args in [
+        ["--memory", "18446744073709551615"],
+        ["--image-size", "0xfffffffffff00000"],
+        ["--image-base", "0xffffffffffe00000"],
+        ["--image-size", "2G"],
+    ] {
+        let (code, _, err) = reloc_sim(&["demo", args[0], args[1]]);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: invalid layout:"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn map_lists_a_raw_dump() {
     let dir = std::env::temp_dir().join(format!("reloc-sim-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
