@@ -91,7 +91,7 @@ variant("ok-auto", "ok", "Xen-like layout; reloc-core selects the highest 2 MiB 
 variant("ok-fixed-target", "ok", "The same layout moved to a fixed base, 0x1000000.", set_("target", "0x1000000"))
 variant("ok-adjacent-target", "ok", "A fixed target right after the image footprint: 0x800000.", set_("target", "0x800000"))
 variant("ok-recursive-slot", "ok", "A recursive slot (top[510] -> top): reloc-core rebases the top table once; an add-per-visit walk would add delta twice.", recursive)
-variant("err-invalid-max-phys-bits", "InvalidMaxPhysBits", "MAXPHYADDR 60 is outside 32..=52.", set_("max_phys_bits", 60))
+variant("err-invalid-max-phys-bits", "InvalidMaxPhysBits", "MAXPHYADDR 200 is outside 32..=52 (the simulated CPU clamps its own walks to 52 bits).", set_("max_phys_bits", 200))
 variant("err-empty-image", "EmptyImage", "The image range holds no byte.",
         lambda s: (s.update(image={"start": "0x200000", "end": "0x200000"}), s.update(target="0x1000000")))
 variant("err-image-misaligned", "ImageMisaligned", "The image does not start on a 2 MiB boundary.", set_("image", {"start": "0x201000", "end": "0x600000"}))

@@ -234,13 +234,15 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// A machine with `mem`, paging on with `cr3` and `cr4`.
+    /// A machine with `mem`, paging on with `cr3` and `cr4`. A CPU reports at most 52
+    /// physical-address bits: a larger `max_phys_bits` (a scenario testing reloc-core's
+    /// rejection of it) is clamped for the machine's own walks.
     pub fn new(mem: SparseMemory, cr3: u64, cr4: u64, max_phys_bits: u8) -> Self {
         Self {
             mem,
             cr3,
             cr4,
-            max_phys_bits,
+            max_phys_bits: max_phys_bits.min(52),
             tlb: Tlb::default(),
             rsp: 0,
             phase: Phase::Normal,

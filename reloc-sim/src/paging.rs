@@ -21,7 +21,7 @@ const G: u64 = 1 << 8;
 const XD: u64 = 1 << 63;
 
 /// Bits `low..high` set.
-const fn bits(low: u32, high: u32) -> u64 {
+pub(crate) const fn bits(low: u32, high: u32) -> u64 {
     let upper = if high >= 64 {
         u64::MAX
     } else {

@@ -161,7 +161,7 @@ fn copied_report(request: &Request) -> ApplyReport {
 
 /// Adds delta to the address field (bits 12..MAXPHYADDR; 21.. for huge leaves), correctly.
 fn add_to_address(request: &Request) -> impl Fn(u64, u64) -> u64 {
-    let field = ((1u64 << request.max_phys_bits) - 1) & !0xfff;
+    let field = crate::paging::bits(12, u32::from(request.max_phys_bits));
     move |e, d| (e & !field) | ((e & field).wrapping_add(d) & field)
 }
 
