@@ -7,7 +7,6 @@
 //! 30..MAXPHYADDR. Everything else (flags, PAT, protection keys, software bits, NX) is never
 //! an address.
 
-use bit_field::BitField;
 use core::fmt;
 use x86_64::structures::paging::PageTableFlags;
 
@@ -58,16 +57,6 @@ impl Level {
         }
     }
 
-    /// The size of a leaf at this level, if this level can hold leaves.
-    pub const fn leaf_size(self) -> Option<u64> {
-        match self {
-            Level::L1 => Some(TABLE_SIZE),
-            Level::L2 => Some(SIZE_2M),
-            Level::L3 => Some(SIZE_1G),
-            Level::L4 | Level::L5 => None,
-        }
-    }
-
     /// The bit of a virtual address where this level's 9-bit index starts.
     pub const fn index_shift(self) -> u32 {
         12 + 9 * (self as u32 - 1)
@@ -95,14 +84,6 @@ impl PagingMode {
         match self {
             PagingMode::FourLevel => Level::L4,
             PagingMode::FiveLevel => Level::L5,
-        }
-    }
-
-    /// Number of significant virtual-address bits (48 or 57).
-    pub const fn virt_bits(self) -> u32 {
-        match self {
-            PagingMode::FourLevel => 48,
-            PagingMode::FiveLevel => 57,
         }
     }
 }
@@ -207,11 +188,6 @@ impl Entry {
         self.0 & PAGE_SIZE != 0
     }
 
-    /// The flags as the `x86_64` crate names them (bit 7 is PS except in L1, where it is PAT).
-    pub fn flags(self) -> PageTableFlags {
-        PageTableFlags::from_bits_truncate(self.0)
-    }
-
     /// Decodes the entry as the CPU would at `level`, or says why the CPU would fault on it.
     pub fn decode(self, level: Level, max_phys: MaxPhysAddr) -> Result<EntryKind, Malformed> {
         if !self.is_present() {
@@ -264,11 +240,6 @@ impl Entry {
     /// only where the plan has already proven `rebased` succeeds.
     pub(crate) fn rebased_unchecked(self, field: u64, delta: u64) -> Entry {
         Entry((self.0 & !field) | ((self.0 & field).wrapping_add(delta) & field))
-    }
-
-    /// Bits 0..12 of the entry (P, RW, US, PWT, PCD, A, D, PS/PAT, G, software).
-    pub fn low_flags(self) -> u64 {
-        self.0.get_bits(0..12)
     }
 }
 
