@@ -7,8 +7,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    select_target, BootInfo, BootInfoError, DirectMap, MaxPhysAddr, PagingMode, PhysMemory,
-    PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest, IMAGE_ALIGN,
+    select_target, BootInfo, BootInfoError, DirectMap, MaxPhysAddr, PagingMode, PhysAddr,
+    PhysMemory, PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest,
+    VirtAddr, IMAGE_ALIGN,
 };
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
@@ -108,6 +109,15 @@ fn max_phys_bits() -> u8 {
     } else {
         36
     }
+}
+
+/// Where image address `addr` lands in the copy.
+fn relocated(plan: &Plan, addr: u64) -> Result<u64, Failure> {
+    PhysAddr::try_new(addr)
+        .ok()
+        .and_then(|a| plan.relocated(a))
+        .map(PhysAddr::as_u64)
+        .ok_or(Failure::Layout("image address", addr))
 }
 
 /// FNV-1a over the firmware's `hvm_start_info` bytes (outside the image), salted with `salt`:
@@ -221,14 +231,17 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     if top_table != image_phys(&raw const entry::pml4 as u64) {
         return Err(Failure::Layout("CR3", top_table));
     }
-    let image_maps = [image_phys(&raw const entry::l2_xenmap as u64)];
+    let image_maps = [PhysAddr::new_truncate(image_phys(
+        &raw const entry::l2_xenmap as u64,
+    ))];
     let request = RelocationRequest {
         paging: PagingMode::FourLevel,
-        top_table,
+        top_table: cr3_frame.start_address(),
         image,
-        new_base: target,
+        new_base: PhysAddr::try_new(target).map_err(|_| Failure::Layout("target", target))?,
         image_maps: &image_maps,
         max_phys_bits: bits,
+        encryption_mask: 0,
     };
     let plan: Plan = Plan::new(&mem, &request).map_err(Failure::Plan)?;
     println!(
@@ -241,16 +254,20 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     for table in plan.tables() {
         println!(
             "plan: table {:#x} {} rebased={} image_map={}",
-            table.addr, table.level, table.rebased, table.image_map
+            table.addr.as_u64(),
+            table.level,
+            table.rebased,
+            table.image_map
         );
     }
     let stack_top = &raw const entry::stack_top as u64;
+    let stack_bottom = &raw const entry::stack_bottom as u64;
     let layout = VirtualLayout {
-        image_start: IMAGE_VIRT,
-        directmap_base: DIRECTMAP_BASE,
-        stack_top,
+        image_start: VirtAddr::new(IMAGE_VIRT),
+        stack_bottom: VirtAddr::new(stack_bottom),
+        stack_top: VirtAddr::new(stack_top),
     };
-    let params = SwitchParams::new(&plan, &layout).map_err(Failure::Switch)?;
+    let params = SwitchParams::new(&plan, &mem, mem.layout(), &layout).map_err(Failure::Switch)?;
     if x86_64::instructions::interrupts::are_enabled() {
         return Err(Failure::Layout("RFLAGS.IF", 1));
     }
@@ -279,7 +296,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         // lie in the image. Nothing wrote the page tables since planning, and `l2_xenmap`
         // maps the image's own code, so the code after the CR3 load runs at the same virtual
         // address from the copy.
-        unsafe { switch::relocate(&plan, &mut mem, &params) }
+        unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Switch)?
     };
 
     // From here on every check reads the live state.
@@ -365,7 +382,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     let post_mark = new_image.start ^ POST_SWITCH_SALT;
     SWITCH_MARK.store(post_mark, Ordering::SeqCst);
     let mark_old = image_phys(mark_virt);
-    let mark_new = plan.relocated(mark_old);
+    let mark_new = relocated(&plan, mark_old)?;
     let seen_new = mem.read_u64(mark_new);
     let seen_old = mem.read_u64(mark_old);
     checks.check(
@@ -383,9 +400,8 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
 
     // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
     // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
-    let stack_bottom = &raw const entry::stack_bottom as u64;
     let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
-    let bottom_new = plan.relocated(image_phys(stack_bottom));
+    let bottom_new = relocated(&plan, image_phys(stack_bottom))?;
     let untouched = (0..STACK_SIZE as u64 / 8)
         .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
         .count() as u64;

@@ -44,7 +44,7 @@ pub fn translate<M: PhysMemory + ?Sized>(
         let addr = table + index * 8;
         mem.check_range(addr, 8).map_err(WalkError::Unreadable)?;
         let raw = mem.read_u64(addr);
-        match Entry(raw).decode(level, max_phys) {
+        match Entry::new(raw).decode(level, max_phys) {
             Ok(EntryKind::NotPresent) => return Err(WalkError::NotPresent { level, entry: raw }),
             Ok(EntryKind::Leaf { frame, size }) => return Ok(frame + (virt & (size - 1))),
             Ok(EntryKind::Table { table: next }) => {

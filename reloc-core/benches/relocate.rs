@@ -13,14 +13,15 @@ fn bench(c: &mut Criterion) {
     let mut mem = TestMem::new(48 * MIB);
     mem.fill_pattern(2 * MIB, 8 * MIB);
     let l = build_xen(&mut mem, 2 * MIB, 6 * MIB, MIB);
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let request = RelocationRequest {
         paging: PagingMode::FourLevel,
-        top_table: l.top,
+        top_table: pa(l.top),
         image: PhysRange::new(2 * MIB, 8 * MIB),
-        new_base: 32 * MIB,
+        new_base: pa(32 * MIB),
         image_maps: &maps,
         max_phys_bits: 46,
+        encryption_mask: 0,
     };
     c.bench_function("plan xen layout", |b| {
         let dm = mem.directmap();

@@ -306,6 +306,8 @@ impl fmt::Display for BootInfoError {
     }
 }
 
+impl core::error::Error for BootInfoError {}
+
 /// One boot module: where it is and where its command line is (empty when it has none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BootModule {

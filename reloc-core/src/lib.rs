@@ -27,6 +27,7 @@
 //! `unsafe` lives only in [`phys::DirectMap`] and [`switch`].
 #![no_std]
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod hvm;
 pub mod paging;
@@ -36,10 +37,12 @@ pub mod select;
 pub mod switch;
 
 pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
-pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode};
-pub use phys::{DirectMap, MemoryFault, PhysMemory, PhysRange};
+pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
+pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
 pub use plan::{
-    ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RelocationRequest,
-    DEFAULT_MAX_TABLES, IMAGE_ALIGN,
+    ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RangeRole,
+    RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
 pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};
+pub use switch::{SwitchError, SwitchParams, VirtualLayout};
+pub use x86_64::PhysAddr;

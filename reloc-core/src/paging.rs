@@ -22,6 +22,45 @@ pub const SIZE_1G: u64 = 1 << 30;
 const PRESENT: u64 = PageTableFlags::PRESENT.bits();
 const PAGE_SIZE: u64 = PageTableFlags::HUGE_PAGE.bits();
 
+/// A virtual address, as 4- or 5-level paging reads it.
+///
+/// Not `x86_64::VirtAddr`: in `x86_64` 0.15 that type is canonical to 48 bits only, so it
+/// cannot hold a 5-level (LA57) address. Any `u64` converts; whether it is canonical depends
+/// on the paging mode ([`PagingMode::is_canonical`]), and reloc-core checks it where the
+/// mode is known. `From<x86_64::VirtAddr>` converts the crate's type.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VirtAddr(u64);
+
+impl VirtAddr {
+    /// The address `addr`.
+    pub const fn new(addr: u64) -> Self {
+        Self(addr)
+    }
+
+    /// The address as a `u64`.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<x86_64::VirtAddr> for VirtAddr {
+    fn from(addr: x86_64::VirtAddr) -> Self {
+        Self(addr.as_u64())
+    }
+}
+
+impl fmt::Debug for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VirtAddr({:#x})", self.0)
+    }
+}
+
+impl fmt::LowerHex for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 /// A paging level. `L1` holds 4 KiB leaves; `L5` exists only with LA57.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -79,6 +118,21 @@ pub enum PagingMode {
 }
 
 impl PagingMode {
+    /// Bits of a virtual address that paging translates: 48 or 57.
+    pub const fn virt_bits(self) -> u32 {
+        match self {
+            PagingMode::FourLevel => 48,
+            PagingMode::FiveLevel => 57,
+        }
+    }
+
+    /// True when bits `virt_bits - 1` to 63 of `addr` are all equal (the CPU faults on any
+    /// other address).
+    pub const fn is_canonical(self, addr: VirtAddr) -> bool {
+        let shift = 64 - self.virt_bits();
+        ((addr.0 << shift) as i64 >> shift) as u64 == addr.0
+    }
+
     /// The level of the table CR3 points to.
     pub const fn top_level(self) -> Level {
         match self {
@@ -88,11 +142,20 @@ impl PagingMode {
     }
 }
 
-/// The CPU's physical-address width (CPUID 0x80000008 EAX bits 7..0): every address written into
-/// a page-table entry must lie below `2^bits`.
+/// The CPU's physical-address width (CPUID 0x80000008 EAX bits 7..0), and the bits of it that
+/// memory encryption takes over: every address written into a page-table entry must lie below
+/// [`MaxPhysAddr::limit`].
+///
+/// With AMD SME/SEV the C-bit (CPUID 0x8000001F EBX bits 5..0), and with Intel TME-MK the
+/// KeyID bits, sit inside the MAXPHYADDR-wide field of every entry but are not address bits.
+/// [`MaxPhysAddr::with_encryption_mask`] names them: they are then never read as address,
+/// never rebased, and kept bit-identical in every rewritten entry (the `x86_64` crate's
+/// `memory_encryption` feature masks the C-bit the same way). Addresses must then lie below
+/// the lowest masked bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MaxPhysAddr {
     bits: u8,
+    encryption_mask: u64,
 }
 
 impl MaxPhysAddr {
@@ -102,29 +165,70 @@ impl MaxPhysAddr {
     /// The architectural maximum.
     pub const MAX_BITS: u8 = 52;
 
-    /// A width of `bits`, or `None` outside `MIN_BITS..=MAX_BITS`.
+    /// A width of `bits` with no encryption bits, or `None` outside `MIN_BITS..=MAX_BITS`.
     pub const fn new(bits: u8) -> Option<Self> {
         if bits >= Self::MIN_BITS && bits <= Self::MAX_BITS {
-            Some(Self { bits })
+            Some(Self {
+                bits,
+                encryption_mask: 0,
+            })
         } else {
             None
         }
     }
 
-    /// The width in bits.
+    /// The same width with `mask` naming the memory-encryption bits (the C-bit, or the
+    /// KeyID bits). `None` unless every bit of `mask` lies in `12..MAXPHYADDR` and at least
+    /// [`MaxPhysAddr::MIN_BITS`] address bits remain below the lowest of them.
+    pub const fn with_encryption_mask(self, mask: u64) -> Option<Self> {
+        let field = ((1u64 << self.bits) - 1) & !0xfff;
+        if mask & !field != 0 {
+            return None;
+        }
+        if mask != 0 && mask.trailing_zeros() < Self::MIN_BITS as u32 {
+            return None;
+        }
+        Some(Self {
+            bits: self.bits,
+            encryption_mask: mask,
+        })
+    }
+
+    /// The width in bits (MAXPHYADDR as the CPU reports it).
     pub const fn bits(self) -> u8 {
         self.bits
     }
 
-    /// One past the highest physical address: `2^bits`.
+    /// The memory-encryption bits (zero when there are none).
+    pub const fn encryption_mask(self) -> u64 {
+        self.encryption_mask
+    }
+
+    /// The number of bits an address may use: MAXPHYADDR, or the position of the lowest
+    /// encryption bit.
+    pub const fn address_bits(self) -> u32 {
+        if self.encryption_mask == 0 {
+            self.bits as u32
+        } else {
+            self.encryption_mask.trailing_zeros()
+        }
+    }
+
+    /// One past the highest physical address: `2^address_bits`.
     pub const fn limit(self) -> u64 {
-        1 << self.bits
+        1 << self.address_bits()
     }
 
     /// The bits of an entry that hold an address whose low `low_bit` bits are implied zero:
-    /// bits `low_bit..MAXPHYADDR`.
-    pub const fn address_mask(self, low_bit: u32) -> u64 {
+    /// bits `low_bit..address_bits`.
+    pub(crate) const fn address_mask(self, low_bit: u32) -> u64 {
         (self.limit() - 1) & !((1u64 << low_bit) - 1)
+    }
+
+    /// The bits of CR3 (or of an entry) that a relocation keeps: everything but the
+    /// 4 KiB-aligned address (PCID, PWT, PCD, encryption bits, reserved bits).
+    pub(crate) const fn non_address_mask(self) -> u64 {
+        !self.address_mask(12)
     }
 }
 
@@ -169,22 +273,34 @@ impl fmt::Display for Malformed {
     }
 }
 
+impl core::error::Error for Malformed {}
+
 /// Bits 12..52: what the architecture may use for an address on any CPU.
 const ARCH_ADDRESS_BITS: u64 = 0x000f_ffff_ffff_f000;
 
 /// A raw page-table entry. Decoding needs the level and MAXPHYADDR; the raw value is kept
 /// so that rebasing can change the address field and nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Entry(pub u64);
+pub struct Entry(u64);
 
 impl Entry {
+    /// The entry whose raw value is `raw`.
+    pub const fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
     /// The present bit.
     pub fn is_present(self) -> bool {
         self.0 & PRESENT != 0
     }
 
     /// Bit 7: PS (a 2 MiB / 1 GiB leaf) at L2 and L3, reserved at L4/L5, PAT at L1.
-    pub fn has_page_size_bit(self) -> bool {
+    pub(crate) fn has_page_size_bit(self) -> bool {
         self.0 & PAGE_SIZE != 0
     }
 
@@ -197,11 +313,15 @@ impl Entry {
         if is_huge && matches!(level, Level::L4 | Level::L5) {
             return Err(Malformed::PageSizeAtTopLevels);
         }
-        if self.0 & ARCH_ADDRESS_BITS & !max_phys.address_mask(12) != 0 {
+        if self.0 & ARCH_ADDRESS_BITS & !max_phys.address_mask(12) & !max_phys.encryption_mask()
+            != 0
+        {
             return Err(Malformed::AddressBeyondMaxPhys);
         }
         let field = address_field(level, is_huge, max_phys);
-        if is_huge && self.0 & ARCH_ADDRESS_BITS & !field & !(1 << 12) != 0 {
+        if is_huge
+            && self.0 & ARCH_ADDRESS_BITS & !field & !(1 << 12) & !max_phys.encryption_mask() != 0
+        {
             return Err(Malformed::MisalignedHugeLeaf);
         }
         let addr = self.0 & field;
@@ -225,26 +345,21 @@ impl Entry {
     /// The entry with `delta` added to its address field, as two's complement (so a move to
     /// a lower base works too); every other bit unchanged. `field` is the mask from
     /// [`address_field`]. Returns `None` when the new address leaves the field (below zero or
-    /// at/above MAXPHYADDR) or is not aligned to the field.
-    pub fn rebased(self, field: u64, delta: u64) -> Option<Entry> {
+    /// at/above the address limit) or is not aligned to the field.
+    pub(crate) fn rebased(self, field: u64, delta: u64) -> Option<Entry> {
         let new_addr = (self.0 & field).wrapping_add(delta);
-        // A move in either direction that crosses zero or MAXPHYADDR leaves bits outside the
+        // A move in either direction that crosses zero or the limit leaves bits outside the
         // field; a delta not aligned to the field's low bit does too.
         if new_addr & !field != 0 {
             return None;
         }
         Some(Entry((self.0 & !field) | new_addr))
     }
-
-    /// Like [`Entry::rebased`] but never fails: bits that leave the field are dropped. Used
-    /// only where the plan has already proven `rebased` succeeds.
-    pub(crate) fn rebased_unchecked(self, field: u64, delta: u64) -> Entry {
-        Entry((self.0 & !field) | ((self.0 & field).wrapping_add(delta) & field))
-    }
 }
 
-/// The mask of an entry's address field at `level`: bits 12, 21 or 30 up to MAXPHYADDR.
-pub const fn address_field(level: Level, is_huge: bool, max_phys: MaxPhysAddr) -> u64 {
+/// The mask of an entry's address field at `level`: bits 12, 21 or 30 up to the address
+/// limit (MAXPHYADDR, or the lowest encryption bit).
+pub(crate) const fn address_field(level: Level, is_huge: bool, max_phys: MaxPhysAddr) -> u64 {
     let low_bit = match (level, is_huge) {
         (Level::L2, true) => 21,
         (Level::L3, true) => 30,

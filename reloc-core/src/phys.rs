@@ -8,6 +8,8 @@
 use core::fmt;
 use core::marker::PhantomData;
 
+use crate::paging::VirtAddr;
+
 /// A half-open physical range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct PhysRange {
@@ -79,6 +81,47 @@ impl fmt::Display for MemoryFault {
     }
 }
 
+impl core::error::Error for MemoryFault {}
+
+/// Where a directmap puts physical memory in the virtual address space: physical
+/// `window.start + n` is virtual `virt_start + n`, for every `n` below `window.len()`.
+///
+/// [`DirectMap::layout`] gives the layout of a real directmap; a simulator describes its own.
+/// The switch validates its parameters against a layout ([`crate::switch::SwitchParams`])
+/// and refuses to run through a directmap with any other ([`crate::switch::relocate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirectMapLayout {
+    /// Virtual address of `window.start`.
+    pub virt_start: VirtAddr,
+    /// The physical range the directmap covers.
+    pub window: PhysRange,
+}
+
+impl DirectMapLayout {
+    /// The virtual alias of physical `addr`, or `None` when `addr` is outside the window or
+    /// its alias would wrap past 2^64.
+    pub fn virt_of(&self, addr: u64) -> Option<u64> {
+        if !self.window.contains(addr) {
+            return None;
+        }
+        self.virt_start
+            .as_u64()
+            .checked_add(addr - self.window.start)
+    }
+
+    /// True when the whole of `range` (non-empty) is in the window and its alias does not
+    /// wrap.
+    pub fn covers(&self, range: PhysRange) -> bool {
+        self.window.contains_span(range.start, range.len())
+            && self.virt_of(range.start).is_some()
+            && self
+                .virt_start
+                .as_u64()
+                .checked_add(range.end - self.window.start)
+                .is_some()
+    }
+}
+
 /// Physical memory, addressed by physical address.
 ///
 /// Contract between the engine and an implementation:
@@ -141,6 +184,15 @@ impl<'a> DirectMap<'a> {
     /// The physical window this directmap covers.
     pub fn window(&self) -> PhysRange {
         self.window
+    }
+
+    /// Where this directmap sits in the virtual address space. On the host
+    /// ([`DirectMap::from_slice`]) the "virtual address" is the buffer's address.
+    pub fn layout(&self) -> DirectMapLayout {
+        DirectMapLayout {
+            virt_start: VirtAddr::new(self.base.addr() as u64),
+            window: self.window,
+        }
     }
 
     /// The pointer for `[addr, addr + len)`, if that span lies in the window.

@@ -14,165 +14,398 @@
 //! the image is mapped with global pages: without the toggle, the old copy would stay
 //! reachable through stale translations. (QEMU's TCG flushes them anyway and hides the bug;
 //! reloc-sim's TLB does not.)
+//!
+//! # Nothing to get wrong
+//! [`SwitchParams`] can only be built by [`SwitchParams::new`], which borrows the [`Plan`],
+//! checks the virtual layout against the tables the plan validated, and records the
+//! directmap it was checked for. [`relocate`] takes those parameters and the [`DirectMap`]
+//! it will write through, refuses a different directmap or a stack pointer outside the
+//! stack, and only then starts the copy: from there on nothing can fail.
 
 use core::fmt;
 
-use crate::plan::Plan;
-#[cfg(target_arch = "x86_64")]
-use crate::{phys::PhysMemory, plan::ApplyReport};
+use x86_64::PhysAddr;
 
-/// Where the running image and the directmap live in the virtual address space, and where
-/// the stack ends.
+use crate::paging::VirtAddr;
+
+use crate::phys::{DirectMapLayout, PhysMemory, PhysRange};
+use crate::plan::{Plan, DEFAULT_MAX_TABLES};
+#[cfg(target_arch = "x86_64")]
+use crate::{phys::DirectMap, plan::ApplyReport};
+
+/// Where the running image and its stack live in the virtual address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VirtualLayout {
     /// Virtual address of the image's first byte (the address `_start` is linked at).
-    pub image_start: u64,
-    /// Virtual address of physical address 0 in the directmap.
-    pub directmap_base: u64,
+    pub image_start: VirtAddr,
+    /// Lowest byte of the boot stack, inside the image.
+    pub stack_bottom: VirtAddr,
     /// One past the highest stack byte in use by the caller and its callers (the boot
     /// stack's top), inside the image.
-    pub stack_top: u64,
+    pub stack_top: VirtAddr,
 }
 
-/// Why switch parameters were rejected.
+/// Why switch parameters, or the switch itself, were refused. Memory is untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SwitchError {
-    /// The stack top is not inside the image's virtual range (the stack must move with it).
+    /// The stack `[stack_bottom, stack_top)` is empty, or not inside the image's virtual
+    /// range (the stack must move with the image).
     StackOutsideImage {
-        /// As given.
-        stack_top: u64,
-        /// Virtual start of the image.
-        image_start: u64,
-        /// Virtual end of the image.
-        image_end: u64,
+        /// The stack as given.
+        stack: (VirtAddr, VirtAddr),
+        /// The image's virtual range `[start, end)`; `end` saturates at 2^64 - 1.
+        image: (VirtAddr, u64),
     },
-    /// The stack top is not 8-byte aligned.
+    /// The stack top or bottom is not 8-byte aligned (the re-copy moves qwords).
     StackMisaligned {
-        /// As given.
-        stack_top: u64,
+        /// The stack as given.
+        stack: (VirtAddr, VirtAddr),
     },
-    /// The directmap alias of the destination wraps past 2^64.
-    DirectmapWraps {
-        /// As given.
-        directmap_base: u64,
+    /// Once the tables are switched, `virt` would not translate to its place in the copy:
+    /// the virtual layout does not describe the image these tables map (a wrong
+    /// `image_start`), or the address is not mapped by an image map that moves.
+    LayoutMismatch {
+        /// The virtual address checked (the image start, or the stack's last qword).
+        virt: VirtAddr,
+        /// Where it must translate after the switch.
+        expected: PhysAddr,
+        /// Where it would translate (`None`: not mapped by the validated tables).
+        found: Option<PhysAddr>,
+    },
+    /// The destination does not lie in the directmap the switch writes through.
+    DestinationOutsideDirectMap {
+        /// The destination.
+        destination: PhysRange,
+        /// The directmap's physical window.
+        window: PhysRange,
+    },
+    /// The stack shares memory with a page table: the re-copy of the live stack would write
+    /// old entries over the rebased ones.
+    StackOverlapsTable {
+        /// The table (old image).
+        table: PhysAddr,
+        /// The stack's physical range (old image).
+        stack: PhysRange,
+    },
+    /// A virtual address of the layout or the directmap is not canonical in the plan's
+    /// paging mode.
+    NonCanonical {
+        /// The address.
+        virt: VirtAddr,
+    },
+    /// [`relocate`] was given a directmap other than the one the parameters were checked
+    /// for.
+    DirectMapMismatch {
+        /// The layout the parameters were checked for.
+        expected: DirectMapLayout,
+        /// The layout of the directmap given.
+        found: DirectMapLayout,
+    },
+    /// The stack pointer at [`relocate`] is not inside the stack (or not 8-byte aligned): the
+    /// re-copy `[rsp, stack_top)` would miss live frames or run backwards.
+    RspOutsideStack {
+        /// `rsp` as read.
+        rsp: u64,
+        /// The stack as validated.
+        stack: (VirtAddr, VirtAddr),
     },
 }
 
 impl fmt::Display for SwitchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SwitchError::StackOutsideImage {
-                stack_top,
-                image_start,
-                image_end,
+        match *self {
+            SwitchError::StackOutsideImage { stack, image } => write!(
+                f,
+                "stack [{:#x}, {:#x}) is empty or outside the image's virtual range [{:#x}, {:#x})",
+                stack.0.as_u64(),
+                stack.1.as_u64(),
+                image.0.as_u64(),
+                image.1
+            ),
+            SwitchError::StackMisaligned { stack } => write!(
+                f,
+                "stack [{:#x}, {:#x}) is not 8-byte aligned",
+                stack.0.as_u64(),
+                stack.1.as_u64()
+            ),
+            SwitchError::LayoutMismatch {
+                virt,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "after the switch {:#x} must translate to {:#x} in the copy, but ",
+                    virt.as_u64(),
+                    expected.as_u64()
+                )?;
+                match found {
+                    Some(found) => write!(f, "would translate to {:#x}", found.as_u64()),
+                    None => f.write_str("is not mapped by the validated tables"),
+                }
+            }
+            SwitchError::DestinationOutsideDirectMap {
+                destination,
+                window,
             } => write!(
                 f,
-                "stack top {stack_top:#x} is outside the image's virtual range [{image_start:#x}, {image_end:#x}]"
+                "destination {destination} is outside the directmap window {window}"
             ),
-            SwitchError::StackMisaligned { stack_top } => {
-                write!(f, "stack top {stack_top:#x} is not 8-byte aligned")
-            }
-            SwitchError::DirectmapWraps { directmap_base } => write!(
+            SwitchError::StackOverlapsTable { table, stack } => write!(
                 f,
-                "directmap at {directmap_base:#x} cannot alias the destination"
+                "stack {stack} overlaps the page table at {:#x}",
+                table.as_u64()
+            ),
+            SwitchError::NonCanonical { virt } => {
+                write!(f, "virtual address {virt:#x} is not canonical")
+            }
+            SwitchError::DirectMapMismatch { expected, found } => write!(
+                f,
+                "directmap of {} at {:#x} is not the one checked ({} at {:#x})",
+                found.window,
+                found.virt_start.as_u64(),
+                expected.window,
+                expected.virt_start.as_u64()
+            ),
+            SwitchError::RspOutsideStack { rsp, stack } => write!(
+                f,
+                "rsp {rsp:#x} is not an aligned address in the stack [{:#x}, {:#x}]",
+                stack.0.as_u64(),
+                stack.1.as_u64()
             ),
         }
     }
 }
+
+impl core::error::Error for SwitchError {}
 
 /// Validated inputs of the switch, computed before the critical region so that nothing in it
 /// can fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SwitchParams {
-    /// Address of the new top-level table.
-    pub new_top_table: u64,
-    /// CR3 bits kept from the current CR3 (PCID, PWT, PCD): everything outside the address.
-    pub cr3_keep_mask: u64,
-    /// Top of the stack, virtual.
-    pub stack_top: u64,
-    /// Added (wrapping) to a virtual stack address to get its directmap alias in the copy.
-    pub stack_copy_offset: u64,
+///
+/// # Invariants
+/// Built only by [`SwitchParams::new`] (the fields are private), so that a `SwitchParams`
+/// always means:
+/// - it belongs to exactly one [`Plan`], which it borrows: no other plan can be applied with
+///   it;
+/// - the image's first byte and the stack's last qword translate, through the tables the plan
+///   validated and as they will be after the move, to their places in the copy;
+/// - the stack `[stack_bottom, stack_top)` is 8-byte aligned, inside the image, and shares
+///   no byte with a planned page table;
+/// - the destination lies in the directmap recorded here, and the stack's alias in the copy
+///   is `stack address + stack_copy_offset` in that directmap.
+///
+/// A struct literal cannot forge one:
+/// ```compile_fail
+/// # fn forge(plan: &reloc_core::Plan, d: reloc_core::DirectMapLayout, v: reloc_core::VirtAddr) {
+/// let params = reloc_core::SwitchParams {
+///     plan,
+///     directmap: d,
+///     stack_bottom: v,
+///     stack_top: v,
+///     stack_copy_offset: 0,
+/// };
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchParams<'p, const N: usize = DEFAULT_MAX_TABLES> {
+    plan: &'p Plan<N>,
+    directmap: DirectMapLayout,
+    stack_bottom: VirtAddr,
+    stack_top: VirtAddr,
+    stack_copy_offset: u64,
 }
 
-impl SwitchParams {
-    /// Checks the layout against `plan`.
-    pub fn new<const N: usize>(
-        plan: &Plan<N>,
+impl<'p, const N: usize> SwitchParams<'p, N> {
+    /// Checks `layout` against `plan`, reading the tables through `mem`, for a switch that
+    /// writes the copy through the directmap described by `directmap`. Reads only.
+    pub fn new<M: PhysMemory + ?Sized>(
+        plan: &'p Plan<N>,
+        mem: &M,
+        directmap: DirectMapLayout,
         layout: &VirtualLayout,
     ) -> Result<Self, SwitchError> {
-        let image_len = plan.old_image().len();
-        let image_end = layout.image_start.wrapping_add(image_len);
-        if layout.stack_top <= layout.image_start
-            || layout.stack_top > image_end
-            || image_end < layout.image_start
-        {
+        let image = plan.old_image();
+        let stack = (layout.stack_bottom, layout.stack_top);
+        let mode = plan.paging();
+        for virt in [
+            layout.image_start,
+            layout.stack_bottom,
+            directmap.virt_start,
+        ] {
+            if !mode.is_canonical(virt) {
+                return Err(SwitchError::NonCanonical { virt });
+            }
+        }
+        let (bottom, top) = (layout.stack_bottom.as_u64(), layout.stack_top.as_u64());
+        let image_virt = layout.image_start.as_u64();
+        let image_virt_end = image_virt.checked_add(image.len());
+        if bottom >= top || bottom < image_virt || image_virt_end.is_none_or(|end| top > end) {
             return Err(SwitchError::StackOutsideImage {
-                stack_top: layout.stack_top,
-                image_start: layout.image_start,
-                image_end,
+                stack,
+                image: (layout.image_start, image_virt_end.unwrap_or(u64::MAX)),
             });
         }
-        if !layout.stack_top.is_multiple_of(8) {
-            return Err(SwitchError::StackMisaligned {
-                stack_top: layout.stack_top,
+        if !bottom.is_multiple_of(8) || !top.is_multiple_of(8) {
+            return Err(SwitchError::StackMisaligned { stack });
+        }
+        // In the old image: the stack is `bottom - image_virt` bytes into it.
+        let to_phys = |virt: u64| image.start + (virt - image_virt);
+        let new_image = plan.new_image();
+        for virt in [image_virt, top - 8] {
+            let expected = new_image.start + (virt - image_virt);
+            let found = plan.translation_after_move(mem, virt);
+            if found != Some(expected) {
+                return Err(SwitchError::LayoutMismatch {
+                    virt: VirtAddr::new(virt),
+                    expected: PhysAddr::new_truncate(expected),
+                    found: found.map(PhysAddr::new_truncate),
+                });
+            }
+        }
+        if !directmap.covers(new_image) {
+            return Err(SwitchError::DestinationOutsideDirectMap {
+                destination: new_image,
+                window: directmap.window,
             });
         }
-        let new_alias = layout
-            .directmap_base
-            .checked_add(plan.new_image().start)
-            .filter(|alias| alias.checked_add(image_len).is_some())
-            .ok_or(SwitchError::DirectmapWraps {
-                directmap_base: layout.directmap_base,
-            })?;
+        let stack_phys = PhysRange::new(to_phys(bottom), to_phys(top));
+        if let Some(table) = plan
+            .tables()
+            .find(|t| stack_phys.overlaps(&PhysRange::new(t.addr.as_u64(), t.addr.as_u64() + 4096)))
+        {
+            return Err(SwitchError::StackOverlapsTable {
+                table: table.addr,
+                stack: stack_phys,
+            });
+        }
+        // `covers` checked the alias of the whole destination exists.
+        let bottom_alias = directmap
+            .virt_of(new_image.start + (bottom - image_virt))
+            .unwrap_or(0);
         Ok(Self {
-            new_top_table: plan.new_top_table().as_u64(),
-            cr3_keep_mask: !plan.max_phys().address_mask(12),
+            plan,
+            directmap,
+            stack_bottom: layout.stack_bottom,
             stack_top: layout.stack_top,
-            stack_copy_offset: new_alias.wrapping_sub(layout.image_start),
+            stack_copy_offset: bottom_alias.wrapping_sub(bottom),
         })
+    }
+
+    /// The plan these parameters belong to.
+    pub fn plan(&self) -> &'p Plan<N> {
+        self.plan
+    }
+
+    /// The directmap the copy is written through.
+    pub fn directmap(&self) -> DirectMapLayout {
+        self.directmap
+    }
+
+    /// The lowest byte of the stack.
+    pub fn stack_bottom(&self) -> VirtAddr {
+        self.stack_bottom
+    }
+
+    /// One past the stack's highest byte: the re-copy runs from `rsp` up to here.
+    pub fn stack_top(&self) -> VirtAddr {
+        self.stack_top
+    }
+
+    /// Added (wrapping) to a virtual stack address to get its directmap alias in the copy.
+    pub fn stack_copy_offset(&self) -> u64 {
+        self.stack_copy_offset
+    }
+
+    /// `Ok` when `rsp` is an 8-byte-aligned address in `[stack_bottom, stack_top]`: the
+    /// re-copy `[rsp, stack_top)` then covers every live frame and cannot run backwards.
+    pub fn check_rsp(&self, rsp: u64) -> Result<(), SwitchError> {
+        let inside = self.stack_bottom.as_u64() <= rsp && rsp <= self.stack_top.as_u64();
+        if inside && rsp.is_multiple_of(8) {
+            Ok(())
+        } else {
+            Err(SwitchError::RspOutsideStack {
+                rsp,
+                stack: (self.stack_bottom, self.stack_top),
+            })
+        }
     }
 }
 
-/// Applies `plan` and switches to the copy: the whole critical region in one call.
+/// Applies the plan and switches to the copy: the whole critical region in one call.
 ///
-/// Returns on the new copy, at the same virtual addresses, with the stack as it was.
+/// Before the first write it checks that `mem` is the directmap `params` were validated for
+/// ([`SwitchError::DirectMapMismatch`]) and that `rsp` lies in the stack
+/// ([`SwitchError::RspOutsideStack`]): the last fallible steps, both before any write, so an
+/// `Err` leaves memory untouched. From the copy on, nothing can fail. Returns on the new copy,
+/// at the same virtual addresses, with the stack as it was.
 ///
 /// # Safety
-/// Ring 0, long mode, interrupts disabled (an interrupt would push onto, and a handler write
-/// to, the old copy), and:
-/// - `mem` writes the destination through a mapping that stays valid until the switch (the
-///   directmap), and `params` came from [`SwitchParams::new`] for this `plan` with the real
-///   virtual layout: the running code, its data and its whole stack lie in the image;
+/// Ring 0, long mode, and:
+/// - interrupts disabled, and no NMI, SMI or machine check handled in between: an
+///   interrupt would push onto, and a handler write to, the old copy, and an NMI cannot be
+///   masked by `cli`, so the caller must not expect one (no NMI watchdog, no other CPU
+///   sending NMIs);
+/// - no CET shadow stack active (or the caller re-copies it): only the ordinary stack is
+///   re-copied, and returning on a stale shadow stack raises #CP;
+/// - `mem` is valid for the whole destination until the switch (the directmap), and stays
+///   mapped afterwards;
 /// - nothing but this call runs between the start of the copy and the switch (other CPUs
 ///   included), and nothing writes the image's page tables after planning;
 /// - the new tables map the code that executes right after the CR3 load at the same virtual
-///   address (they do, when the image map maps the image's own code).
+///   address (they do when the image map maps the image's own code, which
+///   [`SwitchParams::new`] checked for the image's first byte).
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn relocate<M: PhysMemory + ?Sized, const N: usize>(
-    plan: &Plan<N>,
-    mem: &mut M,
-    params: &SwitchParams,
-) -> ApplyReport {
-    let report = plan.apply(mem);
-    // SAFETY: the caller upholds `switch`'s contract; the copy and rebase just happened.
-    unsafe { switch(params) };
-    report
+pub unsafe fn relocate<const N: usize>(
+    params: &SwitchParams<'_, N>,
+    mem: &mut DirectMap<'_>,
+) -> Result<ApplyReport, SwitchError> {
+    // A compiler barrier, as Xen's `barrier()` before its copy: every store the caller made
+    // (to a static, say) reaches memory before the copy reads it, instead of being moved past
+    // the copy and lost with the old image.
+    // SAFETY: an empty asm block; without `nomem` the compiler treats it as reading and
+    // writing all memory, which is the point.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+    if mem.layout() != params.directmap {
+        return Err(SwitchError::DirectMapMismatch {
+            expected: params.directmap,
+            found: mem.layout(),
+        });
+    }
+    let rsp: u64;
+    // SAFETY: reads rsp into a register; touches no memory and no flags.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
+    params.check_rsp(rsp)?;
+    let cr3: u64;
+    // SAFETY: ring 0 (the caller's contract); reading CR3 has no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
+    };
+    let new_cr3 = params.plan.relocated_cr3(cr3);
+
+    let report = params.plan.apply(mem);
+    // SAFETY: the caller upholds the contract above; the copy and rebase just happened and
+    // `params` were validated for this plan and this directmap.
+    unsafe { switch(params.stack_top.as_u64(), params.stack_copy_offset, new_cr3) };
+    Ok(report)
 }
 
-/// Re-copies the live stack `[rsp, stack_top)` to its alias in the copy, then clears
-/// CR4.PGE, loads CR3 with the new top-level table (keeping CR3's non-address bits) and
-/// restores CR4 as it was. One asm block: see the module documentation.
+/// Re-copies the live stack `[rsp, stack_top)` to `rsp + stack_copy_offset`, then clears
+/// CR4.PGE, loads `new_cr3` and restores CR4 as it was. One asm block: see the module
+/// documentation.
 ///
 /// # Safety
-/// As for [`relocate`], with the copy and rebase already done by `Plan::apply` and nothing
-/// but stack writes since.
+/// As for [`relocate`], with the copy and rebase done and nothing but stack writes since;
+/// `rsp <= stack_top`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn switch(params: &SwitchParams) {
-    // SAFETY: the caller guarantees ring 0 and that `[rsp, stack_top)` plus
-    // `stack_copy_offset` is the directmap alias of the stack in the copy, mapped and
-    // writable; the new top-level table maps this code. DF is clear on entry to asm (Rust
-    // guarantees it). No `nostack`: the compiler then keeps nothing live below rsp (red
-    // zone), which the copy would miss. No `nomem`: every earlier store reaches memory first.
+unsafe fn switch(stack_top: u64, stack_copy_offset: u64, new_cr3: u64) {
+    // SAFETY: the caller guarantees ring 0, `rsp <= stack_top`, and that
+    // `[rsp, stack_top)` plus `stack_copy_offset` is the directmap alias of the stack in the
+    // copy, mapped and writable; the new top-level table maps this code. DF is clear on
+    // entry to asm (Rust guarantees it). No `nostack`: the compiler then keeps nothing live
+    // below rsp (red zone), which the copy would miss. No `nomem`: every earlier store
+    // reaches memory first.
     unsafe {
         core::arch::asm!(
             "mov rcx, {top}",
@@ -186,15 +419,11 @@ pub unsafe fn switch(params: &SwitchParams) {
             "mov {tmp}, {cr4}",
             "and {tmp}, -129", // ~CR4.PGE (bit 7)
             "mov cr4, {tmp}",
-            "mov {tmp}, cr3",
-            "and {tmp}, {keep}",
-            "or {tmp}, {table}",
-            "mov cr3, {tmp}",
+            "mov cr3, {cr3}",
             "mov cr4, {cr4}",
-            top = in(reg) params.stack_top,
-            offset = in(reg) params.stack_copy_offset,
-            keep = in(reg) params.cr3_keep_mask,
-            table = in(reg) params.new_top_table,
+            top = in(reg) stack_top,
+            offset = in(reg) stack_copy_offset,
+            cr3 = in(reg) new_cr3,
             cr4 = out(reg) _,
             tmp = out(reg) _,
             out("rcx") _,

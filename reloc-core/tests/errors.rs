@@ -10,7 +10,8 @@ use common::*;
 use reloc_core::paging::Malformed;
 use reloc_core::plan::{RangeRole, TableRole};
 use reloc_core::{
-    EntryLocation, Level, MemoryFault, PagingMode, PhysRange, Plan, PlanError, RelocationRequest,
+    EntryLocation, Level, MemoryFault, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
+    PlanError, RelocationRequest,
 };
 
 const MEM: u64 = 48 * MIB;
@@ -20,14 +21,14 @@ const NEW_BASE: u64 = 32 * MIB;
 struct Fixture {
     mem: TestMem,
     l: XenLayout,
-    maps: [u64; 1],
+    maps: [PhysAddr; 1],
 }
 
 fn fixture() -> Fixture {
     let mut mem = TestMem::new(MEM);
     mem.fill_pattern(IMAGE.start, IMAGE.end);
     let l = build_xen(&mut mem, IMAGE.start, IMAGE.len(), MIB);
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     Fixture { mem, l, maps }
 }
 
@@ -35,11 +36,12 @@ impl Fixture {
     fn request(&self) -> RelocationRequest<'_> {
         RelocationRequest {
             paging: PagingMode::FourLevel,
-            top_table: self.l.top,
+            top_table: pa(self.l.top),
             image: IMAGE,
-            new_base: NEW_BASE,
+            new_base: pa(NEW_BASE),
             image_maps: &self.maps,
             max_phys_bits: 46,
+            encryption_mask: 0,
         }
     }
 
@@ -61,7 +63,7 @@ impl Fixture {
 
 fn at(table: u64, level: Level, index: u16, entry: u64) -> EntryLocation {
     EntryLocation {
-        table,
+        table: pa(table),
         level,
         index,
         entry,
@@ -112,47 +114,96 @@ fn image_misaligned() {
 fn new_base_misaligned() {
     let f = fixture();
     let req = RelocationRequest {
-        new_base: NEW_BASE + 4 * KIB,
+        new_base: pa(NEW_BASE + 4 * KIB),
         ..f.request()
     };
     let msg = f.reject(
         &req,
         PlanError::NewBaseMisaligned {
-            new_base: NEW_BASE + 4 * KIB,
+            new_base: pa(NEW_BASE + 4 * KIB),
         },
     );
     assert!(msg.contains("0x2001000"), "{msg}");
 }
 
+/// Memory that serves every range and reads as all zeros: the worst case for a check that
+/// relies on `check_range` to catch absurd ranges.
+struct ServesEverything;
+
+impl PhysMemory for ServesEverything {
+    fn check_range(&self, _: u64, _: u64) -> Result<(), MemoryFault> {
+        Ok(())
+    }
+    fn read_u64(&self, _: u64) -> u64 {
+        0
+    }
+    fn write_u64(&mut self, _: u64, _: u64) {}
+    fn copy(&mut self, _: u64, _: u64, _: u64) {}
+}
+
+/// Found by review: `[0, 0xffff_ffff_ffe0_1000)` is 2 MiB-aligned at the start and 4 KiB at the
+/// end, and its length rounded up to 2 MiB wraps. Debug builds panicked ("attempt to add with
+/// overflow"), release builds accepted it with an inverted `new_image()` when memory served
+/// every range, and a real directmap reported `Inaccessible`. The image end is now checked
+/// against MAXPHYADDR before any rounding.
 #[test]
-fn ranges_wrap() {
-    let f = fixture();
-    let new_base = 0u64.wrapping_sub(2 * MIB);
-    let req = RelocationRequest {
-        new_base,
-        ..f.request()
-    };
-    f.reject(
-        &req,
-        PlanError::RangeWraps {
-            role: RangeRole::New,
-            start: new_base,
-            len: 6 * MIB,
-        },
-    );
-    let image = PhysRange::new(new_base, new_base + 4 * KIB);
-    let req = RelocationRequest {
-        image,
-        ..f.request()
-    };
-    f.reject(
-        &req,
-        PlanError::RangeWraps {
+fn image_whose_rounded_length_wraps_is_beyond_max_phys() {
+    let image = PhysRange::new(0, 0xffff_ffff_ffe0_1000);
+    for bits in [46, 52] {
+        let req = RelocationRequest {
+            paging: PagingMode::FourLevel,
+            top_table: pa(0),
+            image,
+            new_base: pa(0x10_0000_0000_0000 - 2 * MIB),
+            image_maps: &[],
+            max_phys_bits: bits,
+            encryption_mask: 0,
+        };
+        let expected = PlanError::RangeBeyondMaxPhys {
             role: RangeRole::Old,
-            start: new_base,
-            len: 2 * MIB,
-        },
-    );
+            range: image,
+            max_phys_bits: bits,
+        };
+        assert_eq!(
+            Plan::<64>::new(&ServesEverything, &req).err(),
+            Some(expected)
+        );
+        // A real directmap gives the same answer, not `Inaccessible`.
+        let f = fixture();
+        assert_eq!(f.plan::<64>(&req).err(), Some(expected));
+    }
+}
+
+/// Every image end at the top of the 64-bit space is refused before anything is rounded,
+/// for any start and any MAXPHYADDR.
+#[test]
+fn images_ending_near_2_pow_64_never_panic() {
+    for start in [0, 2 * MIB, 1 << 51, 0xffff_ffff_ffe0_0000] {
+        for end in [!0xfff, 0xffff_ffff_ffe0_1000, 1 << 63] {
+            let image = PhysRange::new(start, end);
+            let req = RelocationRequest {
+                paging: PagingMode::FiveLevel,
+                top_table: pa(0),
+                image,
+                new_base: pa(2 * MIB),
+                image_maps: &[],
+                max_phys_bits: 52,
+                encryption_mask: 0,
+            };
+            let err = Plan::<4>::new(&ServesEverything, &req).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    PlanError::RangeBeyondMaxPhys {
+                        role: RangeRole::Old,
+                        ..
+                    } | PlanError::ImageMisaligned { .. }
+                        | PlanError::EmptyImage { .. }
+                ),
+                "{image}: {err}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -162,7 +213,7 @@ fn ranges_beyond_max_phys() {
     let image = PhysRange::new(1 << 40, (1 << 40) + 6 * MIB);
     let req = RelocationRequest {
         image,
-        top_table: image.start,
+        top_table: pa(image.start),
         image_maps: &[],
         max_phys_bits: 36,
         ..f.request()
@@ -180,9 +231,9 @@ fn ranges_beyond_max_phys() {
     let empty_top = IMAGE.start + 0x1_0000;
     let new_base = (1 << 36) - 4 * MIB;
     let req = RelocationRequest {
-        top_table: empty_top,
+        top_table: pa(empty_top),
         image_maps: &[],
-        new_base,
+        new_base: pa(new_base),
         max_phys_bits: 36,
         ..f.request()
     };
@@ -202,7 +253,7 @@ fn ranges_overlap() {
     let f = fixture();
     for new_base in [6 * MIB, 0, IMAGE.start] {
         let req = RelocationRequest {
-            new_base,
+            new_base: pa(new_base),
             ..f.request()
         };
         f.reject(
@@ -221,9 +272,9 @@ fn inaccessible_ranges() {
     let image = PhysRange::new(64 * MIB, 70 * MIB);
     let req = RelocationRequest {
         image,
-        top_table: image.start,
+        top_table: pa(image.start),
         image_maps: &[],
-        new_base: 128 * MIB,
+        new_base: pa(128 * MIB),
         ..f.request()
     };
     f.reject(
@@ -235,7 +286,7 @@ fn inaccessible_ranges() {
         },
     );
     let req = RelocationRequest {
-        new_base: 46 * MIB,
+        new_base: pa(46 * MIB),
         ..f.request()
     };
     let msg = f.reject(
@@ -254,29 +305,29 @@ fn named_tables_misaligned_or_outside() {
     let f = fixture();
     let top = f.l.top;
     let req = RelocationRequest {
-        top_table: top + 8,
+        top_table: pa(top + 8),
         ..f.request()
     };
     f.reject(
         &req,
         PlanError::TableMisaligned {
             role: TableRole::TopLevel,
-            table: top + 8,
+            table: pa(top + 8),
         },
     );
     let req = RelocationRequest {
-        top_table: 0x9000,
+        top_table: pa(0x9000),
         ..f.request()
     };
     let msg = f.reject(
         &req,
         PlanError::TableOutsideImage {
             role: TableRole::TopLevel,
-            table: 0x9000,
+            table: pa(0x9000),
         },
     );
     assert!(msg.contains("0x9000"), "{msg}");
-    let maps = [f.l.l2_xenmap + 0x10];
+    let maps = [pa(f.l.l2_xenmap + 0x10)];
     let req = RelocationRequest {
         image_maps: &maps,
         ..f.request()
@@ -288,7 +339,7 @@ fn named_tables_misaligned_or_outside() {
             table: maps[0],
         },
     );
-    let maps = [IMAGE.end];
+    let maps = [pa(IMAGE.end)];
     let req = RelocationRequest {
         image_maps: &maps,
         ..f.request()
@@ -297,7 +348,7 @@ fn named_tables_misaligned_or_outside() {
         &req,
         PlanError::TableOutsideImage {
             role: TableRole::ImageMap,
-            table: IMAGE.end,
+            table: pa(IMAGE.end),
         },
     );
 }
@@ -406,12 +457,12 @@ fn image_map_not_reached_as_l2() {
     let f = fixture();
     // l1_directmap is reached, but as an L1; the page after the tables is not reached at all.
     for table in [f.l.l1_directmap, f.l.l1_directmap + 4 * KIB] {
-        let maps = [f.l.l2_xenmap, table];
+        let maps = [pa(f.l.l2_xenmap), pa(table)];
         let req = RelocationRequest {
             image_maps: &maps,
             ..f.request()
         };
-        f.reject(&req, PlanError::ImageMapNotReached { table });
+        f.reject(&req, PlanError::ImageMapNotReached { table: pa(table) });
     }
 }
 
@@ -427,7 +478,7 @@ fn image_map_also_reached_as_l3() {
     let msg = f.reject(
         &req,
         PlanError::ImageMapAliased {
-            table: f.l.l2_xenmap,
+            table: pa(f.l.l2_xenmap),
             level: Level::L3,
         },
     );
@@ -439,10 +490,10 @@ fn rebased_entry_beyond_max_phys() {
     let mut mem = TestMem::new(MEM);
     // Tables at 7 MiB: the first pointer rebased past 2^36 is top[0].
     let l = build_xen(&mut mem, IMAGE.start, IMAGE.len(), 5 * MIB);
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let f = Fixture { mem, l, maps };
     let req = RelocationRequest {
-        new_base: (1 << 36) - 2 * MIB,
+        new_base: pa((1 << 36) - 2 * MIB),
         max_phys_bits: 36,
         ..f.request()
     };

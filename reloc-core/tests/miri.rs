@@ -22,19 +22,20 @@ fn small_layout_through_the_directmap() {
     mem.fill_pattern(IMAGE.start, IMAGE.end);
     let l = build_xen(&mut mem, IMAGE.start, IMAGE.len(), 64 * KIB);
     let old_image: Vec<u64> = mem.words[..(IMAGE.end / 8) as usize].to_vec();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let request = RelocationRequest {
         paging: PagingMode::FourLevel,
-        top_table: l.top,
+        top_table: pa(l.top),
         image: IMAGE,
-        new_base: NEW_BASE,
+        new_base: pa(NEW_BASE),
         image_maps: &maps,
         max_phys_bits: 40,
+        encryption_mask: 0,
     };
 
     // A destination past the buffer is rejected without a write.
     let too_high = RelocationRequest {
-        new_base: 4 * MIB,
+        new_base: pa(4 * MIB),
         ..request
     };
     assert_eq!(

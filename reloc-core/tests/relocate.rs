@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use reloc_core::{Level, PagingMode, PhysRange, Plan, RelocationRequest, DEFAULT_MAX_TABLES};
+use reloc_core::{
+    Level, PagingMode, PhysAddr, PhysRange, Plan, RelocationRequest, DEFAULT_MAX_TABLES,
+};
 
 const MEM: u64 = 48 * MIB;
 const IMAGE_START: u64 = 2 * MIB;
@@ -14,14 +16,15 @@ const IMAGE_LEN: u64 = 6 * MIB;
 const NEW_BASE: u64 = 32 * MIB;
 const MAX_PHYS: u8 = 46;
 
-fn request<'a>(l: &XenLayout, maps: &'a [u64], new_base: u64) -> RelocationRequest<'a> {
+fn request<'a>(l: &XenLayout, maps: &'a [PhysAddr], new_base: u64) -> RelocationRequest<'a> {
     RelocationRequest {
         paging: PagingMode::FourLevel,
-        top_table: l.top,
+        top_table: pa(l.top),
         image: PhysRange::new(l.image_start, l.image_start + l.image_len),
-        new_base,
+        new_base: pa(new_base),
         image_maps: maps,
         max_phys_bits: MAX_PHYS,
+        encryption_mask: 0,
     }
 }
 
@@ -93,7 +96,7 @@ fn xen_layout_relocates_byte_exact() {
     mem.fill_pattern(IMAGE_START, IMAGE_START + IMAGE_LEN);
     let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let report = relocate(&mut mem, &request(&l, &maps, NEW_BASE));
 
     assert_copy_exact(&before, &mem, &l, NEW_BASE, &xen_edits(&l));
@@ -163,7 +166,7 @@ fn move_to_a_lower_base() {
     mem.fill_pattern(old, old + IMAGE_LEN);
     let l = build_xen(&mut mem, old, IMAGE_LEN, MIB);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     relocate(&mut mem, &request(&l, &maps, 4 * MIB));
     assert_copy_exact(&before, &mem, &l, 4 * MIB, &xen_edits(&l));
 }
@@ -177,10 +180,10 @@ fn five_level_paging() {
     mem.set_entry(l5, 0, l.top | PTR);
     mem.set_entry(l5, 1, l.top | PTR);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let req = RelocationRequest {
         paging: PagingMode::FiveLevel,
-        top_table: l5,
+        top_table: pa(l5),
         ..request(&l, &maps, NEW_BASE)
     };
     let report = relocate(&mut mem, &req);
@@ -206,7 +209,7 @@ fn shared_table_and_recursive_slot_are_rebased_once() {
     // l2_fixmap shared by l3_xenmap and l3_bootmap.
     mem.set_entry(l.l3_bootmap, 7, l.l2_fixmap | PTR);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let report = relocate(&mut mem, &request(&l, &maps, NEW_BASE));
     let mut edits = xen_edits(&l);
     edits.extend([(l.top, 300), (l.top, 510), (l.l3_bootmap, 7)]);
@@ -230,7 +233,7 @@ fn page_tables_starting_on_a_2mib_boundary() {
     let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, 2 * MIB);
     assert_eq!(l.top % (2 * MIB), 0);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     relocate(&mut mem, &request(&l, &maps, NEW_BASE));
     assert_copy_exact(&before, &mem, &l, NEW_BASE, &xen_edits(&l));
     let d = NEW_BASE - IMAGE_START;
@@ -249,7 +252,7 @@ fn image_not_a_multiple_of_2mib() {
     mem.fill_pattern(IMAGE_START, IMAGE_START + len);
     let l = build_xen(&mut mem, IMAGE_START, len, MIB);
     let before = mem.clone();
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let report = relocate(&mut mem, &request(&l, &maps, NEW_BASE));
     assert_eq!(report.bytes_copied, len);
     assert_eq!(report.image_leaves_rebased, 3);
@@ -260,7 +263,7 @@ fn image_not_a_multiple_of_2mib() {
 fn plan_reports_tables_and_cr3() {
     let mut mem = TestMem::new(MEM);
     let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
-    let maps = [l.l2_xenmap];
+    let maps = [pa(l.l2_xenmap)];
     let plan: Plan<DEFAULT_MAX_TABLES> =
         Plan::new(&mem.directmap(), &request(&l, &maps, NEW_BASE)).unwrap();
     let tables: Vec<_> = plan.tables().collect();
@@ -272,7 +275,7 @@ fn plan_reports_tables_and_cr3() {
             .filter(|t| t.image_map)
             .map(|t| t.addr)
             .collect::<Vec<_>>(),
-        vec![l.l2_xenmap]
+        vec![pa(l.l2_xenmap)]
     );
     let d = NEW_BASE - IMAGE_START;
     assert_eq!(plan.new_top_table().as_u64(), l.top + d);
@@ -284,59 +287,87 @@ fn plan_reports_tables_and_cr3() {
     );
 }
 
+/// The SME/SEV C-bit at bit 45 (MAXPHYADDR 46) on every present entry of every table, as an
+/// encrypted guest's tables have it.
+fn set_c_bit_everywhere(mem: &mut TestMem, l: &XenLayout) -> u64 {
+    const C_BIT: u64 = 1 << 45;
+    let tables_start = l.top;
+    let tables_end = l.l1_directmap + 4 * KIB;
+    for at in (tables_start..tables_end).step_by(8) {
+        let e = mem.get(at);
+        if e & 1 != 0 {
+            mem.set(at, e | C_BIT);
+        }
+    }
+    C_BIT
+}
+
 #[test]
-fn switch_params_are_validated_before_the_critical_region() {
-    use reloc_core::switch::{SwitchError, SwitchParams, VirtualLayout};
+fn encrypted_tables_relocate_with_the_c_bit_preserved() {
+    let mut mem = TestMem::new(MEM);
+    mem.fill_pattern(IMAGE_START, IMAGE_START + IMAGE_LEN);
+    let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
+    let c_bit = set_c_bit_everywhere(&mut mem, &l);
+    let before = mem.clone();
+    let maps = [pa(l.l2_xenmap)];
+    // Without the mask the C-bit reads as an address bit: every pointer leaves the image.
+    let plain = request(&l, &maps, NEW_BASE);
+    assert!(matches!(
+        Plan::<64>::new(&mem.directmap(), &plain),
+        Err(reloc_core::PlanError::PointerOutsideImage { .. })
+    ));
+    assert!(mem == before);
+    let encrypted = RelocationRequest {
+        encryption_mask: c_bit,
+        ..plain
+    };
+    let plan: Plan = Plan::new(&mem.directmap(), &encrypted).expect("plan");
+    // CR3 of an encrypted guest carries the C-bit too; it stays.
+    assert_eq!(
+        plan.relocated_cr3(l.top | c_bit | 0x8),
+        (l.top + NEW_BASE - IMAGE_START) | c_bit | 0x8
+    );
+    plan.apply(&mut mem.directmap());
+    // Every rebased entry moved by delta with its C-bit kept (a plain add leaves bit 45 set).
+    assert_copy_exact(&before, &mem, &l, NEW_BASE, &xen_edits(&l));
+    assert_ne!(mem.entry(l.top + NEW_BASE - IMAGE_START, 261) & c_bit, 0);
+}
+
+#[test]
+fn encryption_mask_outside_the_address_field_is_refused() {
     let mut mem = TestMem::new(MEM);
     let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
-    let maps = [l.l2_xenmap];
-    let plan: Plan = Plan::new(&mem.directmap(), &request(&l, &maps, NEW_BASE)).unwrap();
-    let layout = VirtualLayout {
-        image_start: XEN_VIRT_START,
-        directmap_base: DIRECTMAP_VIRT_START,
-        stack_top: XEN_VIRT_START + 0x8000,
-    };
-    let params = SwitchParams::new(&plan, &layout).unwrap();
-    // A stack byte at virtual v lands at the directmap alias of its new physical address.
-    let v = XEN_VIRT_START + 0x7ff8;
-    assert_eq!(
-        v.wrapping_add(params.stack_copy_offset),
-        DIRECTMAP_VIRT_START + NEW_BASE + 0x7ff8
-    );
-    assert_eq!(params.new_top_table, l.top + NEW_BASE - IMAGE_START);
-    assert_eq!(params.cr3_keep_mask, !0x3fff_ffff_f000);
-    for stack_top in [XEN_VIRT_START, XEN_VIRT_START + IMAGE_LEN + 8, 0x1000] {
-        assert!(matches!(
-            SwitchParams::new(
-                &plan,
-                &VirtualLayout {
-                    stack_top,
-                    ..layout
-                }
-            ),
-            Err(SwitchError::StackOutsideImage { .. })
-        ));
+    let maps = [pa(l.l2_xenmap)];
+    for mask in [1 << 46, 1 << 31, 1 << 5, 1 << 63, (1 << 45) | (1 << 20)] {
+        let req = RelocationRequest {
+            encryption_mask: mask,
+            ..request(&l, &maps, NEW_BASE)
+        };
+        let err = Plan::<64>::new(&mem.directmap(), &req).unwrap_err();
+        assert_eq!(
+            err,
+            reloc_core::PlanError::InvalidEncryptionMask {
+                mask,
+                max_phys_bits: MAX_PHYS
+            }
+        );
+        assert!(err.to_string().contains(&format!("{mask:#x}")), "{err}");
     }
-    assert_eq!(
-        SwitchParams::new(
-            &plan,
-            &VirtualLayout {
-                stack_top: XEN_VIRT_START + 0x8004,
-                ..layout
-            }
-        ),
-        Err(SwitchError::StackMisaligned {
-            stack_top: XEN_VIRT_START + 0x8004
-        })
-    );
+}
+
+/// A destination that would need the encryption bit as an address bit is beyond the limit.
+#[test]
+fn encryption_bit_lowers_the_physical_address_limit() {
+    let mut mem = TestMem::new(MEM);
+    let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
+    let maps = [pa(l.l2_xenmap)];
+    let req = RelocationRequest {
+        encryption_mask: 1 << 40,
+        ..request(&l, &maps, (1 << 40) - 4 * MIB)
+    };
     assert!(matches!(
-        SwitchParams::new(
-            &plan,
-            &VirtualLayout {
-                directmap_base: u64::MAX - MIB,
-                ..layout
-            }
-        ),
-        Err(SwitchError::DirectmapWraps { .. })
+        Plan::<64>::new(&mem.directmap(), &req),
+        Err(reloc_core::PlanError::RebasedEntryBeyondMaxPhys { .. }
+            | reloc_core::PlanError::RangeBeyondMaxPhys { .. })
     ));
 }

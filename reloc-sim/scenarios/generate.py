@@ -79,6 +79,11 @@ def entry(table, index, value):
         s["tables"].setdefault(table, {})[index] = value
     return edit
 
+def virt(key, value):
+    def edit(s):
+        s["virtual"][key] = value
+    return edit
+
 def recursive(s):
     s["tables"][TOP][510] = TOP | PTR
 
@@ -96,7 +101,6 @@ variant("err-empty-image", "EmptyImage", "The image range holds no byte.",
         lambda s: (s.update(image={"start": "0x200000", "end": "0x200000"}), s.update(target="0x1000000")))
 variant("err-image-misaligned", "ImageMisaligned", "The image does not start on a 2 MiB boundary.", set_("image", {"start": "0x201000", "end": "0x600000"}))
 variant("err-new-base-misaligned", "NewBaseMisaligned", "The target is 4 KiB off the 2 MiB grid.", set_("target", "0x1001000"))
-variant("err-range-wraps", "RangeWraps", "The destination wraps past 2^64.", set_("target", "0xffffffffffe00000"))
 variant("err-range-beyond-max-phys", "RangeBeyondMaxPhys", "With MAXPHYADDR 32, an image at 4 GiB is beyond the physical address width.",
         lambda s: (s.update(max_phys_bits=32), s.update(image={"start": "0x100000000", "end": "0x100400000"})))
 variant("err-ranges-overlap", "RangesOverlap", "The destination overlaps the running image: the copy would overwrite live tables.", set_("target", "0x400000"))
@@ -115,3 +119,15 @@ variant("err-rebased-entry-beyond-max-phys", "RebasedEntryBeyondMaxPhys", "With 
 variant("err-too-many-tables", "TooManyTables", "69 extra L3 tables under the top level: more than the plan's 64.", too_many)
 variant("err-no-room", "NoRoom", "Only 8 MiB of RAM: no free 2 MiB-aligned 4 MiB slot outside the image.",
         set_("ram", [{"start": "0x0", "end": "0x9fc00"}, {"start": "0x100000", "end": "0x800000"}]))
+variant("err-encryption-mask", "InvalidEncryptionMask", "An encryption mask (C-bit) at bit 50, above MAXPHYADDR 46.", set_("encryption_mask", H(1 << 50)))
+# The switch's refusals: each before the first write.
+variant("err-switch-layout-mismatch", "LayoutMismatch", "The virtual layout says the image starts 2 MiB higher than the image map maps it (an extra leaf keeps that range mapped): the stack re-copy would land 2 MiB off in the copy.",
+        lambda s: (entry(L2_XEN, 2, 0x200000 | IMAGE_LEAF)(s), virt("image_start", "0xffff82d040200000")(s), virt("stack_top", "0xffff82d040400000")(s)))
+virt_end = "0xffff82d040400000"
+variant("err-switch-stack-overlaps-table", "StackOverlapsTable", "The stack extends down over the page tables: re-copying it would write old entries over the rebased ones.", virt("stack_bottom", "0xffff82d040100000"))
+variant("err-switch-destination-outside-directmap", "DestinationOutsideDirectMap", "The directmap maps only the first 8 MiB; the destination 0x1000000 is not in it.",
+        lambda s: (s.update(target="0x1000000"), virt("directmap_size", "0x800000")(s)))
+variant("err-switch-stack-outside-image", "StackOutsideImage", "The stack top lies 2 MiB past the image's virtual end.", virt("stack_top", "0xffff82d040600000"))
+variant("err-switch-stack-misaligned", "StackMisaligned", "The stack bottom is not 8-byte aligned.", virt("stack_bottom", "0xffff82d0403ffefc"))
+variant("err-switch-rsp-outside-stack", "RspOutsideStack", "rsp lies below the declared stack: the re-copy from rsp would run over memory that is not stack.", virt("stack_bottom", "0xffff82d0403fff80"))
+variant("err-switch-non-canonical", "NonCanonical", "The directmap base is not a canonical 4-level address.", virt("directmap_base", "0x900000000000"))

@@ -338,7 +338,7 @@ pub fn check_mappings(
     let unwalkable = |e: crate::paging::EnumerateError| Violation::Unwalkable(e.to_string());
     let old = enumerate(before, before_cfg, DEFAULT_LEAF_LIMIT).map_err(unwalkable)?;
     let new = enumerate(after, after_cfg, DEFAULT_LEAF_LIMIT).map_err(unwalkable)?;
-    let moving = entries_that_move(before, before_cfg, &request.image_maps);
+    let moving = entries_that_move(before, before_cfg, &request.image_map_addrs());
     let delta = request.delta();
     let mut stats = MappingStats::default();
     let expected: Vec<Mapped> = old
@@ -423,7 +423,10 @@ pub fn check_copy(
 ) -> Vec<(Property, Result<CopyStats, Violation>)> {
     let image = request.image;
     let delta = request.delta();
-    let new = PhysRange::new(request.new_base, request.new_base + image.len());
+    let new = PhysRange::new(
+        request.new_base.as_u64(),
+        request.new_base.as_u64() + image.len(),
+    );
     let old_result = match after.first_difference(before, |pa| image.contains(pa)) {
         Some((phys, a, b)) => Err(Violation::OldImageChanged {
             phys,
@@ -440,7 +443,7 @@ pub fn check_copy(
         }),
         None => Ok(CopyStats::default()),
     };
-    let moving = entries_that_move(before, before_cfg, &request.image_maps);
+    let moving = entries_that_move(before, before_cfg, &request.image_map_addrs());
     let mut tables_in_image: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
     for (&(table, index), &field) in &moving {
         tables_in_image

@@ -13,7 +13,7 @@ use std::fmt;
 #[cfg(feature = "proptest")]
 use proptest::prelude::*;
 use reloc_core::switch::VirtualLayout;
-use reloc_core::{PagingMode, PhysRange};
+use reloc_core::{DirectMapLayout, PagingMode, PhysAddr, PhysRange, VirtAddr};
 
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
 use crate::mem::{PhysFault, SparseMemory, PAGE_SIZE};
@@ -149,6 +149,44 @@ impl XenLayout {
     }
 }
 
+/// The virtual side of a simulated boot: where the image runs, where the directmap maps
+/// physical memory, and the boot stack, as scenario files and the fuzzer give them;
+/// [`VirtLayout::core`] and [`VirtLayout::directmap`] are reloc-core's typed views (reloc-core
+/// checks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtLayout {
+    /// Virtual image start.
+    pub image_start: u64,
+    /// Virtual address of physical 0 in the directmap.
+    pub directmap_base: u64,
+    /// Physical bytes the directmap covers from 0.
+    pub directmap_size: u64,
+    /// Lowest byte of the boot stack.
+    pub stack_bottom: u64,
+    /// One past the stack's highest byte.
+    pub stack_top: u64,
+}
+
+impl VirtLayout {
+    /// reloc-core's view of the image and the stack.
+    pub fn core(&self) -> VirtualLayout {
+        VirtualLayout {
+            image_start: VirtAddr::new(self.image_start),
+            stack_bottom: VirtAddr::new(self.stack_bottom),
+            stack_top: VirtAddr::new(self.stack_top),
+        }
+    }
+
+    /// reloc-core's view of the directmap: physical `[0, directmap_size)` at
+    /// `directmap_base`.
+    pub fn directmap(&self) -> DirectMapLayout {
+        DirectMapLayout {
+            virt_start: VirtAddr::new(self.directmap_base),
+            window: PhysRange::new(0, self.directmap_size),
+        }
+    }
+}
+
 /// A layout written into memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootLayout {
@@ -163,7 +201,7 @@ pub struct BootLayout {
     /// The L2 tables holding the image's 2 MiB leaves.
     pub image_maps: Vec<u64>,
     /// Virtual layout for the switch.
-    pub virt: VirtualLayout,
+    pub virt: VirtLayout,
     /// A stack pointer inside the stack, below live frames.
     pub rsp: u64,
     /// Every table the builder allocated.
@@ -179,11 +217,16 @@ impl BootLayout {
     pub fn request(&self, new_base: u64) -> crate::relocators::Request {
         crate::relocators::Request {
             paging: self.paging,
-            top_table: self.top_table,
+            top_table: PhysAddr::new_truncate(self.top_table),
             image: self.image,
-            new_base,
-            image_maps: self.image_maps.clone(),
+            new_base: PhysAddr::new_truncate(new_base),
+            image_maps: self
+                .image_maps
+                .iter()
+                .map(|&m| PhysAddr::new_truncate(m))
+                .collect(),
             max_phys_bits: self.max_phys_bits,
+            encryption_mask: 0,
         }
     }
 }
@@ -574,9 +617,13 @@ impl LayoutSpec {
             cr3: b.top,
             cr4: CR4_PGE | if la57 { CR4_LA57 } else { 0 },
             image_maps,
-            virt: VirtualLayout {
+            virt: VirtLayout {
                 image_start: self.virt_base,
                 directmap_base: self.directmap_base,
+                directmap_size: 1u64
+                    .checked_shl(self.max_phys_bits.into())
+                    .unwrap_or(u64::MAX),
+                stack_bottom: stack_top - self.stack_size,
                 stack_top,
             },
             rsp: stack_top - (self.stack_size / 2).max(256).min(self.stack_size),

@@ -396,28 +396,34 @@ impl Machine {
         };
     }
 
-    /// The switch, as reloc-core's asm block does it (or a broken variant, per `options`).
-    pub fn switch(
+    /// The switch, as reloc-core's `relocate` and its asm block do it (or a broken variant,
+    /// per `options`): the rsp check, the stack re-copy when there is a validated stack, the
+    /// PGE toggle around the load of `plan.relocated_cr3`.
+    pub fn switch<const N: usize>(
         &mut self,
-        params: &SwitchParams,
+        plan: &Plan<N>,
+        stack: Option<&SwitchParams<'_, N>>,
         options: SwitchOptions,
-    ) -> Result<SwitchReport, AccessFault> {
+    ) -> Result<SwitchReport, SwitchFault> {
         let mut report = SwitchReport::default();
-        if options.recopy_stack {
+        if let (true, Some(params)) = (options.recopy_stack, stack) {
+            params.check_rsp(self.rsp).map_err(SwitchFault::Refused)?;
+            let top = params.stack_top().as_u64();
             let mut at = self.rsp;
-            while at < params.stack_top {
-                let v = self.read_virt(at)?;
-                self.write_virt(at.wrapping_add(params.stack_copy_offset), v)?;
+            while at < top {
+                let v = self.read_virt(at).map_err(SwitchFault::Access)?;
+                self.write_virt(at.wrapping_add(params.stack_copy_offset()), v)
+                    .map_err(SwitchFault::Access)?;
                 at += 8;
             }
-            report.stack_bytes_recopied = params.stack_top.saturating_sub(self.rsp);
+            report.stack_bytes_recopied = top.saturating_sub(self.rsp);
         }
         let cr4 = self.cr4;
         report.tlb_entries_before = self.tlb.len();
         if options.toggle_pge {
             report.tlb_flushed_by_pge += self.write_cr4(cr4 & !CR4_PGE);
         }
-        let cr3 = (self.cr3 & params.cr3_keep_mask) | params.new_top_table;
+        let cr3 = plan.relocated_cr3(self.cr3);
         report.tlb_flushed_by_cr3 = self.load_cr3(cr3);
         if let Phase::Critical { old, delta } = self.phase {
             self.phase = Phase::Relocated { old, delta };
@@ -437,6 +443,15 @@ impl Machine {
     pub fn stale_reads(&self) -> &[StaleRead] {
         &self.stale_reads
     }
+}
+
+/// Why the simulated switch stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchFault {
+    /// reloc-core's `relocate` would have refused (rsp outside the stack).
+    Refused(reloc_core::SwitchError),
+    /// The simulated code faulted.
+    Access(AccessFault),
 }
 
 #[cfg(test)]

@@ -232,13 +232,13 @@ fn finish(
         }
     };
     if let Some((path, virt)) = dump_to {
-        let new = report.request.new_base;
+        let new = report.request.new_base.as_u64();
         let image = reloc_core::PhysRange::new(new, new + report.request.image.len());
         let maps: Vec<u64> = report
             .request
             .image_maps
             .iter()
-            .map(|m| m.wrapping_add(report.request.delta()))
+            .map(|m| m.as_u64().wrapping_add(report.request.delta()))
             .collect();
         let virt = virt.map(|v| Virtual {
             rsp: Hex(report.machine.rsp),
@@ -278,7 +278,7 @@ fn text_report(r: &RunReport, title: &str) -> String {
     out += &format!("  old base          {:#x}\n", r.request.image.start);
     out += &format!(
         "  new base          {:#x}{}\n",
-        r.request.new_base,
+        r.request.new_base.as_u64(),
         if r.target_selected {
             " (reloc-core's selection)"
         } else {
@@ -347,7 +347,7 @@ fn json_report(r: &RunReport, title: &str) -> serde_json::Value {
         "title": title,
         "passed": r.passed(),
         "old_base": format!("{:#x}", r.request.image.start),
-        "new_base": format!("{:#x}", r.request.new_base),
+        "new_base": format!("{:#x}", r.request.new_base.as_u64()),
         "target_selected": r.target_selected,
         "image_size": r.request.image.len(),
         "bytes_copied": r.apply.bytes_copied,

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use reloc_core::{ApplyReport, PagingMode, PhysRange, Plan, PlanError, RelocationRequest};
+use reloc_core::{
+    ApplyReport, PagingMode, PhysAddr, PhysRange, Plan, PlanError, RelocationRequest,
+};
 
 use crate::machine::Machine;
 
@@ -14,15 +16,17 @@ pub struct Request {
     /// 4 or 5 levels.
     pub paging: PagingMode,
     /// Top-level table.
-    pub top_table: u64,
+    pub top_table: PhysAddr,
     /// The image.
     pub image: PhysRange,
     /// Destination.
-    pub new_base: u64,
+    pub new_base: PhysAddr,
     /// Image-map L2 tables.
-    pub image_maps: Vec<u64>,
+    pub image_maps: Vec<PhysAddr>,
     /// MAXPHYADDR.
     pub max_phys_bits: u8,
+    /// Memory-encryption bits (the C-bit); zero without encryption.
+    pub encryption_mask: u64,
 }
 
 impl Request {
@@ -35,12 +39,18 @@ impl Request {
             new_base: self.new_base,
             image_maps: &self.image_maps,
             max_phys_bits: self.max_phys_bits,
+            encryption_mask: self.encryption_mask,
         }
+    }
+
+    /// The image maps as plain addresses.
+    pub fn image_map_addrs(&self) -> Vec<u64> {
+        self.image_maps.iter().map(|m| m.as_u64()).collect()
     }
 
     /// `new_base - image.start`, two's complement.
     pub fn delta(&self) -> u64 {
-        self.new_base.wrapping_sub(self.image.start)
+        self.new_base.as_u64().wrapping_sub(self.image.start)
     }
 }
 
@@ -84,10 +94,11 @@ impl Relocator {
     ) -> Result<ApplyReport, PlanError> {
         let core = request.as_core();
         if self == Relocator::EagerCopy {
-            let _ =
-                machine
-                    .mem
-                    .copy_range(request.image.start, request.new_base, request.image.len());
+            let _ = machine.mem.copy_range(
+                request.image.start,
+                request.new_base.as_u64(),
+                request.image.len(),
+            );
         }
         let plan: Plan = Plan::new(&machine.mem, &core)?;
         let delta = request.delta();
@@ -115,7 +126,7 @@ impl Relocator {
                 let tail = request.image.len().next_multiple_of(2 << 20) - request.image.len();
                 let _ = machine.mem.copy_range(
                     request.image.end,
-                    request.new_base + request.image.len(),
+                    request.new_base.as_u64() + request.image.len(),
                     tail,
                 );
                 report
@@ -127,7 +138,7 @@ impl Relocator {
                 copied_report(request)
             }
         };
-        machine.begin_critical(request.image, request.new_base);
+        machine.begin_critical(request.image, request.new_base.as_u64());
         Ok(report)
     }
 }
@@ -147,9 +158,11 @@ impl fmt::Display for Relocator {
 }
 
 fn copy(machine: &mut Machine, request: &Request) {
-    let _ = machine
-        .mem
-        .copy_range(request.image.start, request.new_base, request.image.len());
+    let _ = machine.mem.copy_range(
+        request.image.start,
+        request.new_base.as_u64(),
+        request.image.len(),
+    );
 }
 
 fn copied_report(request: &Request) -> ApplyReport {
@@ -190,7 +203,7 @@ fn rebase_tables_at(
     rebase: impl Fn(u64, u64) -> u64,
 ) {
     for t in plan.tables().filter(|t| t.rebased) {
-        let base = t.addr.wrapping_add(offset);
+        let base = t.addr.as_u64().wrapping_add(offset);
         for i in 0..512 {
             let at = base + i * 8;
             let Ok(e) = machine.mem.read(at) else {
@@ -222,13 +235,13 @@ fn naive_xen(machine: &mut Machine, request: &Request) {
     };
     visit(
         machine,
-        request.top_table.wrapping_add(delta),
+        request.top_table.as_u64().wrapping_add(delta),
         top_level,
         top_level,
         delta,
     );
     for &map in &request.image_maps {
-        let table = map.wrapping_add(delta);
+        let table = map.as_u64().wrapping_add(delta);
         for i in 0..512 {
             let at = table + i * 8;
             let Ok(e) = machine.mem.read(at) else {

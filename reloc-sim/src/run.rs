@@ -5,14 +5,15 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reloc_core::switch::{SwitchError, SwitchParams, VirtualLayout};
+use reloc_core::switch::{SwitchError, SwitchParams};
 use reloc_core::{
-    select_target, ApplyReport, Level, MemoryRegion, PhysRange, Plan, PlanError, SelectError,
-    TargetRequest,
+    select_target, ApplyReport, Level, MemoryRegion, PhysAddr, PhysRange, Plan, PlanError,
+    SelectError, TargetRequest,
 };
 
 use crate::check::{self, Property, Violation};
-use crate::machine::{AccessFault, Machine, SwitchOptions, SwitchReport};
+use crate::layout::VirtLayout;
+use crate::machine::{AccessFault, Machine, SwitchFault, SwitchOptions, SwitchReport};
 use crate::relocators::{Relocator, Request};
 
 /// Where the image goes.
@@ -37,7 +38,7 @@ pub struct RunInput {
     pub target: Target,
     /// Virtual layout for the switch; without it the stack is not re-copied and no spill is
     /// simulated.
-    pub virt: Option<VirtualLayout>,
+    pub virt: Option<VirtLayout>,
 }
 
 impl RunInput {
@@ -90,7 +91,7 @@ pub enum RunError {
     Select(SelectError),
     /// reloc-core rejected the request.
     Plan(PlanError),
-    /// The virtual layout does not fit the plan.
+    /// The virtual layout does not fit the plan, or the switch refused.
     Switch(SwitchError),
     /// The simulated code faulted.
     Access(AccessFault),
@@ -106,9 +107,23 @@ impl RunError {
                 SelectError::NoRoom { .. } => "NoRoom",
             },
             RunError::Plan(e) => plan_error_kind(e),
-            RunError::Switch(_) => "Switch",
+            RunError::Switch(e) => switch_error_kind(e),
             RunError::Access(_) => "Access",
         }
+    }
+}
+
+/// The variant name of a [`SwitchError`].
+pub fn switch_error_kind(e: &SwitchError) -> &'static str {
+    match e {
+        SwitchError::StackOutsideImage { .. } => "StackOutsideImage",
+        SwitchError::StackMisaligned { .. } => "StackMisaligned",
+        SwitchError::LayoutMismatch { .. } => "LayoutMismatch",
+        SwitchError::DestinationOutsideDirectMap { .. } => "DestinationOutsideDirectMap",
+        SwitchError::StackOverlapsTable { .. } => "StackOverlapsTable",
+        SwitchError::DirectMapMismatch { .. } => "DirectMapMismatch",
+        SwitchError::NonCanonical { .. } => "NonCanonical",
+        SwitchError::RspOutsideStack { .. } => "RspOutsideStack",
     }
 }
 
@@ -119,7 +134,7 @@ pub fn plan_error_kind(e: &PlanError) -> &'static str {
         PlanError::EmptyImage { .. } => "EmptyImage",
         PlanError::ImageMisaligned { .. } => "ImageMisaligned",
         PlanError::NewBaseMisaligned { .. } => "NewBaseMisaligned",
-        PlanError::RangeWraps { .. } => "RangeWraps",
+        PlanError::InvalidEncryptionMask { .. } => "InvalidEncryptionMask",
         PlanError::RangeBeyondMaxPhys { .. } => "RangeBeyondMaxPhys",
         PlanError::RangesOverlap { .. } => "RangesOverlap",
         PlanError::Inaccessible { .. } => "Inaccessible",
@@ -239,8 +254,10 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     );
     if let Target::Auto = target {
         let avoid = [footprint];
-        request.new_base = select_target(&memmap, &TargetRequest::new(request.image.len(), &avoid))
-            .map_err(RunError::Select)?;
+        request.new_base = PhysAddr::new_truncate(
+            select_target(&memmap, &TargetRequest::new(request.image.len(), &avoid))
+                .map_err(RunError::Select)?,
+        );
     }
 
     // Warm the TLB the way running code would: every image page, the stack.
@@ -261,7 +278,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     // A rejected request must leave memory bit-identical: try one (a destination 4 KiB off
     // the 2 MiB grid) with the same relocator.
     let mut rejected = request.clone();
-    rejected.new_base = request.new_base.wrapping_add(4096);
+    rejected.new_base = PhysAddr::new_truncate(request.new_base.as_u64().wrapping_add(4096));
     let rejected_result = match options.relocator.relocate(&mut machine, &rejected) {
         Ok(_) => Err(Violation::Unwalkable(
             "a request with a misaligned destination was accepted".into(),
@@ -280,13 +297,11 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
 
     let plan: Plan = Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?;
     let params = match virt {
-        Some(v) => SwitchParams::new(&plan, &v).map_err(RunError::Switch)?,
-        None => SwitchParams {
-            new_top_table: plan.new_top_table().as_u64(),
-            cr3_keep_mask: !plan.max_phys().address_mask(12),
-            stack_top: machine.rsp,
-            stack_copy_offset: 0,
-        },
+        Some(v) => Some(
+            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
+                .map_err(RunError::Switch)?,
+        ),
+        None => None,
     };
     let naive_memory = options.compare_naive.then(|| {
         let mut m = machine.clone();
@@ -330,8 +345,11 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     let critical_writes = machine.lost_writes().count();
     let control = options.pge_control.then(|| machine.clone());
     let switch = machine
-        .switch(&params, options.switch)
-        .map_err(RunError::Access)?;
+        .switch(&plan, params.as_ref(), options.switch)
+        .map_err(|f| match f {
+            SwitchFault::Refused(e) => RunError::Switch(e),
+            SwitchFault::Access(e) => RunError::Access(e),
+        })?;
     let critical_writes_rescued = machine
         .lost_writes()
         .filter(|w| {
@@ -362,7 +380,11 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
                 toggle_pge: false,
                 ..options.switch
             };
-            c.switch(&params, opts).map_err(RunError::Access)?;
+            c.switch(&plan, params.as_ref(), opts)
+                .map_err(|f| match f {
+                    SwitchFault::Refused(e) => RunError::Switch(e),
+                    SwitchFault::Access(e) => RunError::Access(e),
+                })?;
             Some(check::stale_tlb_entries(&c, request.image).len())
         }
         None => None,

@@ -46,11 +46,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use reloc_core::select::E820_RAM;
-use reloc_core::switch::VirtualLayout;
-use reloc_core::{MemoryRegion, PagingMode, PhysRange};
+use reloc_core::{MemoryRegion, PagingMode, PhysAddr, PhysRange};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::check::reached_tables;
+use crate::layout::VirtLayout;
 use crate::machine::{Machine, CR4_LA57};
 use crate::mem::{PhysFault, SparseMemory};
 use crate::relocators::Request;
@@ -121,6 +121,12 @@ pub struct Virtual {
     pub directmap_base: Hex,
     /// Stack top (inside the image's virtual range).
     pub stack_top: Hex,
+    /// Lowest stack byte (default: `rsp`, the live part only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_bottom: Option<Hex>,
+    /// Physical bytes the directmap maps from 0 (default: 2^MAXPHYADDR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directmap_size: Option<Hex>,
     /// Stack pointer.
     pub rsp: Hex,
 }
@@ -165,6 +171,9 @@ pub struct Scenario {
     /// MAXPHYADDR.
     #[serde(default = "default_max_phys")]
     pub max_phys_bits: u8,
+    /// Memory-encryption bits (the SME/SEV C-bit) of the entries; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_mask: Option<Hex>,
     /// The image.
     pub image: Range,
     /// Image-map tables.
@@ -307,25 +316,42 @@ impl Scenario {
         let mut machine = Machine::new(mem, self.cr3.0, self.cr4.0, self.max_phys_bits);
         let virt = self.virt.map(|v| {
             machine.rsp = v.rsp.0;
-            VirtualLayout {
+            VirtLayout {
                 image_start: v.image_start.0,
                 directmap_base: v.directmap_base.0,
+                directmap_size: v.directmap_size.map_or(
+                    1u64.checked_shl(self.max_phys_bits.into())
+                        .unwrap_or(u64::MAX),
+                    |h| h.0,
+                ),
+                stack_bottom: v.stack_bottom.map_or(v.rsp.0, |h| h.0),
                 stack_top: v.stack_top.0,
             }
         });
+        let phys = |what: &str, addr: u64| {
+            PhysAddr::try_new(addr).map_err(|_| ScenarioError::Field {
+                what: what.into(),
+                why: format!("{addr:#x} is not a physical address (bits 52..63 set)"),
+            })
+        };
         Ok(RunInput {
             machine,
             memmap,
             request: Request {
                 paging,
-                top_table,
+                top_table: phys("cr3", top_table)?,
                 image: PhysRange::new(self.image.start.0, self.image.end.0),
                 new_base: match target {
-                    Target::Fixed(b) => b,
-                    Target::Auto => 0,
+                    Target::Fixed(b) => phys("target", b)?,
+                    Target::Auto => PhysAddr::zero(),
                 },
-                image_maps: self.image_maps.iter().map(|h| h.0).collect(),
+                image_maps: self
+                    .image_maps
+                    .iter()
+                    .map(|h| phys("image_maps", h.0))
+                    .collect::<Result<_, _>>()?,
                 max_phys_bits: self.max_phys_bits,
+                encryption_mask: self.encryption_mask.map_or(0, |h| h.0),
             },
             target,
             virt,
@@ -383,6 +409,7 @@ impl Scenario {
                 })
                 .collect(),
             memmap: None,
+            encryption_mask: None,
             cr3: Hex(machine.cr3()),
             cr4: Hex(machine.cr4()),
             max_phys_bits: machine.max_phys_bits(),

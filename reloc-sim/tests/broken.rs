@@ -243,12 +243,21 @@ fn lost_writes_outside_the_stack_are_recorded() {
     let mut input = xen_input(|_| {});
     let plan: reloc_core::Plan =
         reloc_core::Plan::new(&input.machine.mem, &input.request.as_core()).unwrap();
+    let virt = input.virt.unwrap();
+    let params = reloc_core::switch::SwitchParams::new(
+        &plan,
+        &input.machine.mem,
+        virt.directmap(),
+        &virt.core(),
+    )
+    .unwrap();
     input.machine.apply(&plan);
     let global_var = reloc_sim::layout::XEN_VIRT_START + 0x1000;
     input.machine.write_virt(global_var, 42).unwrap();
-    let params =
-        reloc_core::switch::SwitchParams::new(&plan, input.virt.as_ref().unwrap()).unwrap();
-    input.machine.switch(&params, SwitchOptions::CORE).unwrap();
+    input
+        .machine
+        .switch(&plan, Some(&params), SwitchOptions::CORE)
+        .unwrap();
     assert_eq!(input.machine.lost_writes().count(), 1);
     input.machine.read_virt(global_var).unwrap();
     assert_eq!(input.machine.stale_reads().len(), 1);

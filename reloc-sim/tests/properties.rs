@@ -3,7 +3,7 @@
 //! property. `tests/broken.rs` shows each property failing against a broken relocator.
 
 use proptest::prelude::*;
-use reloc_core::PhysRange;
+use reloc_core::{PhysAddr, PhysRange};
 use reloc_sim::check::{self, Property, Violation};
 use reloc_sim::layout::{arb_layout, RandomLayout, Sharing};
 use reloc_sim::machine::SwitchOptions;
@@ -69,11 +69,11 @@ proptest! {
         let expected = match fault {
             0 => {
                 let step = if image.len() > (2 << 20) { pick % 2 } else { 0 };
-                request.new_base = image.start + step * (2 << 20);
+                request.new_base = PhysAddr::new(image.start + step * (2 << 20));
                 "RangesOverlap"
             }
-            1 => { request.new_base = rl.target + 4096 * (1 + pick % 511); "NewBaseMisaligned" }
-            2 => { request.new_base = 8 << 30; "Inaccessible" }
+            1 => { request.new_base = PhysAddr::new(rl.target + 4096 * (1 + pick % 511)); "NewBaseMisaligned" }
+            2 => { request.new_base = PhysAddr::new(8 << 30); "Inaccessible" }
             3 => {
                 // A 4 KiB leaf under the image map that maps image memory.
                 let map = layout.image_maps[0];
@@ -106,7 +106,7 @@ proptest! {
                 machine.mem.write(top + slot * 8, table | 0x83).unwrap();
                 "MalformedEntry"
             }
-            6 => { request.image_maps.push(image.end - 4096); "ImageMapNotReached" }
+            6 => { request.image_maps.push(PhysAddr::new(image.end - 4096)); "ImageMapNotReached" }
             _ => { request.max_phys_bits = 53 + (pick % 20) as u8; "InvalidMaxPhysBits" }
         };
         let before = machine.mem.clone();

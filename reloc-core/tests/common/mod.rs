@@ -2,7 +2,12 @@
 //! Xen-like boot layout written entry by entry.
 #![allow(dead_code)]
 
-use reloc_core::{DirectMap, PagingMode};
+use reloc_core::{DirectMap, PagingMode, PhysAddr};
+
+/// A physical address of the test layouts (all far below 2^52).
+pub fn pa(addr: u64) -> PhysAddr {
+    PhysAddr::new(addr)
+}
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;

@@ -15,8 +15,11 @@
 //! every property.
 
 use arbitrary::Unstructured;
-use reloc_core::switch::VirtualLayout;
-use reloc_core::{select_target, MemoryRegion, PagingMode, PhysRange, Plan, TargetRequest};
+use reloc_core::{
+    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, TargetRequest,
+};
+
+use crate::layout::VirtLayout;
 
 use super::{Reader, Writer};
 use crate::check;
@@ -346,7 +349,7 @@ pub struct Built {
     /// The target.
     pub target: Target,
     /// The virtual layout, when the base has one.
-    pub virt: Option<VirtualLayout>,
+    pub virt: Option<VirtLayout>,
     /// Every table of the description (base tables, then extra ones).
     pub tables: Vec<u64>,
 }
@@ -401,11 +404,16 @@ impl Description {
             machine = m;
             request = Request {
                 paging: layout.paging,
-                top_table: layout.top_table,
+                top_table: PhysAddr::new_truncate(layout.top_table),
                 image: layout.image,
-                new_base: 0,
-                image_maps: layout.image_maps.clone(),
+                new_base: PhysAddr::zero(),
+                image_maps: layout
+                    .image_maps
+                    .iter()
+                    .map(|&m| PhysAddr::new_truncate(m))
+                    .collect(),
                 max_phys_bits: layout.max_phys_bits,
+                encryption_mask: 0,
             };
             memmap = ram_map(&rl.ram);
             default_target = Target::Fixed(rl.target);
@@ -465,11 +473,12 @@ impl Description {
             machine = Machine::new(mem, 0, cr4, 46);
             request = Request {
                 paging,
-                top_table: 0,
+                top_table: PhysAddr::zero(),
                 image,
-                new_base: 0,
+                new_base: PhysAddr::zero(),
                 image_maps: Vec::new(),
                 max_phys_bits: 46,
+                encryption_mask: 0,
             };
             memmap = ram_map(&ram);
             default_target = Target::Auto;
@@ -506,18 +515,20 @@ impl Description {
             }
         };
         if self.mode & MODE_LAYOUT == 0 {
-            request.top_table = match self.top {
+            request.top_table = PhysAddr::new_truncate(match self.top {
                 0xf8.. => image.start + 8 * u64::from(self.top - 0xf7),
                 t => table(t),
-            };
+            });
         }
         if self.mode & MODE_LAYOUT == 0 || !self.image_maps.is_empty() {
             request.image_maps = self
                 .image_maps
                 .iter()
-                .map(|&m| match m {
-                    0xf0.. => first_page + 8 * u64::from(m - 0xf0),
-                    m => table(m),
+                .map(|&m| {
+                    PhysAddr::new_truncate(match m {
+                        0xf0.. => first_page + 8 * u64::from(m - 0xf0),
+                        m => table(m),
+                    })
                 })
                 .collect();
         }
@@ -560,7 +571,7 @@ impl Description {
         let mem = std::mem::take(&mut machine.mem);
         machine = Machine::new(
             mem,
-            request.top_table | cr3_flags,
+            request.top_table.as_u64() | cr3_flags,
             machine.cr4(),
             machine_max_phys,
         );
@@ -572,7 +583,8 @@ impl Description {
             TargetDesc::Raw(v) => Target::Fixed(v),
         };
         if let Target::Fixed(b) = target {
-            request.new_base = b;
+            // No physical address has bits 52..63: such a target is not a request.
+            request.new_base = PhysAddr::try_new(b).ok()?;
         }
         Some(Built {
             machine,
@@ -669,7 +681,7 @@ pub fn check_bytes(data: &[u8]) -> Outcome {
 /// mapped at `image_start`, the stack is writable, and the directmap maps the destination's
 /// stack pages writable. Without them the simulated code itself would fault: not a
 /// relocation property.
-fn virt_usable(machine: &Machine, request: &Request, v: &VirtualLayout) -> bool {
+fn virt_usable(machine: &Machine, request: &Request, v: &VirtLayout) -> bool {
     let cfg = machine.walk_config();
     let len = request.image.len();
     let maps = |va: u64, pa: u64, write: bool| {
@@ -695,10 +707,10 @@ fn virt_usable(machine: &Machine, request: &Request, v: &VirtualLayout) -> bool 
         let off = va - v.image_start;
         let alias = v
             .directmap_base
-            .wrapping_add(request.new_base)
+            .wrapping_add(request.new_base.as_u64())
             .wrapping_add(off);
         if !maps(va, request.image.start + off, true)
-            || !maps(alias, request.new_base.wrapping_add(off), true)
+            || !maps(alias, request.new_base.as_u64().wrapping_add(off), true)
         {
             return false;
         }
@@ -733,14 +745,18 @@ pub fn check(d: &Description) -> Outcome {
             &memmap,
             &TargetRequest::new(image.len(), std::slice::from_ref(&footprint)),
         ) {
-            Ok(b) => request.new_base = b,
+            Ok(b) => request.new_base = PhysAddr::new_truncate(b),
             Err(_) => return Outcome::NoTarget,
         }
     }
     // Garbage at the destination: the copy must overwrite it.
     let footprint = request.image.len().next_multiple_of(2 * MIB);
     for k in (0..footprint / PAGE_SIZE).step_by(16) {
-        if let Some(at) = request.new_base.checked_add(k * PAGE_SIZE + 8 * (k % 512)) {
+        if let Some(at) = request
+            .new_base
+            .as_u64()
+            .checked_add(k * PAGE_SIZE + 8 * (k % 512))
+        {
             let _ = machine.mem.write(at, data_pattern(at) | 1);
         }
     }

@@ -1,0 +1,278 @@
+//! The relocation request, its validation (planning) and its infallible application.
+//!
+//! [`Plan::new`] only reads memory. It walks every table reachable from the top-level table,
+//! checks every entry it will later rebase, and records each distinct table once. Only a plan
+//! can be applied, and [`Plan::apply`] has nothing left to check: it copies, then rewrites the
+//! address fields the plan proved safe to rewrite.
+//!
+//! - [`error`]: why a request is refused, and where.
+//! - `walk`: the exactly-once walk that builds the table set.
+//! - `apply`: the copy and the rebase, and their report.
+
+use x86_64::PhysAddr;
+
+use crate::paging::{MaxPhysAddr, PagingMode, SIZE_2M, TABLE_SIZE};
+use crate::phys::{PhysMemory, PhysRange};
+
+mod apply;
+pub mod error;
+mod walk;
+
+pub use apply::{ApplyReport, PerLevel};
+pub use error::{EntryLocation, PlanError, RangeRole, TableRole};
+use walk::TableRecord;
+
+/// The image start and every move distance are multiples of this: the size of the image-map
+/// leaves (Xen's `l2_xenmap` maps the image with 2 MiB pages).
+pub const IMAGE_ALIGN: u64 = SIZE_2M;
+
+/// Default capacity of a [`Plan`]: distinct page tables reachable from the top-level table.
+/// Xen's boot layout has about 18.
+pub const DEFAULT_MAX_TABLES: usize = 64;
+
+/// What the caller asks for. Nothing here is trusted: [`Plan::new`] checks all of it.
+#[derive(Clone, Copy, Debug)]
+pub struct RelocationRequest<'a> {
+    /// 4- or 5-level paging: the level of `top_table`.
+    pub paging: PagingMode,
+    /// Physical address of the top-level table (what CR3 points to), inside `image`.
+    pub top_table: PhysAddr,
+    /// The running image, `[_start, _end)`: start 2 MiB-aligned, end 4 KiB-aligned. Every
+    /// page table reachable from `top_table` must lie inside it.
+    pub image: PhysRange,
+    /// Where the image goes; 2 MiB-aligned.
+    pub new_base: PhysAddr,
+    /// L2 tables whose 2 MiB leaves map the image (Xen's `l2_xenmap`). Their present
+    /// leaves move with the image; leaves anywhere else (directmap, identity maps) stay.
+    pub image_maps: &'a [PhysAddr],
+    /// The CPU's MAXPHYADDR (CPUID 0x80000008 EAX bits 7..0), 32 to 52.
+    pub max_phys_bits: u8,
+    /// Memory-encryption bits inside the address field (the SME/SEV C-bit, TME-MK KeyID
+    /// bits), kept as they are in every rebased entry; zero without memory encryption. See
+    /// [`MaxPhysAddr::with_encryption_mask`].
+    pub encryption_mask: u64,
+}
+
+/// A validated relocation: every table found, every rebase proven in range. Apply it with
+/// [`Plan::apply`] (host, simulator) or [`crate::switch::relocate`] (bare metal).
+///
+/// # Invariants
+/// A `Plan` exists only if [`Plan::new`] accepted its request, and then:
+/// - the image and the destination (the image size rounded up to 2 MiB) are 2 MiB-aligned,
+///   disjoint, below the physical address limit, and served by the memory planning read;
+/// - every table reachable from the top-level table lies in the image and is recorded once,
+///   with every level it is reached at; its every entry decodes without a reserved-bit fault;
+/// - every entry [`Plan::apply`] will rewrite stays inside its address field once rebased, so
+///   apply has no check left and cannot fail or panic.
+///
+/// The plan describes memory as it was read: page tables in the image must not change
+/// between planning and apply (nothing enforces this; the plan does not borrow memory).
+///
+/// `MAX_TABLES` bounds the number of distinct tables (16 bytes each, so the default plan is
+/// about 1 KiB); exceeding it is [`PlanError::TooManyTables`].
+#[derive(Clone, Debug)]
+pub struct Plan<const MAX_TABLES: usize = DEFAULT_MAX_TABLES> {
+    paging: PagingMode,
+    max_phys: MaxPhysAddr,
+    image: PhysRange,
+    /// The image rounded up to 2 MiB: what the image-map leaves may map.
+    footprint: PhysRange,
+    new_base: PhysAddr,
+    /// `new_base - image.start` in two's complement.
+    delta: u64,
+    top_table: PhysAddr,
+    tables: [TableRecord; MAX_TABLES],
+    table_count: usize,
+}
+
+/// A distinct table found by planning, as reported by [`Plan::tables`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PlannedTable {
+    /// Physical address in the old image.
+    pub addr: PhysAddr,
+    /// The highest level it is reached at.
+    pub level: crate::paging::Level,
+    /// True when its entries are rebased (reached at L2 or above).
+    pub rebased: bool,
+    /// True for a declared image map.
+    pub image_map: bool,
+}
+
+impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
+    /// Validates `request` against the memory it describes. Reads only: on `Err`, memory is
+    /// as it was, and no input (however large or wrapping) panics.
+    pub fn new<M: PhysMemory + ?Sized>(
+        mem: &M,
+        request: &RelocationRequest<'_>,
+    ) -> Result<Self, PlanError> {
+        let max_phys = MaxPhysAddr::new(request.max_phys_bits)
+            .ok_or(PlanError::InvalidMaxPhysBits {
+                bits: request.max_phys_bits,
+            })?
+            .with_encryption_mask(request.encryption_mask)
+            .ok_or(PlanError::InvalidEncryptionMask {
+                mask: request.encryption_mask,
+                max_phys_bits: request.max_phys_bits,
+            })?;
+        let image = request.image;
+        let (footprint, new) = ranges(request, max_phys)?;
+        check_named_table(request.top_table, TableRole::TopLevel, image)?;
+        for &map in request.image_maps {
+            check_named_table(map, TableRole::ImageMap, image)?;
+        }
+        mem.check_range(image.start, image.len())
+            .map_err(|fault| PlanError::Inaccessible {
+                role: RangeRole::Old,
+                range: image,
+                fault,
+            })?;
+
+        let mut plan = Plan {
+            paging: request.paging,
+            max_phys,
+            image,
+            footprint,
+            new_base: request.new_base,
+            delta: request.new_base.as_u64().wrapping_sub(image.start),
+            top_table: request.top_table,
+            tables: [TableRecord::default(); MAX_TABLES],
+            table_count: 0,
+        };
+        plan.walk(mem, request)?;
+        // Checked after the walk so that an entry that would overflow is named precisely.
+        if new.end > max_phys.limit() {
+            return Err(PlanError::RangeBeyondMaxPhys {
+                role: RangeRole::New,
+                range: new,
+                max_phys_bits: max_phys.bits(),
+            });
+        }
+        mem.check_range(new.start, image.len())
+            .map_err(|fault| PlanError::Inaccessible {
+                role: RangeRole::New,
+                range: new,
+                fault,
+            })?;
+        Ok(plan)
+    }
+
+    /// The running image.
+    pub fn old_image(&self) -> PhysRange {
+        self.image
+    }
+
+    /// Where the copy goes: `[new_base, new_base + image size)`.
+    pub fn new_image(&self) -> PhysRange {
+        // Cannot wrap: planning proved the destination below the physical address limit.
+        PhysRange::new(
+            self.new_base.as_u64(),
+            self.new_base.as_u64() + self.image.len(),
+        )
+    }
+
+    /// The paging mode of the request.
+    pub fn paging(&self) -> PagingMode {
+        self.paging
+    }
+
+    /// MAXPHYADDR and the encryption bits of the request.
+    pub fn max_phys(&self) -> MaxPhysAddr {
+        self.max_phys
+    }
+
+    /// Where `addr` of the old image lands in the copy, or `None` when `addr` lies outside
+    /// the old image.
+    pub fn relocated(&self, addr: PhysAddr) -> Option<PhysAddr> {
+        if !self.image.contains(addr.as_u64()) {
+            return None;
+        }
+        Some(PhysAddr::new_truncate(
+            addr.as_u64().wrapping_add(self.delta),
+        ))
+    }
+
+    /// The top-level table in the copy: the new CR3 address.
+    pub fn new_top_table(&self) -> PhysAddr {
+        PhysAddr::new_truncate(self.top_table.as_u64().wrapping_add(self.delta))
+    }
+
+    /// `cr3` with its address replaced by the new top-level table; PCID/PWT/PCD, the
+    /// encryption bits and the other non-address bits stay. The one place the new CR3 is
+    /// computed: the switch loads exactly this value.
+    pub fn relocated_cr3(&self, cr3: u64) -> u64 {
+        (cr3 & self.max_phys.non_address_mask()) | self.new_top_table().as_u64()
+    }
+
+    /// The distinct tables found, in discovery order.
+    pub fn tables(&self) -> impl Iterator<Item = PlannedTable> + '_ {
+        self.records().iter().filter_map(|r| {
+            Some(PlannedTable {
+                addr: PhysAddr::new_truncate(r.addr),
+                level: r.reached.highest()?,
+                rebased: r.reached.any_above_l1(),
+                image_map: r.image_map,
+            })
+        })
+    }
+
+    /// The records of the tables found.
+    fn records(&self) -> &[TableRecord] {
+        self.tables.get(..self.table_count).unwrap_or(&[])
+    }
+}
+
+/// Validates the image and the destination; returns the image's 2 MiB footprint and the
+/// destination (`new_base` plus the image size rounded up to 2 MiB). The destination's
+/// limit is checked after the walk.
+///
+/// Every comparison with the physical address limit happens before a length is rounded:
+/// below 2^52, rounding up to 2 MiB cannot wrap.
+fn ranges(
+    request: &RelocationRequest<'_>,
+    max_phys: MaxPhysAddr,
+) -> Result<(PhysRange, PhysRange), PlanError> {
+    let image = request.image;
+    if image.is_empty() {
+        return Err(PlanError::EmptyImage { image });
+    }
+    if !image.start.is_multiple_of(IMAGE_ALIGN) || !image.end.is_multiple_of(TABLE_SIZE) {
+        return Err(PlanError::ImageMisaligned { image });
+    }
+    let beyond = |role, range| PlanError::RangeBeyondMaxPhys {
+        role,
+        range,
+        max_phys_bits: max_phys.bits(),
+    };
+    if image.end > max_phys.limit() {
+        return Err(beyond(RangeRole::Old, image));
+    }
+    let footprint = image
+        .len()
+        .checked_next_multiple_of(IMAGE_ALIGN)
+        .and_then(|len| PhysRange::from_start_len(image.start, len))
+        .filter(|f| f.end <= max_phys.limit())
+        .ok_or(beyond(RangeRole::Old, image))?;
+    let new_base = request.new_base.as_u64();
+    if !new_base.is_multiple_of(IMAGE_ALIGN) {
+        return Err(PlanError::NewBaseMisaligned {
+            new_base: request.new_base,
+        });
+    }
+    // new_base < 2^52 (a `PhysAddr`) and the length is at most 2^52: no wrap.
+    let new = PhysRange::from_start_len(new_base, footprint.len())
+        .ok_or(beyond(RangeRole::New, PhysRange::new(new_base, u64::MAX)))?;
+    if new.overlaps(&image) {
+        return Err(PlanError::RangesOverlap { old: image, new });
+    }
+    Ok((footprint, new))
+}
+
+fn check_named_table(table: PhysAddr, role: TableRole, image: PhysRange) -> Result<(), PlanError> {
+    if !table.is_aligned(TABLE_SIZE) {
+        return Err(PlanError::TableMisaligned { role, table });
+    }
+    if !image.contains_span(table.as_u64(), TABLE_SIZE) {
+        return Err(PlanError::TableOutsideImage { role, table });
+    }
+    Ok(())
+}
