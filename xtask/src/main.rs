@@ -38,7 +38,10 @@ mod fuzz;
 mod setup;
 
 #[derive(Parser)]
-#[command(about = "reloc's project automation: set-up, CI, fuzzing, Miri")]
+#[command(
+    bin_name = "cargo xtask",
+    about = "reloc's project automation: set-up, CI, fuzzing, Miri"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
