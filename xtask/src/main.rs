@@ -111,6 +111,11 @@ pub enum Error {
     Failed { command: String, status: ExitStatus },
     /// Something must be installed by hand; `install` is the one-line command for it.
     Missing { what: String, install: String },
+    /// A package was installed but its program is still not on `PATH`.
+    NotOnPath {
+        program: &'static str,
+        package: &'static str,
+    },
     /// Fuzzing found something (the details were printed above).
     FuzzFindings { targets: Vec<String> },
 }
@@ -123,6 +128,11 @@ impl fmt::Display for Error {
             Error::Missing { what, install } => {
                 write!(f, "{what} missing; install with:\n{install}")
             }
+            Error::NotOnPath { program, package } => write!(
+                f,
+                "installed {package}, but {program} is still not on PATH ({})",
+                std::env::var("PATH").unwrap_or_default()
+            ),
             Error::FuzzFindings { targets } => {
                 write!(f, "fuzzing failed for {}", targets.join(", "))
             }

@@ -271,7 +271,20 @@ fn system_packages() -> Result<(), Error> {
     }
     match package_action(Platform::detect(), is_root()?, &missing) {
         PackageAction::Nothing => Ok(()),
-        PackageAction::AptInstall(packages) => apt_install(&packages),
+        PackageAction::AptInstall(packages) => {
+            apt_install(&packages)?;
+            // A package that installed its program outside `PATH` would fail every boot test.
+            match missing
+                .iter()
+                .find(|p| find_program(p.program, &path).is_none())
+            {
+                Some(package) => Err(Error::NotOnPath {
+                    program: package.program,
+                    package: package.apt,
+                }),
+                None => Ok(()),
+            }
+        }
         PackageAction::AskUser(install) => Err(Error::Missing {
             what: missing
                 .iter()
