@@ -53,7 +53,8 @@ pub fn find_qemu(path_var: &OsStr) -> Result<PathBuf, String> {
     find_in_path(QEMU, path_var).ok_or_else(|| {
         format!(
             "{QEMU} not found on PATH: the boot-stub tests need QEMU 7.2 or later. \
-             Install it (Debian/Ubuntu: `apt-get install -y qemu-system-x86`; `.ci/run` does this)."
+             Run `cargo xtask test`, which installs it (as root on Debian/Ubuntu: \
+             `apt-get install -y qemu-system-x86`) or prints the command for this machine."
         )
     })
 }
@@ -87,10 +88,9 @@ pub fn boot_stub_image() -> &'static Path {
             .output()
             .map_err(|e| format!("cannot run cargo to build the boot-stub: {e}"))?;
         if !output.status.success() {
-            return Err(format!(
-                "building the boot-stub failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
+            return Err(build_failure(
+                &output.status.to_string(),
+                &String::from_utf8_lossy(&output.stderr),
             ));
         }
         Ok(target_dir
@@ -102,6 +102,19 @@ pub fn boot_stub_image() -> &'static Path {
         Ok(path) => path,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The message for a failed boot-stub build: cargo's output, led by the fix when the cause
+/// is the bare-metal target missing from the toolchain (rustup adds the targets of
+/// `rust-toolchain.toml` only when it installs the toolchain itself).
+fn build_failure(status: &str, stderr: &str) -> String {
+    let hint = if stderr.contains("the `x86_64-unknown-none` target may not be installed") {
+        "the x86_64-unknown-none target is not installed for this toolchain: run \
+         `cargo xtask test`, which installs it (`rustup target add x86_64-unknown-none`).\n"
+    } else {
+        ""
+    };
+    format!("{hint}building the boot-stub failed ({status}):\n{stderr}")
 }
 
 /// What to start.
@@ -419,6 +432,44 @@ mod tests {
         let err = find_qemu(OsStr::new("/nonexistent-dir-for-reloc-tests")).unwrap_err();
         assert!(err.contains(QEMU), "{err}");
         assert!(err.contains("apt-get install -y qemu-system-x86"), "{err}");
+    }
+
+    #[test]
+    fn missing_qemu_names_cargo_xtask_test() {
+        let err = find_qemu(OsStr::new("/nonexistent-dir-for-reloc-tests")).unwrap_err();
+        assert!(err.contains("`cargo xtask test`"), "{err}");
+    }
+
+    /// The end of cargo's output building the stub for a target rustup has not added (here
+    /// rustc 1.95.0's message, with the real target name).
+    const MISSING_TARGET: &str = "   Compiling volatile v0.4.6
+error[E0463]: can't find crate for `core`
+  |
+  = note: the `x86_64-unknown-none` target may not be installed
+  = help: consider downloading the target with `rustup target add x86_64-unknown-none`
+
+error: could not compile `volatile` (lib) due to 1 previous error
+";
+
+    #[test]
+    fn missing_target_names_cargo_xtask_test_first() {
+        let message = build_failure("exit status: 101", MISSING_TARGET);
+        assert!(
+            message.starts_with("the x86_64-unknown-none target is not installed"),
+            "{message}"
+        );
+        assert!(message.contains("`cargo xtask test`"), "{message}");
+        // cargo's own output follows.
+        assert!(message.ends_with(MISSING_TARGET), "{message}");
+    }
+
+    #[test]
+    fn other_build_failures_are_cargo_output_only() {
+        let stderr = "error[E0425]: cannot find value `x` in this scope\n";
+        assert_eq!(
+            build_failure("exit status: 101", stderr),
+            format!("building the boot-stub failed (exit status: 101):\n{stderr}")
+        );
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! `cargo xtask fuzz`: builds the cargo-fuzz targets in `fuzz/` and runs each for a bounded
+//! time from the checked-in seeds; any crash, timeout, leak or out-of-memory fails the run.
+//!
+//! Nightly with AddressSanitizer when a nightly toolchain is installed, else the pinned stable
+//! with `-s none`. The build is cargo-fuzz's default (optimised, debug assertions and overflow
+//! checks on) with 16 codegen units, which keeps it short on two cores. New inputs go to a
+//! scratch corpus, so the tree is not written; a finding is printed in hex and copied to
+//! `fuzz/artifacts/<target>/` for `cargo fuzz run <target> <file>`.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{describe, output, run, seconds, setup, step, succeeds, workspace_root, Error};
+
+/// Seconds per target when none are given (also what CI runs).
+pub const DEFAULT_SECONDS: u64 = 60;
+
+/// Runs `targets` (empty: all) for `seconds` each.
+pub fn run_targets(seconds_per_target: u64, targets: &[String]) -> Result<(), Error> {
+    let start = Instant::now();
+    cargo_fuzz_installed()?;
+    let nightly = setup::has_nightly();
+    step(if nightly {
+        "fuzz: nightly with AddressSanitizer"
+    } else {
+        "fuzz: nightly not installed; stable without sanitizer (-s none)"
+    });
+    let fuzz = || {
+        let mut command = Command::new("cargo");
+        command.current_dir(workspace_root().join("fuzz"));
+        if nightly {
+            command.arg("+nightly");
+        }
+        command.arg("fuzz");
+        command
+    };
+    let options = |command: &mut Command| {
+        if !nightly {
+            command.args(["-s", "none"]);
+        }
+        command.args(["--codegen-units", "16"]);
+    };
+
+    let targets: Vec<String> = if targets.is_empty() {
+        output(fuzz().arg("list"))?
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    } else {
+        targets.to_vec()
+    };
+
+    let mut build = fuzz();
+    build.arg("build");
+    options(&mut build);
+    step(&describe(&build));
+    let build_start = Instant::now();
+    run(&mut build)?;
+    step(&format!(
+        "fuzz: build took {}",
+        seconds(build_start.elapsed())
+    ));
+
+    let scratch = tempfile::Builder::new()
+        .prefix("reloc-fuzz-")
+        .tempdir()
+        .map_err(|source| Error::Spawn {
+            command: "create a scratch directory".into(),
+            source,
+        })?;
+    let mut summary = Vec::new();
+    let mut failed = Vec::new();
+    for target in &targets {
+        let corpus = scratch.path().join(format!("corpus-{target}"));
+        let artifacts = scratch.path().join(format!("artifacts-{target}"));
+        let log_path = scratch.path().join(format!("{target}.log"));
+        let io_error = |source| Error::Spawn {
+            command: format!("prepare {}", scratch.path().display()),
+            source,
+        };
+        fs::create_dir_all(&corpus).map_err(io_error)?;
+        fs::create_dir_all(&artifacts).map_err(io_error)?;
+        let log = File::create(&log_path).map_err(io_error)?;
+        let log_for_stderr = log.try_clone().map_err(io_error)?;
+
+        let mut fuzz_run = fuzz();
+        fuzz_run.arg("run");
+        options(&mut fuzz_run);
+        // The checked-in seeds come second: libFuzzer writes new inputs to the first corpus.
+        fuzz_run
+            .arg(target)
+            .arg(&corpus)
+            .arg(format!("corpus/{target}"))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds_per_target}"))
+            .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"])
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr);
+        println!();
+        step(&format!("fuzz {target} for {seconds_per_target} s"));
+        let passed = fuzz_run
+            .status()
+            .map_err(|source| Error::Spawn {
+                command: describe(&fuzz_run),
+                source,
+            })?
+            .success();
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        if !passed {
+            failed.push(target.clone());
+            report_failure(target, &log, &artifacts);
+        }
+        let outcome = if passed { "ok" } else { "FAILED" };
+        summary.push(format!("{target}: {outcome}; {}", Stats::parse(&log)));
+    }
+
+    println!("\n== fuzz summary ({seconds_per_target} s per target)");
+    for line in &summary {
+        println!("{line}");
+    }
+    println!("fuzz: total {}", seconds(start.elapsed()));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FuzzFindings { targets: failed })
+    }
+}
+
+fn cargo_fuzz_installed() -> Result<(), Error> {
+    if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        step("cargo-fuzz: installed");
+        return Ok(());
+    }
+    let mut install = crate::cargo();
+    install.args(["install", "cargo-fuzz", "--locked"]);
+    step(&format!("cargo-fuzz: missing, {}", describe(&install)));
+    run(&mut install)
+}
+
+/// Prints the end of the log and every finding (in hex, `xxd -r -p` turns it back), and
+/// copies the findings to `fuzz/artifacts/<target>/`.
+fn report_failure(target: &str, log: &str, artifacts: &Path) {
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines[lines.len().saturating_sub(60)..] {
+        println!("{line}");
+    }
+    let kept = workspace_root().join("fuzz").join("artifacts").join(target);
+    let Ok(entries) = fs::read_dir(artifacts) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(bytes) = fs::read(entry.path()) else {
+            continue;
+        };
+        let name = entry.file_name();
+        let copy = kept.join(&name);
+        let copied = fs::create_dir_all(&kept).and_then(|()| fs::write(&copy, &bytes));
+        let place = match copied {
+            Ok(()) => copy.display().to_string(),
+            Err(e) => format!("not copied to {}: {e}", kept.display()),
+        };
+        println!(
+            "finding: {} ({} bytes; {place}), hex:",
+            name.to_string_lossy(),
+            bytes.len()
+        );
+        println!(
+            "{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+    }
+}
+
+/// What a libFuzzer log says about a run, for the summary line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `stat::number_of_executed_units`.
+    pub executions: Option<u64>,
+    /// `stat::average_exec_per_sec`.
+    pub exec_per_sec: Option<u64>,
+    /// `cov:` and `ft:` of the last status line (`#N ...`).
+    pub cov_ft: Option<(u64, u64)>,
+}
+
+impl Stats {
+    /// Reads the final statistics (`-print_final_stats=1`) and the last status line.
+    pub fn parse(log: &str) -> Self {
+        let stat = |key: &str| {
+            log.lines()
+                .filter_map(|line| line.strip_prefix(key))
+                .filter_map(|rest| rest.trim_start_matches(':').trim().parse().ok())
+                .next_back()
+        };
+        let number_after = |words: &[&str], label: &str| {
+            let at = words.iter().position(|word| *word == label)?;
+            words.get(at + 1)?.parse().ok()
+        };
+        let cov_ft = log
+            .lines()
+            .filter(|line| line.starts_with('#'))
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                Some((number_after(&words, "cov:")?, number_after(&words, "ft:")?))
+            })
+            .next_back();
+        Stats {
+            executions: stat("stat::number_of_executed_units"),
+            exec_per_sec: stat("stat::average_exec_per_sec"),
+            cov_ft,
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let or_unknown = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
+        write!(
+            f,
+            "{} execs, {} exec/s, ",
+            or_unknown(self.executions),
+            or_unknown(self.exec_per_sec)
+        )?;
+        match self.cov_ft {
+            Some((cov, ft)) => write!(f, "cov {cov} ft {ft}"),
+            None => write!(f, "no cov line"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The end of a libFuzzer run with `-print_final_stats=1`.
+    const LOG: &str = "\
+INFO: Seed: 1234
+#2\tINITED cov: 310 ft: 320 corp: 1/1b exec/s: 0 rss: 30Mb
+#1024\tpulse  cov: 420 ft: 1100 corp: 40/2kb lim: 14 exec/s: 512 rss: 40Mb
+#4096\tNEW    cov: 428 ft: 1237 corp: 61/3kb lim: 43 exec/s: 4096 rss: 41Mb L: 12/40 MS: 1 ChangeBit-
+#3756059\tDONE   cov: 428 ft: 1237 corp: 61/3kb lim: 4096 exec/s: 6249 rss: 420Mb
+Done 3756059 runs in 601 second(s)
+stat::number_of_executed_units: 3756059
+stat::average_exec_per_sec:     6249
+stat::new_units_added:          60
+stat::slowest_unit_time_sec:    0
+stat::peak_rss_mb:              420
+";
+
+    #[test]
+    fn final_stats_and_last_status_line() {
+        let stats = Stats::parse(LOG);
+        assert_eq!(
+            stats,
+            Stats {
+                executions: Some(3_756_059),
+                exec_per_sec: Some(6249),
+                cov_ft: Some((428, 1237)),
+            }
+        );
+        assert_eq!(
+            stats.to_string(),
+            "3756059 execs, 6249 exec/s, cov 428 ft 1237"
+        );
+    }
+
+    #[test]
+    fn a_crash_log_has_no_final_stats() {
+        let crash = "#2\tINITED cov: 310 ft: 320 corp: 1/1b exec/s: 0 rss: 30Mb\n\
+                     ==1==ERROR: AddressSanitizer: heap-buffer-overflow\n";
+        let stats = Stats::parse(crash);
+        assert_eq!(stats.executions, None);
+        assert_eq!(stats.cov_ft, Some((310, 320)));
+        assert_eq!(stats.to_string(), "? execs, ? exec/s, cov 310 ft 320");
+        assert_eq!(
+            Stats::parse("").to_string(),
+            "? execs, ? exec/s, no cov line"
+        );
+    }
+}
