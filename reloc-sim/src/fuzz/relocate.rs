@@ -733,7 +733,7 @@ pub fn check(d: &Description) -> Outcome {
             &memmap,
             &TargetRequest::new(image.len(), std::slice::from_ref(&footprint)),
         ) {
-            Ok(b) => request.new_base = b,
+            Ok(b) => request.new_base = b.as_u64(),
             Err(_) => return Outcome::NoTarget,
         }
     }
