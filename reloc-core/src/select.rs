@@ -46,9 +46,10 @@
 //! - **Type 0.** `sanitize_e820_map` ranks an entry of type 0 below RAM (and otherwise
 //!   drops it); here every non-RAM entry, type 0 included, blocks and cuts extents. A sized
 //!   type-0 entry is a firmware bug; leaving its memory alone is the safe reading.
-//! - **Entries that wrap past 2^64.** Xen refuses such a map ("bail out if we find any
-//!   unreasonable addresses"); here such an entry is cut at 2^64 - 1 and the rest of the map
-//!   is still used.
+//! - **Entries that wrap past 2^64.** Xen does not sanitise such a map ("bail out if we find
+//!   any unreasonable addresses in bios map") and `copy_e820_map` drops it ("Overflow in 64
+//!   bits? Ignore the memory map."); here such an entry is cut at 2^64 - 1 and the rest of
+//!   the map is still used.
 //! - **Avoided ranges are byte-exact.** Xen rounds module ends up to a page
 //!   (`PAGE_ALIGN(mod_end)`); a slot aligned to 4 KiB or more clears both the same way.
 //!
