@@ -218,7 +218,8 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         println!("avoid: {:#x} {:#x}", range.start, range.end);
     }
     let target = select_target(boot.memory_map(), &TargetRequest::new(image.len(), avoid))
-        .map_err(Failure::NoRoom)?;
+        .map_err(Failure::NoRoom)?
+        .as_u64();
     println!("target: {target:#x}");
 
     let bits = max_phys_bits();

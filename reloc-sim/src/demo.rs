@@ -173,6 +173,6 @@ mod tests {
             &qemu_pc_memmap(4 * GIB),
             &TargetRequest::new(8 * MIB, &avoid),
         );
-        assert_eq!(pick, Ok(0xbf60_0000));
+        assert_eq!(pick.map(|p| p.as_u64()), Ok(0xbf60_0000));
     }
 }

@@ -254,10 +254,8 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     );
     if let Target::Auto = target {
         let avoid = [footprint];
-        request.new_base = PhysAddr::new_truncate(
-            select_target(&memmap, &TargetRequest::new(request.image.len(), &avoid))
-                .map_err(RunError::Select)?,
-        );
+        request.new_base = select_target(&memmap, &TargetRequest::new(request.image.len(), &avoid))
+            .map_err(RunError::Select)?;
     }
 
     // Warm the TLB the way running code would: every image page, the stack.

@@ -119,7 +119,8 @@ fn select_target_seeds_replay() {
         .collect();
     assert!(outcomes
         .iter()
-        .any(|o| matches!(o, select::Outcome::Picked { oracle: true, .. })));
+        .any(|o| matches!(o, select::Outcome::Picked { xen: Some(_), .. })));
+    assert!(outcomes.contains(&select::Outcome::NoRoom));
 }
 
 #[test]

@@ -64,7 +64,8 @@ fn check_relocation(out: &StubOutput, serial: &str) {
     assert_eq!(summary.len, image.len());
 
     let expected = select_target(&out.memmap, &TargetRequest::new(image.len(), &out.avoid))
-        .unwrap_or_else(|e| panic!("host selection failed: {e}\n{serial}"));
+        .unwrap_or_else(|e| panic!("host selection failed: {e}\n{serial}"))
+        .as_u64();
     assert_eq!(
         summary.new_base, expected,
         "stub moved to {:#x}, reloc-core selects {expected:#x}\n{serial}",

@@ -745,7 +745,7 @@ pub fn check(d: &Description) -> Outcome {
             &memmap,
             &TargetRequest::new(image.len(), std::slice::from_ref(&footprint)),
         ) {
-            Ok(b) => request.new_base = PhysAddr::new_truncate(b),
+            Ok(b) => request.new_base = b,
             Err(_) => return Outcome::NoTarget,
         }
     }
