@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod hvm;
+pub mod notes;
 pub mod paging;
 pub mod phys;
 pub mod plan;
