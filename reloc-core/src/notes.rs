@@ -22,14 +22,15 @@
 //!   (`elf_note_numeric_array`); `PHYS32_ENTRY` keeps the low 32 bits (`phys_entry` is a
 //!   `uint32_t`); `PHYS32_RELOC` reads up to three `u32` (align, min, max), each only when the
 //!   descriptor is long enough, and keeps earlier values otherwise. Later notes override
-//!   earlier ones; feature bits accumulate.
+//!   earlier ones; feature bits accumulate. A string's NUL may lie past the descriptor, as in
+//!   libelf: Linux's FEATURES descriptor is the bare string, ended by the zero padding.
 //! - **FEATURES** (`elf_xen_parse_features`): see [`FeatureTokens`] and [`parse_features`].
 //!   An unknown required name fails the whole parse, as in libelf.
 //!
 //! Where this parser is stricter than libelf, it returns an error instead of reading outside
-//! the note: a note or descriptor that runs past the end of its segment or section, a string
-//! without a NUL inside its descriptor (libelf keeps reading into the following bytes), a
-//! `PT_NOTE` or `SHT_NOTE` range outside the file. Every error names the note index, its file
+//! the note's segment or section: a note or descriptor that runs past its end, a string with
+//! no NUL before its end (libelf reads on through the file), a `PT_NOTE` or `SHT_NOTE` range
+//! outside the file. Every error names the note index, its file
 //! offset and, where there is one, the feature name.
 //!
 //! ```
@@ -505,7 +506,8 @@ pub enum NotesError {
         /// The limit.
         limit: u32,
     },
-    /// A Xen string note has no NUL inside its descriptor.
+    /// A Xen string note has no NUL between its descriptor's start and the end of its segment
+    /// or section.
     UnterminatedString {
         /// Index of the note.
         index: u32,
@@ -522,8 +524,6 @@ pub enum NotesError {
         offset: u64,
         /// Its type.
         note_type: XenNoteType,
-        /// The string's length.
-        len: usize,
     },
     /// FEATURES requires (`!name`) a feature libelf does not know: libelf rejects the image.
     UnknownRequiredFeature {
@@ -593,16 +593,15 @@ impl fmt::Display for NotesError {
                 note_type,
             } => write!(
                 f,
-                "Xen note {index} ({note_type}) at offset {offset:#x}: string has no NUL inside its descriptor"
+                "Xen note {index} ({note_type}) at offset {offset:#x}: string has no NUL before the end of its segment or section"
             ),
             Self::StringTooLong {
                 index,
                 offset,
                 note_type,
-                len,
             } => write!(
                 f,
-                "Xen note {index} ({note_type}) at offset {offset:#x}: string of {len} bytes is longer than libelf's {MAX_STRING_LEN}"
+                "Xen note {index} ({note_type}) at offset {offset:#x}: string is longer than libelf's {MAX_STRING_LEN} bytes"
             ),
             Self::UnknownRequiredFeature {
                 index,
@@ -995,6 +994,7 @@ pub struct Note<'a> {
     name: &'a [u8],
     n_type: u32,
     desc: &'a [u8],
+    tail: &'a [u8],
     xen: bool,
 }
 
@@ -1037,6 +1037,12 @@ impl<'a> Note<'a> {
     /// The descriptor (`descsz` bytes).
     pub fn desc(&self) -> &'a [u8] {
         self.desc
+    }
+
+    /// The descriptor and the bytes after it up to the end of the segment or section: where
+    /// a string note's NUL is looked for.
+    pub fn tail(&self) -> &'a [u8] {
+        self.tail
     }
 
     /// Whether libelf counts it as a Xen note: its name, read as a C string, is `"Xen"`.
@@ -1164,6 +1170,10 @@ impl<'a> Notes<'a> {
         let at = |rel: u64| offset.saturating_add(rel);
         let name = slice_at(bytes, at(name_at), namesz).ok_or(truncated(desc_end))?;
         let desc = slice_at(bytes, at(desc_at), descsz).ok_or(truncated(desc_end))?;
+        let tail = available
+            .checked_sub(desc_at)
+            .and_then(|n| slice_at(bytes, at(desc_at), n))
+            .ok_or(truncated(desc_end))?;
         // libelf compares the C string at the name's position with "Xen" (strcmp), reading
         // from the image whatever namesz says.
         let xen = slice_at(bytes, at(name_at), 4) == Some(XEN_NAME.as_slice());
@@ -1177,6 +1187,7 @@ impl<'a> Notes<'a> {
             name,
             n_type,
             desc,
+            tail,
             xen,
         })
     }
@@ -1341,24 +1352,25 @@ fn numeric(desc: &[u8]) -> Option<u64> {
     }
 }
 
+/// libelf's `elf_strval` from the descriptor's start, bounded by the note's segment or
+/// section: the string up to its NUL, at most [`MAX_STRING_LEN`] bytes.
 fn string<'a>(note: &Note<'a>, note_type: XenNoteType) -> Result<&'a [u8], NotesError> {
-    let nul = note.desc.iter().position(|&b| b == 0);
-    let Some(len) = nul else {
-        return Err(NotesError::UnterminatedString {
+    let window = note.tail.get(..=MAX_STRING_LEN).unwrap_or(note.tail);
+    match window.iter().position(|&b| b == 0) {
+        Some(len) => Ok(note.tail.get(..len).unwrap_or(&[])),
+        // libelf: a byte past MAX_STRING_LEN that is not NUL is "excessively long"; running
+        // out of bytes first is out of range.
+        None if note.tail.len() > MAX_STRING_LEN => Err(NotesError::StringTooLong {
             index: note.index,
             offset: note.offset,
             note_type,
-        });
-    };
-    if len > MAX_STRING_LEN {
-        return Err(NotesError::StringTooLong {
+        }),
+        None => Err(NotesError::UnterminatedString {
             index: note.index,
             offset: note.offset,
             note_type,
-            len,
-        });
+        }),
     }
-    Ok(note.desc.get(..len).unwrap_or(&[]))
 }
 
 fn decode_value<'a>(
@@ -2310,18 +2322,49 @@ mod tests {
     }
 
     #[test]
-    fn strings_must_end_inside_the_descriptor_and_fit_libelf_limit() {
+    fn strings_end_at_a_nul_before_the_end_of_their_segment_within_libelf_limit() {
+        // Linux's FEATURES descriptor is the bare 41-byte string: the padding's zero ends it.
+        let text = b"!writable_page_tables|pae_pgdir_above_4gb";
+        assert_eq!(text.len(), 41);
         let img = Elf::new(ElfClass::Elf64)
-            .segment(&[xen(XenNoteType::GuestOs, b"linux")])
+            .segment(&[
+                xen(XenNoteType::Features, text),
+                xen(XenNoteType::GuestOs, b"linux"),
+            ])
             .build();
-        assert!(matches!(
-            summary(&img),
-            Err(NotesError::UnterminatedString {
-                index: 0,
-                note_type: XenNoteType::GuestOs,
-                ..
-            })
-        ));
+        let image = ElfImage::parse(&img).unwrap();
+        let values: Vec<XenValue> = image.xen_notes().map(|n| n.unwrap().value()).collect();
+        assert_eq!(
+            values,
+            [
+                XenValue::Features {
+                    text,
+                    supported: FeatureSet(0x11),
+                    required: FeatureSet(1)
+                },
+                XenValue::String(b"linux")
+            ]
+        );
+        // A string running to the end of the segment with no NUL: an error naming the note.
+        let mut last = xen(XenNoteType::GuestOs, b"linu");
+        last.extend_from_slice(b"x");
+        let img = Elf::new(ElfClass::Elf64)
+            .segment(&[xen(XenNoteType::Loader, b"generic\0"), last])
+            .build();
+        let err = summary(&img).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NotesError::UnterminatedString {
+                    index: 1,
+                    note_type: XenNoteType::GuestOs,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("Xen note 1 (GUEST_OS)"), "{err}");
+        // libelf's limit: 4096 bytes and a NUL pass, 4097 do not.
         let ok = vec![b'a'; MAX_STRING_LEN];
         let img = Elf::new(ElfClass::Elf64)
             .segment(&[xen(XenNoteType::Loader, &[ok.clone(), vec![0]].concat())])
@@ -2332,11 +2375,14 @@ mod tests {
             .build();
         assert!(matches!(
             summary(&img),
-            Err(NotesError::StringTooLong { len: 4097, .. })
+            Err(NotesError::StringTooLong {
+                note_type: XenNoteType::Loader,
+                ..
+            })
         ));
         // Non-Xen notes are never decoded, so their strings may be anything.
         let img = Elf::new(ElfClass::Elf64)
-            .segment(&[note(b"GNU", 6, b"linux")])
+            .segment(&[note(b"GNU", 6, b"linu")])
             .build();
         assert_eq!(summary(&img).unwrap().xen_notes, 0);
     }
