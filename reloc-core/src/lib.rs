@@ -30,6 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod hvm;
+pub mod notes;
 pub mod paging;
 pub mod phys;
 pub mod plan;

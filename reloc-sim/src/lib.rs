@@ -18,6 +18,8 @@
 //! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
 //! - [`scenario`]: the JSON scenario format.
 //! - [`dump`]: page-table listing of raw physical memory dumps (QEMU `pmemsave`).
+//! - [`notes`]: an image's Xen ELF notes (gzip or not), feature sets and lints: what
+//!   `reloc-sim notes` prints.
 //! - [`fuzz`]: the fuzz targets' input decoding and oracles (`fuzz/` and the regression
 //!   tests call them).
 #![deny(missing_docs)]
@@ -30,6 +32,8 @@ pub mod fuzz;
 pub mod layout;
 pub mod machine;
 pub mod mem;
+#[cfg(feature = "cli")]
+pub mod notes;
 pub mod paging;
 pub mod relocators;
 pub mod run;

@@ -1,8 +1,10 @@
 //! `reloc-sim`: relocate on a simulated machine and prove it (`demo`), replay scenario files
-//! (`replay`), list the mappings of a raw memory dump (`map`).
+//! (`replay`), list the mappings of a raw memory dump (`map`), read and lint an image's Xen
+//! ELF notes (`notes`).
 //!
-//! Exit status: 0 success; 1 bad input (file, layout); 2 usage; 3 relocation rejected;
-//! 4 a property check failed.
+//! Exit status: 0 success; 1 bad input (file, layout; for `notes`: not an ELF file, a
+//! malformed note, or notes libelf rejects); 2 usage; 3 relocation rejected; 4 a property
+//! check failed (for `notes`: a lint reported an error; warnings alone exit 0).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use clap::{Parser, Subcommand};
 use reloc_core::PagingMode;
 use reloc_sim::demo::{demo_input, demo_options, DemoConfig};
 use reloc_sim::dump;
+use reloc_sim::notes::NotesReport;
 use reloc_sim::run::{run, RunError, RunReport};
 use reloc_sim::scenario::{parse_u64, Hex, Scenario, Virtual};
 
@@ -85,6 +88,14 @@ enum Command {
         /// One line per leaf instead of coalesced ranges.
         #[arg(long)]
         leaves: bool,
+    },
+    /// Print an image's Xen ELF notes and feature sets (libelf's rules), and lint them.
+    Notes {
+        /// The ELF image, or a gzip-compressed one (detected by its magic).
+        image: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -194,6 +205,35 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(EXIT_INPUT, e),
+            }
+        }
+        Command::Notes { image, json } => {
+            let bytes = match std::fs::read(&image) {
+                Ok(b) => b,
+                Err(e) => return fail(EXIT_INPUT, format!("cannot read {}: {e}", image.display())),
+            };
+            let name = image.display().to_string();
+            let report = match NotesReport::from_bytes(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"file": name, "error": e.to_string()})
+                        );
+                    }
+                    return fail(EXIT_INPUT, format!("{name}: {e}"));
+                }
+            };
+            if json {
+                println!("{}", report.json(&name));
+            } else {
+                print!("{}", report.text(&name));
+            }
+            if report.has_errors() {
+                ExitCode::from(EXIT_CHECK_FAILED)
+            } else {
+                ExitCode::SUCCESS
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use reloc_sim::fuzz::{boot_info, relocate, select};
+use reloc_sim::fuzz::{boot_info, notes, relocate, select};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -98,6 +98,17 @@ fn boot_info_seeds_are_current() {
 }
 
 #[test]
+fn notes_seeds_are_current() {
+    seeds_match(
+        "notes",
+        notes::seeds()
+            .into_iter()
+            .map(|(n, d)| (n, d.encode()))
+            .collect(),
+    );
+}
+
+#[test]
 fn relocate_seeds_replay() {
     let outcomes: Vec<_> = inputs("corpus", "relocate", "seed-")
         .iter()
@@ -134,6 +145,18 @@ fn boot_info_seeds_replay() {
         .any(|o| matches!(o, boot_info::Outcome::Parsed { modules: 2, .. })));
 }
 
+#[test]
+fn notes_seeds_replay() {
+    let outcomes: Vec<_> = inputs("corpus", "notes", "seed-")
+        .iter()
+        .map(|(_, bytes)| notes::check_bytes(bytes))
+        .collect();
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, notes::Outcome::Read { entry: true, .. })));
+    assert!(outcomes.contains(&notes::Outcome::Rejected));
+}
+
 /// Replays every `fuzz/regressions/<target>/*` through its target's oracle; returns the
 /// (target, file) pairs replayed.
 fn replay_all_regressions() -> Vec<(String, String)> {
@@ -149,6 +172,9 @@ fn replay_all_regressions() -> Vec<(String, String)> {
             },
             "boot_info" => |b| {
                 let _ = boot_info::check_bytes(b);
+            },
+            "notes" => |b| {
+                let _ = notes::check_bytes(b);
             },
             other => panic!("fuzz/regressions/{other} is not a fuzz target"),
         };

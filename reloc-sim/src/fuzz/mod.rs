@@ -17,8 +17,11 @@
 //!   `select_target`'s documented rule.
 //! - [`boot_info`]: arbitrary bytes as `hvm_start_info` and what it points to, against an
 //!   independent reading of the same bytes.
+//! - [`notes`]: arbitrary bytes as an ELF file, its Xen notes read by `reloc_core::notes`
+//!   against an independent reading of the same bytes.
 
 pub mod boot_info;
+pub mod notes;
 pub mod relocate;
 pub mod select;
 
