@@ -16,7 +16,8 @@
 
 use arbitrary::Unstructured;
 use reloc_core::{
-    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, TargetRequest,
+    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SwitchParams,
+    TargetRequest,
 };
 
 use crate::layout::VirtLayout;
@@ -790,6 +791,15 @@ pub fn check(d: &Description) -> Outcome {
         }
         assert!(!e.to_string().is_empty());
         return Outcome::Rejected(plan_error_kind(&e));
+    }
+    // The fuzzer may declare tables other than the real image map, so that the leaves mapping
+    // the running image would not move: the switch must refuse that layout (the code would
+    // go on running the old copy). A refused layout runs the relocation without one.
+    if let (Some(v), Ok(plan)) = (virt, &planned) {
+        if let Err(e) = SwitchParams::new(plan, &machine.mem, v.directmap(), &v.core()) {
+            assert!(!e.to_string().is_empty());
+            virt = None;
+        }
     }
     if !affordable {
         // Too many mappings to enumerate: check the copy only.
