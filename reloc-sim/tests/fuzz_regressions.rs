@@ -190,6 +190,7 @@ fn replay_all_regressions() -> Vec<(String, String)> {
 fn every_regression_input_replays() {
     let replayed = replay_all_regressions();
     assert!(replayed.contains(&("boot_info".into(), "directmap-unaligned-window".into())));
+    assert!(replayed.contains(&("relocate".into(), "image-rounded-length-wraps".into())));
 }
 
 /// boot_info found: `DirectMap::from_slice` with a physical start off an 8-byte boundary
@@ -217,4 +218,36 @@ fn boot_info_harness_start_info_wraps() {
     let d = boot_info::Description::decode(&mut arbitrary::Unstructured::new(&bytes));
     assert!(d.start_paddr() > u64::MAX - 64, "{d:?}");
     assert_eq!(boot_info::check(&d), boot_info::Outcome::Rejected);
+}
+
+/// The full-range proptest of `Plan::new` found (the fuzz decoder could not yet describe
+/// images beyond ~40 MiB): an image `[0, 0xffff_ffff_ffe0_1000)` whose length, rounded up to
+/// 2 MiB, wraps past 2^64 (a debug-assertion panic in reloc-core's `ranges`). Fixed by
+/// checking the image end against MAXPHYADDR before rounding; the input is `encode` of the
+/// description below, reached through `Description::wide_image`.
+#[test]
+fn relocate_image_rounded_length_wraps() {
+    let bytes = fs::read(fuzz_dir().join("regressions/relocate/image-rounded-length-wraps"))
+        .expect("regression input");
+    let d = relocate::Description::decode(&mut arbitrary::Unstructured::new(&bytes));
+    let expected = relocate::Description {
+        max_phys: 52,
+        wide_image: Some((0, 0xffff_ffff_ffe0_1000)),
+        // A fixed target (1 GiB): automatic selection finds none for such an image, and the
+        // request must reach reloc-core.
+        target: relocate::TargetDesc::Units(512),
+        ..relocate::Description::default()
+    };
+    assert_eq!(d, expected);
+    assert_eq!(d.encode(), bytes);
+    assert!(
+        0xffff_ffff_ffe0_1000u64
+            .checked_next_multiple_of(2 << 20)
+            .is_none(),
+        "the input exercises a rounded length that wraps"
+    );
+    assert_eq!(
+        relocate::check(&d),
+        relocate::Outcome::Rejected("RangeBeyondMaxPhys")
+    );
 }

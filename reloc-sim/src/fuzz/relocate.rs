@@ -2,7 +2,7 @@
 //!
 //! An input is a compact [`Description`], not raw memory, so the fuzzer reaches deep layouts
 //! at once: a base (a random reloc-sim layout from a seed, Xen-like with sharing and noise, or
-//! a bare image of 4 KiB to 8 MiB), up to [`MAX_TABLES`] extra tables placed in or around the
+//! a bare image of 4 KiB to 8 MiB, or a bare image of any range at all), up to [`MAX_TABLES`] extra tables placed in or around the
 //! image, and up to [`MAX_EDITS`] entries written into any table: pointers to any table
 //! (itself, an ancestor: cycles and recursion), 4 KiB / 2 MiB / 1 GiB leaves into or out of
 //! the image, pointers anywhere, raw values, each with chosen flag bits (PAT, G, NX, software
@@ -178,6 +178,13 @@ pub struct Description {
     pub target: TargetDesc,
     /// Entries written, in order.
     pub edits: Vec<Edit>,
+    /// Bare base: when set, the image is exactly `[start, end)` as given, over all of `u64`
+    /// (empty, inverted, beyond MAXPHYADDR, or rounding past 2^64 to 2 MiB), and
+    /// `image_units`, `image_pages`, [`MODE_IMAGE_START_OFF`] and [`MODE_IMAGE_END_OFF`] are
+    /// ignored: no RAM is added for it and no image data written. Encoded last, as a flag
+    /// byte (bit 0) then two u64s, only for a bare base, so inputs from before it decode as
+    /// they did.
+    pub wide_image: Option<(u64, u64)>,
 }
 
 fn read_entry(r: &mut Reader) -> EntryDesc {
@@ -292,6 +299,10 @@ impl Description {
                 value: read_entry(&mut r),
             })
             .collect();
+        if d.mode & MODE_LAYOUT == 0 && r.u8() & 1 != 0 {
+            let start = r.u64();
+            d.wide_image = Some((start, r.u64()));
+        }
         d
     }
 
@@ -333,6 +344,12 @@ impl Description {
             w.u8(e.table);
             w.u16(e.index);
             write_entry(&mut w, e.value);
+        }
+        // Absent means no flag byte: missing bytes decode as zero, so seeds stay as they were.
+        if let (0, Some((start, end))) = (self.mode & MODE_LAYOUT, self.wide_image) {
+            w.u8(1);
+            w.u64(start);
+            w.u64(end);
         }
         w.0
     }
@@ -421,19 +438,22 @@ impl Description {
             virt = (self.mode & MODE_NO_VIRT == 0).then_some(layout.virt);
             tables = layout.tables.clone();
         } else {
-            let start = (1 + u64::from(self.image_units % 16)) * 2 * MIB
-                + if self.mode & MODE_IMAGE_START_OFF != 0 {
-                    PAGE_SIZE
-                } else {
-                    0
-                };
-            let len = (1 + u64::from(self.image_pages % 2048)) * PAGE_SIZE;
-            let end = start + len
-                - if self.mode & MODE_IMAGE_END_OFF != 0 {
-                    8
-                } else {
-                    0
-                };
+            let (start, end) = self.wide_image.unwrap_or_else(|| {
+                let start = (1 + u64::from(self.image_units % 16)) * 2 * MIB
+                    + if self.mode & MODE_IMAGE_START_OFF != 0 {
+                        PAGE_SIZE
+                    } else {
+                        0
+                    };
+                let len = (1 + u64::from(self.image_pages % 2048)) * PAGE_SIZE;
+                let end = start + len
+                    - if self.mode & MODE_IMAGE_END_OFF != 0 {
+                        8
+                    } else {
+                        0
+                    };
+                (start, end)
+            });
             let image = PhysRange::new(start, end);
             let mut ram: Vec<PhysRange> = self
                 .ram
@@ -445,7 +465,7 @@ impl Description {
                 .collect();
             if ram.is_empty() {
                 ram.push(PhysRange::new(0, 256 * MIB));
-            } else if self.mode & MODE_IMAGE_NOT_RAM == 0 {
+            } else if self.mode & MODE_IMAGE_NOT_RAM == 0 && self.wide_image.is_none() {
                 ram.push(PhysRange::new(
                     start & !(2 * MIB - 1),
                     end.next_multiple_of(2 * MIB),
@@ -453,12 +473,15 @@ impl Description {
             }
             let mut mem = SparseMemory::new(&ram);
             // Image data: one page in 16 and the last, so the copy check has bytes to compare.
-            let first = start & !(PAGE_SIZE - 1);
-            let pages = (end - first).div_ceil(PAGE_SIZE);
-            for k in (0..pages).filter(|k| k % 16 == 0 || *k == pages - 1) {
-                let page = first + k * PAGE_SIZE;
-                let _ = mem.write(page, data_pattern(page));
-                let _ = mem.write(page + PAGE_SIZE - 8, data_pattern(page + 1));
+            // Not for a wide image: its pages may number 2^52.
+            if self.wide_image.is_none() {
+                let first = start & !(PAGE_SIZE - 1);
+                let pages = (end - first).div_ceil(PAGE_SIZE);
+                for k in (0..pages).filter(|k| k % 16 == 0 || *k == pages - 1) {
+                    let page = first + k * PAGE_SIZE;
+                    let _ = mem.write(page, data_pattern(page));
+                    let _ = mem.write(page + PAGE_SIZE - 8, data_pattern(page + 1));
+                }
             }
             let paging = if self.mode & MODE_FIVE_LEVEL != 0 {
                 PagingMode::FiveLevel
@@ -491,11 +514,13 @@ impl Description {
         let pages = (image.end.saturating_sub(first_page))
             .div_ceil(PAGE_SIZE)
             .max(1);
-        let footprint_end = first_page + image.len().next_multiple_of(2 * MIB);
+        // Wrapping from here on: a wide image may end anywhere up to 2^64 (and round past
+        // it); the addresses derived from it are then just more bad input for reloc-core.
+        let footprint_end = first_page.wrapping_add(wrapping_round_up_2m(image.len()));
         for &p in &self.tables {
             let t = match p {
-                0..0xc0 => first_page + (u64::from(p) % pages) * PAGE_SIZE,
-                0xc0..0xe0 => footprint_end + u64::from(p - 0xc0) * PAGE_SIZE,
+                0..0xc0 => first_page.wrapping_add((u64::from(p) % pages) * PAGE_SIZE),
+                0xc0..0xe0 => footprint_end.wrapping_add(u64::from(p - 0xc0) * PAGE_SIZE),
                 _ => first_page.saturating_sub(u64::from(p - 0xdf) * PAGE_SIZE),
             };
             let _ = machine.mem.fill_page(t, |_| 0);
@@ -517,7 +542,7 @@ impl Description {
         };
         if self.mode & MODE_LAYOUT == 0 {
             request.top_table = PhysAddr::new_truncate(match self.top {
-                0xf8.. => image.start + 8 * u64::from(self.top - 0xf7),
+                0xf8.. => image.start.wrapping_add(8 * u64::from(self.top - 0xf7)),
                 t => table(t),
             });
         }
@@ -527,14 +552,14 @@ impl Description {
                 .iter()
                 .map(|&m| {
                     PhysAddr::new_truncate(match m {
-                        0xf0.. => first_page + 8 * u64::from(m - 0xf0),
+                        0xf0.. => first_page.wrapping_add(8 * u64::from(m - 0xf0)),
                         m => table(m),
                     })
                 })
                 .collect();
         }
         for e in &self.edits {
-            let at = table(e.table) + u64::from(e.index % 512) * 8;
+            let at = table(e.table).wrapping_add(u64::from(e.index % 512) * 8);
             let huge_base = image.start & !(2 * MIB - 1);
             let value = match e.value {
                 EntryDesc::Zero => 0,
@@ -542,13 +567,15 @@ impl Description {
                     table(t) | flag_bits(flags, false, max_phys)
                 }
                 EntryDesc::Leaf2M { slot, flags } => {
-                    (huge_base + u64::from(slot) * 2 * MIB) | flag_bits(flags, true, max_phys)
+                    huge_base.wrapping_add(u64::from(slot) * 2 * MIB)
+                        | flag_bits(flags, true, max_phys)
                 }
                 EntryDesc::Leaf1G { gib, flags } => {
                     (u64::from(gib) << 30) | flag_bits(flags, true, max_phys)
                 }
                 EntryDesc::Leaf4K { page, flags } => {
-                    (first_page + u64::from(page) * PAGE_SIZE) | flag_bits(flags, false, max_phys)
+                    first_page.wrapping_add(u64::from(page) * PAGE_SIZE)
+                        | flag_bits(flags, false, max_phys)
                 }
                 EntryDesc::LeafAt { frame, flags } | EntryDesc::PointerAt { frame, flags } => {
                     (u64::from(frame) << 12) | flag_bits(flags, false, max_phys)
@@ -596,6 +623,11 @@ impl Description {
             tables,
         })
     }
+}
+
+/// `len` rounded up to 2 MiB, modulo 2^64 (a wide image's length may round past it).
+fn wrapping_round_up_2m(len: u64) -> u64 {
+    len.wrapping_add(2 * MIB - 1) & !(2 * MIB - 1)
 }
 
 fn ram_map(ram: &[PhysRange]) -> Vec<MemoryRegion> {
@@ -739,8 +771,9 @@ pub fn check(d: &Description) -> Outcome {
         let footprint = PhysRange::new(
             image.start,
             image
-                .start
-                .saturating_add(image.len().next_multiple_of(2 * MIB)),
+                .len()
+                .checked_next_multiple_of(2 * MIB)
+                .map_or(u64::MAX, |len| image.start.saturating_add(len)),
         );
         match select_target(
             &memmap,
@@ -750,8 +783,20 @@ pub fn check(d: &Description) -> Outcome {
             Err(_) => return Outcome::NoTarget,
         }
     }
-    // Garbage at the destination: the copy must overwrite it.
-    let footprint = request.image.len().next_multiple_of(2 * MIB);
+    // Garbage at the destination: the copy must overwrite it. Not when the image is larger
+    // than all RAM (a wide image): planning must then reject it (the image must be RAM), and
+    // the loop would run over up to 2^48 pages.
+    let ram_bytes = machine
+        .mem
+        .ram()
+        .iter()
+        .map(PhysRange::len)
+        .fold(0, u64::saturating_add);
+    let footprint = if request.image.len() > ram_bytes {
+        0
+    } else {
+        wrapping_round_up_2m(request.image.len())
+    };
     for k in (0..footprint / PAGE_SIZE).step_by(16) {
         if let Some(at) = request
             .new_base
@@ -1028,5 +1073,87 @@ mod tests {
             find("layout-1"),
             Outcome::Relocated { virt: true, .. }
         ));
+    }
+
+    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn inputs_without_wide_image_encode_as_before() {
+        for (name, d) in seeds() {
+            assert_eq!(d.wide_image, None, "{name}");
+            let mut bytes = d.encode();
+            // A trailing zero flag byte (or none at all) is no wide image.
+            bytes.push(0);
+            assert_eq!(
+                Description::decode(&mut Unstructured::new(&bytes)),
+                d,
+                "{name}"
+            );
+        }
+    }
+
+    /// Random descriptions with a wide image of every class (any pair, near 2^64, rounding
+    /// past 2^64, small and in RAM) decode from their bytes, round-trip, and run through the
+    /// whole oracle without a panic (reloc-core or harness) or a long loop.
+    #[test]
+    fn wide_images_decode_and_check_without_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        let mut kinds = std::collections::BTreeSet::new();
+        for i in 0..3000u64 {
+            let len = (next(&mut state) % 96) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut state) as u8).collect();
+            if let Some(m) = bytes.first_mut() {
+                *m &= !MODE_LAYOUT;
+            }
+            let mut d = Description::decode(&mut Unstructured::new(&bytes));
+            let (a, b) = (next(&mut state), next(&mut state));
+            let image = match i % 5 {
+                0 => (a, b),
+                1 => (u64::MAX - (a % (64 * MIB)), u64::MAX - (b % (8 * MIB))),
+                2 => (
+                    0,
+                    0xffff_ffff_ffe0_1000 + (b % 0x1f_f000) / PAGE_SIZE * PAGE_SIZE,
+                ),
+                3 => ((a % (256 * MIB)) & !0xfff, (b % (512 * MIB)) & !0xfff),
+                _ => (a & !0xfff, (a & !0xfff).wrapping_add(b >> (a % 64))),
+            };
+            d.wide_image = Some(image);
+            let bytes = d.encode();
+            // Trailing random bytes after the last field are ignored.
+            let mut padded = bytes.clone();
+            padded.push(next(&mut state) as u8);
+            let decoded = Description::decode(&mut Unstructured::new(&padded));
+            assert_eq!(decoded, d);
+            let outcome = check_bytes(&bytes);
+            if let Outcome::Rejected(kind) = outcome {
+                kinds.insert(kind);
+            }
+        }
+        // The wide class is searched: the rounding case and its neighbours are reached.
+        assert!(kinds.contains("RangeBeyondMaxPhys"), "{kinds:?}");
+        assert!(kinds.len() >= 3, "{kinds:?}");
+    }
+
+    #[test]
+    fn random_bytes_with_the_wide_flag_decode_without_panic() {
+        let mut state = 0x0123_4567_89ab_cdef;
+        let mut wide = 0;
+        for _ in 0..5000 {
+            let len = (next(&mut state) % 512) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut state) as u8 | 1).collect();
+            if let Some(m) = bytes.first_mut() {
+                *m &= !MODE_LAYOUT;
+            }
+            let d = Description::decode(&mut Unstructured::new(&bytes));
+            wide += usize::from(d.wide_image.is_some());
+            assert_eq!(Description::decode(&mut Unstructured::new(&d.encode())), d);
+        }
+        assert!(wide > 0, "no input reached the wide image field");
     }
 }
