@@ -16,8 +16,7 @@
 
 use arbitrary::Unstructured;
 use reloc_core::{
-    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SwitchParams,
-    TargetRequest,
+    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SwitchParams, TargetRequest,
 };
 
 use crate::layout::VirtLayout;
