@@ -218,9 +218,8 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         println!("avoid: {:#x} {:#x}", range.start, range.end);
     }
     let target = select_target(boot.memory_map(), &TargetRequest::new(image.len(), avoid))
-        .map_err(Failure::NoRoom)?
-        .as_u64();
-    println!("target: {target:#x}");
+        .map_err(Failure::NoRoom)?;
+    println!("target: {:#x}", target.as_u64());
 
     let bits = max_phys_bits();
     let max_phys = MaxPhysAddr::new(bits).ok_or(Failure::Layout("MAXPHYADDR", u64::from(bits)))?;
@@ -239,7 +238,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         paging: PagingMode::FourLevel,
         top_table: cr3_frame.start_address(),
         image,
-        new_base: PhysAddr::try_new(target).map_err(|_| Failure::Layout("target", target))?,
+        new_base: target,
         image_maps: &image_maps,
         max_phys_bits: bits,
         encryption_mask: 0,
@@ -277,7 +276,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     // does not move, so it can be recomputed afterwards and compared.
     let start_info = boot.start_info_range();
     let kept: [u64; 2] = {
-        let fp = fingerprint(&mem, start_info, target);
+        let fp = fingerprint(&mem, start_info, target.as_u64());
         [fp, !fp]
     };
     let kept_ptr: *const [u64; 2] = core::hint::black_box(&kept);
@@ -371,7 +370,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     // SAFETY: `kept_ptr` points to `kept`, a live local of this frame; volatile so the read
     // really goes to the (relocated) stack rather than a register copy.
     let kept_now = unsafe { core::ptr::read_volatile(kept_ptr) };
-    let fp_now = fingerprint(&mem, start_info, target);
+    let fp_now = fingerprint(&mem, start_info, target.as_u64());
     checks.check(
         kept_now == [fp_now, !fp_now],
         format_args!(
