@@ -19,7 +19,13 @@ mod layout;
 mod serial;
 
 #[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
 mod entry;
+#[cfg(target_os = "none")]
+mod fault;
 #[cfg(target_os = "none")]
 mod stub;
 #[cfg(target_os = "none")]

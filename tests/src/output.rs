@@ -7,7 +7,8 @@
 //! - `target: <base>`;
 //! - `plan: table <addr> <level> rebased=<bool> image_map=<bool>`;
 //! - `verify: ... ok|MISMATCH`;
-//! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok`.
+//! - `paging: ...` saying which paging mode the entry chose and why;
+//! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> paging=<4|5>-level ok`.
 
 use reloc_core::{MemoryRegion, PhysRange};
 
@@ -24,6 +25,8 @@ pub struct Summary {
     pub tables: u32,
     /// Image-map leaves rebased.
     pub leaves: u32,
+    /// Paging levels in use: 4, or 5 with LA57.
+    pub paging_levels: u8,
 }
 
 /// What the stub printed, parsed.
@@ -105,19 +108,27 @@ impl StubOutput {
                     _ => out.checks_failed += 1,
                 },
                 Some("reloc:") if words.get(1) == Some(&"moved") => {
-                    // reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok
+                    // reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> paging=<n>-level ok
                     let (start, len) = field(&words, 2, line)?
                         .split_once('+')
                         .ok_or_else(|| format!("`{line}`: no start+len"))?;
-                    if field(&words, 7, line)? != "ok" {
+                    if field(&words, 8, line)? != "ok" {
                         return Err(format!("summary `{line}` does not end in ok"));
                     }
+                    let paging_levels = match field(&words, 7, line)? {
+                        "paging=4-level" => 4,
+                        "paging=5-level" => 5,
+                        other => {
+                            return Err(format!("`{line}`: `{other}` is not paging=4|5-level"))
+                        }
+                    };
                     out.summary = Some(Summary {
                         old_base: hex(start)?,
                         len: hex(len)?,
                         new_base: hex(field(&words, 4, line)?)?,
                         tables: counter(field(&words, 5, line)?, "tables=")?,
                         leaves: counter(field(&words, 6, line)?, "leaves=")?,
+                        paging_levels,
                     });
                 }
                 _ => {}
@@ -144,7 +155,7 @@ mod tests {
             plan: table 0x20b000 L1 rebased=false image_map=false\n\
             verify: cr3 0x7c0a000 expected 0x7c0a000 ok\n\
             verify: walk code 0x1 -> 0x2 expected 0x3 MISMATCH\n\
-            reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 ok\n";
+            reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 paging=5-level ok\n";
         let out = StubOutput::parse(serial).unwrap();
         assert_eq!(out.memmap.len(), 2);
         assert_eq!(out.memmap[1].len, 0x7ee0000);
@@ -160,7 +171,8 @@ mod tests {
                 len: 0x26000,
                 new_base: 0x7c00000,
                 tables: 10,
-                leaves: 1
+                leaves: 1,
+                paging_levels: 5,
             })
         );
     }
@@ -169,7 +181,19 @@ mod tests {
     fn malformed_lines_are_errors() {
         assert!(StubOutput::parse("memmap: 0x0 zz 1").is_err());
         assert!(StubOutput::parse("memmap: 0x0").is_err());
-        assert!(StubOutput::parse("reloc: moved 0x200000 -> 0x1 tables=1 leaves=1 ok").is_err());
-        assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 FAILED").is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x200000 -> 0x1 tables=1 leaves=1 paging=4-level ok"
+        )
+        .is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 paging=4-level FAILED"
+        )
+        .is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 paging=3-level ok"
+        )
+        .is_err());
+        // The summary before the paging mode was printed.
+        assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 ok").is_err());
     }
 }
