@@ -262,16 +262,20 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure>
     SWITCH_MARK.store(PRE_SWITCH_MARK, Ordering::SeqCst);
 
     let skip_switch = boot.cmdline_has_word("no-switch");
+    let mut split_probe = None;
     let report = if skip_switch {
         // Fault injection for the tests: copy and rebase but stay on the old tables. The
         // checks below must catch it.
         println!("reloc: no-switch requested: applying without switching");
         plan.apply(&mut mem)
-    } else if boot.cmdline_has_word("keep-pge") {
-        println!("reloc: keep-pge requested: switching without the CR4.PGE toggle");
-        // SAFETY: as for `switch::relocate` below, whose contract this function shares.
-        unsafe { fault::relocate_keeping_global_entries(&params, &mut mem) }
-            .map_err(Failure::Switch)?
+    } else if let Some(toggle) = fault::requested(&boot) {
+        // SAFETY: as for `switch::relocate` below, whose contract this function shares;
+        // SWITCH_MARK is a static of the image.
+        let (report, probed) =
+            unsafe { fault::relocate_split(&params, &mut mem, &SWITCH_MARK, toggle) }
+                .map_err(Failure::Switch)?;
+        split_probe = Some(probed);
+        report
     } else {
         // SAFETY: ring 0, long mode, interrupts off since the entry's `cli` (checked just
         // above), one CPU. `mem` is the directmap, whose tables are in the image and so stay
@@ -285,6 +289,12 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure>
 
     // From here on every check reads the live state.
     let mut checks = Checks(0);
+    if let Some(probed) = split_probe {
+        checks.check(
+            probed == PRE_SWITCH_MARK,
+            format_args!("global read between copy and switch {probed:#018x}"),
+        );
+    }
     let new_image = plan.new_image();
     println!(
         "apply: copied {:#x} tables {} pointers {} image leaves {}",
