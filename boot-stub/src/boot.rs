@@ -30,7 +30,7 @@ pub const MAX_AVOID_RANGES: usize = {
 
 /// The parsed boot information.
 // Both variants are ~5 KiB (copies of the map and strings) and there is no allocator to box
-// one: the single value lives on the 128 KiB boot stack.
+// one: the single value lives on the boot stack (`layout::STACK_SIZE`).
 #[allow(clippy::large_enum_variant)]
 pub enum Boot {
     /// Through the PVH note.
