@@ -336,6 +336,27 @@ pub enum MemoryMapSource {
     },
 }
 
+impl fmt::Display for MemoryMapSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryMapSource::MemoryMapTag {
+                entry_size,
+                entry_version,
+            } => write!(
+                f,
+                "memory-map tag (entry_size {entry_size}, entry_version {entry_version})"
+            ),
+            MemoryMapSource::BasicMeminfo {
+                mem_lower_kib,
+                mem_upper_kib,
+            } => write!(
+                f,
+                "basic meminfo (mem_lower {mem_lower_kib} KiB, mem_upper {mem_upper_kib} KiB)"
+            ),
+        }
+    }
+}
+
 /// What relocation needs from a multiboot2 MBI, copied out of firmware memory.
 ///
 /// `MAP` and `MODS` bound the memory-map entries and modules held; more is a
@@ -1236,6 +1257,10 @@ mod tests {
         let want = [(0, 639 * 1024, 1), (0x100000, 127 << 20, 1)];
         let info = parse(&RawMbi::new().meminfo(639, 127 * 1024).end().done()).unwrap();
         assert_eq!(info.memory_map(), regions(&want));
+        assert_eq!(
+            info.memory_map_source().to_string(),
+            "basic meminfo (mem_lower 639 KiB, mem_upper 130048 KiB)"
+        );
         assert_eq!(
             info.memory_map_source(),
             MemoryMapSource::BasicMeminfo {
