@@ -40,18 +40,18 @@
 //!   `MemoryMapTag::memory_areas` asserts `entry_size == 24`: a map with a partial entry, or
 //!   from a loader using the larger entries the specification allows, panics, and there is no
 //!   way to read such a map through it;
-//!   a type-6, type-3 or type-4 tag shorter than its fixed fields panics in its typed getter
-//!   (`DynSizedStructure::cast` asserts the size); `ModuleTag::module_size` asserts
-//!   `end >= start`;
+//! - a type-6 or type-3 tag shorter than its fixed fields panics in its typed getter (the
+//!   tag's `dst_len` asserts the size), and `ModuleTag::module_size` asserts `end >= start`;
+//!   a type-4 tag shorter than its fields is read past its end, from the padding;
 //! - `BootInformation::load` takes a raw pointer to the whole MBI: over [`PhysMemory`] that
 //!   means copying the MBI into an 8-aligned buffer whose capacity bounds which MBIs boot
-//!   (EFI memory maps and ELF section tags make them tens of KiB), plus `unsafe`;
+//!   (EFI memory maps and ELF section tags can make them several KiB), plus `unsafe`;
 //! - its errors (`LoadError`) name neither the tag nor its offset.
 //!
 //! So this parser reads through [`PhysMemory`] like [`crate::hvm`], copies nothing but what
 //! it keeps, and holds no `unsafe`. The crate serves the tests: its builder makes the MBIs
 //! they parse and its reader cross-checks the result on well-formed ones (the
-//! `multiboot2_crate_*` tests show each panic above).
+//! `multiboot2_crate_*` test shows each of these).
 
 use core::fmt;
 
@@ -334,6 +334,27 @@ pub enum MemoryMapSource {
         /// KiB of RAM from 1 MiB to the first hole.
         mem_upper_kib: u32,
     },
+}
+
+impl fmt::Display for MemoryMapSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryMapSource::MemoryMapTag {
+                entry_size,
+                entry_version,
+            } => write!(
+                f,
+                "memory-map tag (entry_size {entry_size}, entry_version {entry_version})"
+            ),
+            MemoryMapSource::BasicMeminfo {
+                mem_lower_kib,
+                mem_upper_kib,
+            } => write!(
+                f,
+                "basic meminfo (mem_lower {mem_lower_kib} KiB, mem_upper {mem_upper_kib} KiB)"
+            ),
+        }
+    }
 }
 
 /// What relocation needs from a multiboot2 MBI, copied out of firmware memory.
@@ -1237,6 +1258,10 @@ mod tests {
         let info = parse(&RawMbi::new().meminfo(639, 127 * 1024).end().done()).unwrap();
         assert_eq!(info.memory_map(), regions(&want));
         assert_eq!(
+            info.memory_map_source().to_string(),
+            "basic meminfo (mem_lower 639 KiB, mem_upper 130048 KiB)"
+        );
+        assert_eq!(
             info.memory_map_source(),
             MemoryMapSource::BasicMeminfo {
                 mem_lower_kib: 639,
@@ -1602,18 +1627,38 @@ mod tests {
                 "{name}: the crate no longer panics; revisit the docs"
             );
         }
+        let module_cases = [
+            ("short module tag", RawMbi::new().tag(TAG_MODULE, &[0; 4])),
+            (
+                "module end below start",
+                RawMbi::new().module(0x2000, 0x1000, b""),
+            ),
+        ];
+        for (name, mbi) in module_cases {
+            let mbi = mbi.map(24, 0, &map).end().done();
+            assert!(parse(&mbi).is_err(), "{name}");
+            let crate_read = std::panic::catch_unwind(|| {
+                with_crate_reader(&mbi, |theirs| {
+                    theirs.module_tags().map(|m| m.module_size()).sum::<u32>()
+                })
+            });
+            assert!(crate_read.is_err(), "{name}: the crate no longer panics");
+        }
+        // A meminfo tag of 12 bytes (mem_upper missing): the crate reads mem_upper from the
+        // padding after the tag.
         let mbi = RawMbi::new()
-            .tag(TAG_MODULE, &[0; 4])
+            .tag_sized(TAG_BASIC_MEMINFO, 12, &[1, 0, 0, 0, 7, 0, 0, 0])
             .map(24, 0, &map)
             .end()
             .done();
         assert!(parse(&mbi).is_err());
-        let crate_read = std::panic::catch_unwind(|| {
-            with_crate_reader(&mbi, |theirs| theirs.module_tags().count())
+        let crate_read = with_crate_reader(&mbi, |theirs| {
+            theirs.basic_memory_info_tag().map(|t| t.memory_upper())
         });
-        assert!(
-            crate_read.is_err(),
-            "short module tag: the crate no longer panics"
+        assert_eq!(
+            crate_read,
+            Some(7),
+            "the crate no longer reads past the tag"
         );
     }
 
