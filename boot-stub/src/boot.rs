@@ -129,20 +129,7 @@ impl Boot {
             info.memory_map().len(),
             text(info.cmdline()),
         );
-        match info.memory_map_source() {
-            MemoryMapSource::MemoryMapTag {
-                entry_size,
-                entry_version,
-            } => println!(
-                "boot: memory map from the memory-map tag (entry_size {entry_size}, version {entry_version})"
-            ),
-            MemoryMapSource::BasicMeminfo {
-                mem_lower_kib,
-                mem_upper_kib,
-            } => println!(
-                "boot: memory map from basic meminfo (mem_lower {mem_lower_kib} KiB, mem_upper {mem_upper_kib} KiB)"
-            ),
-        }
+        println!("boot: memory map from the {}", info.memory_map_source());
         for module in info.modules() {
             println!("module: {:#x} {:#x}", module.range.start, module.range.end);
         }
