@@ -284,10 +284,16 @@ fn la57_on_a_cpu_without_it_falls_back_to_four_levels() {
 
 #[test]
 fn four_levels_without_la57_on_the_command_line() {
-    // The CPU has LA57, but nobody asked for it.
-    let (out, run) = boot_ok(&["-m", "1G", "-cpu", "max,la57=on"]);
-    assert_eq!(out.summary.unwrap().paging_levels, 4);
-    assert!(run.serial.lines().any(|l| l == "paging: 4-level"));
+    // The CPU has LA57, but nobody asked for it: no word, or only words that contain it.
+    // The entry's assembly scan and the Rust parser must agree (the stub fails otherwise).
+    for command_line in ["", "xla57 la57x hold=la57"] {
+        let (out, run) = boot_ok(&["-m", "1G", "-cpu", "max,la57=on", "-append", command_line]);
+        assert_eq!(out.summary.unwrap().paging_levels, 4, "{}", run.serial);
+        assert!(run.serial.lines().any(|l| l == "paging: 4-level"));
+    }
+    // The word anywhere among others.
+    let (out, run) = boot_ok(&["-m", "1G", "-cpu", "max,la57=on", "-append", "xla57 la57 x"]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
 }
 
 #[test]
