@@ -39,7 +39,9 @@ impl LevelSet {
         self.0 & !(1 << Level::L1.number()) != 0
     }
     pub(super) fn highest(self) -> Option<Level> {
-        Level::ALL.into_iter().rev().find(|&l| self.contains(l))
+        // Bit n is level n, and `Level::ALL[n - 1]` is level n.
+        let top_bit = 7usize.checked_sub(self.0.leading_zeros() as usize)?;
+        Level::ALL.get(top_bit.checked_sub(1)?).copied()
     }
     fn minus(self, other: LevelSet) -> Self {
         Self(self.0 & !other.0)
@@ -190,10 +192,17 @@ impl EntryFilter {
     /// entries, a few vector operations per pair of entries. `hit` can select an entry only
     /// through a bit of `page_size` (PS set), a non-present bit of `plain`, or the present
     /// bit of `plain` in an entry with PS clear, so this tests a superset.
+    ///
+    /// When the present bit of `plain` is clear (L1), or set in both masks (L4, L5, image
+    /// maps: every present entry is selected), PS does not matter and one OR suffices.
     #[inline(always)]
     fn may_select<const N: usize>(&self, entries: &[u64; N]) -> bool {
-        let any_bits = self.page_size | (self.plain & !PRESENT);
         let any_plain = self.plain & PRESENT;
+        if any_plain == 0 || self.page_size & PRESENT != 0 {
+            let all = entries.iter().fold(0, |all, &entry| all | entry);
+            return all & (self.page_size | self.plain) != 0;
+        }
+        let any_bits = self.page_size | (self.plain & !PRESENT);
         let mut all = 0;
         let mut plain = 0;
         for &entry in entries {
@@ -616,6 +625,16 @@ mod tests {
                 size >= 88 * tables && size < 88 * tables + 128,
                 "{tables}: {size}"
             );
+        }
+    }
+
+    #[test]
+    fn highest_level_of_a_set() {
+        assert_eq!(LevelSet::default().highest(), None);
+        for level in Level::ALL {
+            let set = LevelSet::default().with(level);
+            assert_eq!(set.highest(), Some(level));
+            assert_eq!(set.with(Level::L1).highest(), Some(level));
         }
     }
 
