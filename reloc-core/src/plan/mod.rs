@@ -138,7 +138,9 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 fault,
             })?;
 
-        let mut plan = Plan {
+        // Built in the result that is returned, so that the plan (kilobytes) is not copied
+        // out of a local on success.
+        let mut result = Ok(Plan {
             paging: request.paging,
             max_phys,
             image,
@@ -150,8 +152,10 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             table_count: 0,
             index: [[0; 2]; MAX_TABLES],
             scan_from: 0,
-        };
-        plan.walk(mem, request)?;
+        });
+        if let Ok(plan) = &mut result {
+            plan.walk(mem, request)?;
+        }
         // Checked after the walk so that an entry that would overflow is named precisely.
         if new.end > max_phys.limit() {
             return Err(PlanError::RangeBeyondMaxPhys {
@@ -166,7 +170,7 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 range: new,
                 fault,
             })?;
-        Ok(plan)
+        result
     }
 
     /// The running image.

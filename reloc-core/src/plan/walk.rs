@@ -344,6 +344,15 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         Ok(())
     }
 
+    /// Records that the table at `addr` needs no scan at `level`.
+    fn mark_scanned(&mut self, addr: u64, level: Level) {
+        if let Probe::Found { record } = self.index_probe(addr) {
+            if let Some(record) = self.tables.get_mut(record) {
+                record.scanned = record.scanned.with(level);
+            }
+        }
+    }
+
     /// A table with a level reached but not yet scanned: the first in discovery order, its
     /// highest such level. Every record before `scan_from` is fully scanned, so the search
     /// starts there.
@@ -418,6 +427,11 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 }
                 if let Some(below) = level.below() {
                     self.reach(table, below, request)?;
+                }
+                if is_image_map {
+                    // The check just decoded every entry at L1, which is all an L1 scan
+                    // does (L1 holds nothing to rewrite or reach): no second pass.
+                    self.mark_scanned(table, Level::L1);
                 }
                 entry.rebased(address_field(level, false, self.max_phys), self.delta)
             }
