@@ -175,10 +175,22 @@ pub fn image_len_for(tables: usize, min_len: u64) -> u64 {
 /// [`XEN_TABLES`], the directmap grows past 8 GiB by L3 tables (top-level slots 263 on) and
 /// L2 tables of 512 2 MiB leaves each, until the layout has exactly `tables` tables.
 pub fn build_xen(mem: &mut Memory, image_start: u64, image_len: u64, tables: usize) -> XenLayout {
+    mem.fill(PhysRange::new(image_start, image_start + image_len));
+    write_xen_tables(mem, image_start, image_len, tables)
+}
+
+/// [`build_xen`] without filling the image: only the table pages are written (and touched),
+/// so that many layouts can share one sparse buffer, their images overlapping. Planning
+/// reads nothing but the tables.
+pub fn write_xen_tables(
+    mem: &mut Memory,
+    image_start: u64,
+    image_len: u64,
+    tables: usize,
+) -> XenLayout {
     assert!(tables >= XEN_TABLES && image_start.is_multiple_of(2 * MIB));
     assert!(image_len_for(tables, 0) <= image_len.next_multiple_of(2 * MIB));
     let image = PhysRange::new(image_start, image_start + image_len);
-    mem.fill(image);
     let first_table = image_start + MIB;
     let mut next = first_table;
     let mut alloc = |pages: u64| {
