@@ -21,7 +21,7 @@ fn main() {
     let layout = build_xen(&mut mem, 2 * MIB, len, tables);
     let maps = layout.image_maps();
     let request = layout.request(new_base, &maps);
-    let plan: Plan = Plan::new(&mem.directmap(), &request).unwrap_or_else(|e| panic!("{e}"));
+    let plan: Option<Plan> = Plan::new(&mem.directmap(), &request).ok();
     let mut best = std::time::Duration::MAX;
     for round in 0..rounds {
         let start = std::time::Instant::now();
@@ -34,6 +34,7 @@ fn main() {
                 black_box(Plan::<4096>::new(&mem.directmap(), black_box(&request)).is_ok());
             }
             "apply" => {
+                let plan = plan.as_ref().expect("the layout plans with 64 tables");
                 black_box(plan.apply(&mut mem.directmap()));
             }
             "plan_apply" => {
