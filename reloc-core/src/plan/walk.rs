@@ -6,8 +6,9 @@
 //! (table, level) pair is scanned once, so the walk terminates on cycles and apply rebases
 //! each table once.
 //!
-//! Cost: each table is read once per level as a 4 KiB snapshot ([`PhysMemory::read_table`]),
-//! and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
+//! Cost: each table is read once per level, in place where memory lends it
+//! ([`PhysMemory::table`], as `DirectMap` does) or else as a 4 KiB snapshot
+//! ([`PhysMemory::read_table`]), and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
 //! glance: pointers, image-map leaves and malformed entries. Only those take the exact
 //! per-entry checks, which also record in the table's rewrite bitmap what apply will rewrite.
 //! Records are found through an open-addressing index, and the search for the next table to
