@@ -141,12 +141,21 @@ pub trait PhysMemory {
     /// Copies `len` bytes from `src` to `dst`. The engine never passes overlapping ranges.
     fn copy(&mut self, src: u64, dst: u64, len: u64);
 
-    /// Reads the 512 qwords of the page table at `addr` into `table`: the snapshot planning
-    /// decodes, each entry read once.
+    /// The page table at `addr`, lent in place, when this memory can lend it: planning then
+    /// decodes it with no copy. The default, `None`, makes planning read a snapshot with
+    /// [`PhysMemory::read_table`].
     ///
-    /// Provided: reads qword by qword with [`PhysMemory::read_u64`]. Memory that is plain
-    /// bytes can check the bounds once and copy the 4 KiB at memory speed, as [`DirectMap`]
-    /// does; planning a large layout is then bound by the entries, not by per-entry calls.
+    /// Lend only memory that nothing writes while the borrow lasts (the borrow of `self`
+    /// keeps the engine's own writes out).
+    fn table(&self, addr: u64) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+        let _ = addr;
+        None
+    }
+
+    /// Reads the 512 qwords of the page table at `addr` into `table`: the snapshot planning
+    /// decodes, each entry read once, when [`PhysMemory::table`] lends nothing.
+    ///
+    /// Provided: reads qword by qword with [`PhysMemory::read_u64`].
     fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
         for (offset, slot) in (0..TABLE_SIZE).step_by(8).zip(table.iter_mut()) {
             *slot = self.read_u64(addr.wrapping_add(offset));
@@ -172,7 +181,10 @@ impl DirectMap<'static> {
     /// - `base` is 8-byte aligned and `[base, base + window.len())` is mapped, readable and
     ///   writable, and valid for reads and writes as raw memory;
     /// - nothing else holds a Rust reference into that memory while the engine writes it
-    ///   (the engine writes only the destination range and reads only the image).
+    ///   (the engine writes only the destination range and reads only the image);
+    /// - nothing writes the page tables in the window while the engine plans: planning borrows
+    ///   each as a `&[u64; 512]` ([`PhysMemory::table`]). The CPU may still set accessed and
+    ///   dirty bits in them; no decision reads those bits.
     pub unsafe fn new(base: *mut u8, window: PhysRange) -> Self {
         Self {
             base,
@@ -270,28 +282,21 @@ impl PhysMemory for DirectMap<'_> {
         }
     }
 
-    /// One bounds check, then one plain (non-volatile) 4 KiB copy. Plain is enough: planning
-    /// decodes this snapshot only, so no entry is read twice, and the engine's contract already
-    /// requires that nothing rewrites the tables between planning and apply (the CPU's
-    /// accessed/dirty updates touch no address bit).
-    fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
-        match self.ptr(addr, TABLE_SIZE) {
-            Some(p) if addr.is_multiple_of(8) => {
-                // SAFETY: `ptr` checked that the 4 KiB lie in the window, which the
-                // constructor's caller guarantees is mapped and valid for reads; `table` is a
-                // distinct local buffer of exactly 4 KiB. A byte copy needs no alignment, so a
-                // window starting off an 8-byte boundary is fine too.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        p.cast_const(),
-                        table.as_mut_ptr().cast::<u8>(),
-                        TABLE_SIZE as usize,
-                    )
-                }
-            }
-            // As `read_u64`: outside the window (or misaligned) reads as zero.
-            _ => table.fill(0),
+    /// One bounds check, then the table in place: planning reads it with plain
+    /// (non-volatile) loads, no copy. `None` (so a snapshot of `read_u64`s) for a window that
+    /// starts off an 8-byte boundary.
+    fn table(&self, addr: u64) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+        let p = self
+            .ptr(addr, TABLE_SIZE)?
+            .cast::<[u64; ENTRIES_PER_TABLE]>();
+        if !addr.is_multiple_of(8) || !p.is_aligned() {
+            return None;
         }
+        // SAFETY: `ptr` checked that the 4 KiB lie in the window, which the constructor's
+        // caller guarantees is mapped and valid for reads, and that nothing writes while the
+        // engine reads it; `p` is aligned (checked). The borrow of `self` keeps this
+        // directmap's own writes (`&mut self`) out for as long as the reference lives.
+        Some(unsafe { &*p })
     }
 
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
@@ -361,6 +366,29 @@ mod tests {
         assert_eq!(mem.read_u64(0x1020), 0);
         assert_eq!(buf[0], 0x5566_7788_0000_0000);
         assert_eq!(buf[1], 0x1122_3344);
+    }
+
+    #[test]
+    fn directmap_lends_tables_in_the_window_only() {
+        let mut buf = vec![0u64; 1024];
+        buf[512 + 3] = 0x1234;
+        let mem = DirectMap::from_slice(&mut buf, 0x10_0000);
+        let table = mem.table(0x10_1000).expect("in the window, aligned");
+        assert_eq!(table[3], 0x1234);
+        let mut snapshot = [0u64; ENTRIES_PER_TABLE];
+        mem.read_table(0x10_1000, &mut snapshot);
+        assert_eq!(&snapshot, table);
+        // Past the window, straddling its end, misaligned: nothing lent.
+        assert!(mem.table(0x10_2000).is_none());
+        assert!(mem.table(0x10_1008).is_none());
+        assert!(mem.table(0x10_0004).is_none());
+        // A window starting off an 8-byte boundary lends nothing; snapshots still work.
+        let mut odd = vec![0u64; 1025];
+        odd[1] = 0x5566_7788_0000_0000;
+        let mem = DirectMap::from_slice(&mut odd, 0xffc);
+        assert!(mem.table(0x1000).is_none());
+        mem.read_table(0x1000, &mut snapshot);
+        assert_eq!(snapshot[0], mem.read_u64(0x1000));
     }
 
     #[test]

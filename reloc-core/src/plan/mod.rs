@@ -74,8 +74,10 @@ pub struct RelocationRequest<'a> {
 /// and the 64-byte bitmap of the entries apply rewrites) and two slots of the record index.
 /// A plan is therefore `88 * MAX_TABLES` bytes plus under 128 bytes of fixed fields: about
 /// 5.6 KiB for the default 64 tables, 2.2 KiB for `Plan<24>` (room for Xen's 18), 352 KiB for
-/// 4,096. Planning adds two 4 KiB table snapshots on the stack (the scan's and the image-map
-/// check's). On a small boot stack, keep `MAX_TABLES` near the layout's real table count.
+/// 4,096. Planning also reserves two 4 KiB snapshot buffers on the stack (the scan's and the
+/// image-map check's), filled only for memory that cannot lend its tables
+/// ([`PhysMemory::table`]). On a small boot stack, keep `MAX_TABLES` near the layout's real
+/// table count.
 #[derive(Clone, Debug)]
 pub struct Plan<const MAX_TABLES: usize = DEFAULT_MAX_TABLES> {
     paging: PagingMode,
@@ -138,7 +140,9 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 fault,
             })?;
 
-        let mut plan = Plan {
+        // Built in the result that is returned, so that the plan (kilobytes) is not copied
+        // out of a local on success.
+        let mut result = Ok(Plan {
             paging: request.paging,
             max_phys,
             image,
@@ -150,8 +154,10 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             table_count: 0,
             index: [[0; 2]; MAX_TABLES],
             scan_from: 0,
-        };
-        plan.walk(mem, request)?;
+        });
+        if let Ok(plan) = &mut result {
+            plan.walk(mem, request)?;
+        }
         // Checked after the walk so that an entry that would overflow is named precisely.
         if new.end > max_phys.limit() {
             return Err(PlanError::RangeBeyondMaxPhys {
@@ -166,7 +172,7 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 range: new,
                 fault,
             })?;
-        Ok(plan)
+        result
     }
 
     /// The running image.

@@ -6,8 +6,9 @@
 //! (table, level) pair is scanned once, so the walk terminates on cycles and apply rebases
 //! each table once.
 //!
-//! Cost: each table is read once per level as a 4 KiB snapshot ([`PhysMemory::read_table`]),
-//! and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
+//! Cost: each table is read once per level, in place where memory lends it
+//! ([`PhysMemory::table`], as `DirectMap` does) or else as a 4 KiB snapshot
+//! ([`PhysMemory::read_table`]), and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
 //! glance: pointers, image-map leaves and malformed entries. Only those take the exact
 //! per-entry checks, which also record in the table's rewrite bitmap what apply will rewrite.
 //! Records are found through an open-addressing index, and the search for the next table to
@@ -39,7 +40,9 @@ impl LevelSet {
         self.0 & !(1 << Level::L1.number()) != 0
     }
     pub(super) fn highest(self) -> Option<Level> {
-        Level::ALL.into_iter().rev().find(|&l| self.contains(l))
+        // Bit n is level n, and `Level::ALL[n - 1]` is level n.
+        let top_bit = 7usize.checked_sub(self.0.leading_zeros() as usize)?;
+        Level::ALL.get(top_bit.checked_sub(1)?).copied()
     }
     fn minus(self, other: LevelSet) -> Self {
         Self(self.0 & !other.0)
@@ -166,24 +169,67 @@ impl EntryFilter {
         entry & present & mask
     }
 
-    /// Bit `j` set when entry `j` of `chunk` (at most 64 entries) needs the exact checks.
+    /// Bit `j` set when entry `j` of `chunk` needs the exact checks.
     #[inline]
-    fn select_chunk(&self, chunk: &[u64]) -> u64 {
-        // Most chunks hold nothing to check, and two ORs over the chunk prove it: a superset
-        // of what `hit` selects, at two vector operations per entry. `hit` can select an
-        // entry only through a bit of `page_size` (PS set), a non-present bit of `plain`, or
-        // the present bit of `plain` in an entry with PS clear.
-        let any_bits = self.page_size | (self.plain & !PRESENT);
-        let any_plain = self.plain & PRESENT;
-        let (all, plain) = chunk.iter().fold((0, 0), |(all, plain), &entry| {
-            (all | entry, plain | (entry & !(entry >> 7)))
-        });
-        if all & any_bits == 0 && plain & any_plain == 0 {
+    fn select_chunk(&self, chunk: &[u64; 64]) -> u64 {
+        // Most chunks hold nothing to check and `may_select` proves it cheaply; where it
+        // cannot, eighths of the chunk are screened again before the exact per-entry test.
+        if !self.may_select(chunk) {
             return 0;
         }
-        chunk.iter().zip(0..64).fold(0, |bits, (&entry, j)| {
-            bits | u64::from(self.selects(entry)) << j
-        })
+        let (eighths, _) = chunk.as_chunks::<8>();
+        eighths
+            .iter()
+            .zip((0u32..64).step_by(8))
+            .filter(|(part, _)| self.may_select(part))
+            .fold(0, |bits, (part, first)| {
+                part.iter().zip(first..).fold(bits, |bits, (&entry, j)| {
+                    bits | u64::from(self.selects(entry)) << j
+                })
+            })
+    }
+
+    /// False only when no entry of `entries` needs the exact checks: two ORs over the
+    /// entries, a few vector operations per pair of entries. `hit` can select an entry only
+    /// through a bit of `page_size` (PS set), a non-present bit of `plain`, or the present
+    /// bit of `plain` in an entry with PS clear, so this tests a superset.
+    ///
+    /// When the present bit of `plain` is clear (L1), or set in both masks (L4, L5, image
+    /// maps: every present entry is selected), PS does not matter and one OR suffices.
+    #[inline(always)]
+    fn may_select<const N: usize>(&self, entries: &[u64; N]) -> bool {
+        let any_plain = self.plain & PRESENT;
+        if any_plain == 0 || self.page_size & PRESENT != 0 {
+            let all = entries.iter().fold(0, |all, &entry| all | entry);
+            return all & (self.page_size | self.plain) != 0;
+        }
+        let any_bits = self.page_size | (self.plain & !PRESENT);
+        let mut all = 0;
+        let mut plain = 0;
+        for &entry in entries {
+            all |= entry;
+            plain |= entry & !(entry >> 7);
+        }
+        // One test, not `||`: a short circuit splits the loop in two and spills.
+        (all & any_bits) | (plain & any_plain) != 0
+    }
+}
+
+/// The entries of the table at `table`: lent by `mem` where it can ([`PhysMemory::table`]),
+/// else read into `scratch` ([`PhysMemory::read_table`]). Either way each entry is then read
+/// once, with plain loads.
+fn table_entries<'m, M: PhysMemory + ?Sized>(
+    mem: &'m M,
+    table: u64,
+    scratch: &'m mut Option<[u64; ENTRIES_PER_TABLE]>,
+) -> &'m [u64; ENTRIES_PER_TABLE] {
+    match mem.table(table) {
+        Some(entries) => entries,
+        None => {
+            let entries = scratch.get_or_insert([0; ENTRIES_PER_TABLE]);
+            mem.read_table(table, entries);
+            entries
+        }
     }
 }
 
@@ -204,10 +250,10 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             request.paging.top_level(),
             request,
         )?;
-        // One table on the stack (4 KiB), reused for every scan.
-        let mut entries = [0u64; ENTRIES_PER_TABLE];
+        // Snapshot space for memory that cannot lend its tables (4 KiB, made on first use).
+        let mut scratch = None;
         while let Some((index, level)) = self.next_unscanned() {
-            self.scan(mem, index, level, request, &mut entries)?;
+            self.scan(mem, index, level, request, &mut scratch)?;
         }
         for &map in request.image_maps {
             let Some(record) = self.record(map.as_u64()).filter(|r| r.image_map) else {
@@ -299,6 +345,15 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         Ok(())
     }
 
+    /// Records that the table at `addr` needs no scan at `level`.
+    fn mark_scanned(&mut self, addr: u64, level: Level) {
+        if let Probe::Found { record } = self.index_probe(addr) {
+            if let Some(record) = self.tables.get_mut(record) {
+                record.scanned = record.scanned.with(level);
+            }
+        }
+    }
+
     /// A table with a level reached but not yet scanned: the first in discovery order, its
     /// highest such level. Every record before `scan_from` is fully scanned, so the search
     /// starts there.
@@ -316,23 +371,25 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     }
 
     /// Checks every entry of table `index` read at `level`, reaches its children and marks
-    /// the entries apply will rewrite. `entries` is scratch space for the table's snapshot.
+    /// the entries apply will rewrite. `scratch` holds the table's snapshot when `mem`
+    /// cannot lend it.
     fn scan<M: PhysMemory + ?Sized>(
         &mut self,
         mem: &M,
         index: usize,
         level: Level,
         request: &RelocationRequest<'_>,
-        entries: &mut [u64; ENTRIES_PER_TABLE],
+        scratch: &mut Option<[u64; ENTRIES_PER_TABLE]>,
     ) -> Result<(), PlanError> {
         let Some(slot) = self.tables.get_mut(index) else {
             return Ok(());
         };
         slot.scanned = slot.scanned.with(level);
         let (table, is_image_map) = (slot.addr, slot.image_map && level == Level::L2);
-        mem.read_table(table, entries);
+        let entries = table_entries(mem, table, scratch);
         let filter = EntryFilter::new(level, is_image_map, self.max_phys);
-        for (chunk, first) in entries.chunks_exact(64).zip((0u16..).step_by(64)) {
+        let (chunks, _) = entries.as_chunks::<64>();
+        for (chunk, first) in chunks.iter().zip((0u16..).step_by(64)) {
             for bit in set_bits(filter.select_chunk(chunk)) {
                 let entry_index = first + bit;
                 let raw = chunk.get(usize::from(bit)).copied().unwrap_or(0);
@@ -372,6 +429,11 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 if let Some(below) = level.below() {
                     self.reach(table, below, request)?;
                 }
+                if is_image_map {
+                    // The check just decoded every entry at L1, which is all an L1 scan
+                    // does (L1 holds nothing to rewrite or reach): no second pass.
+                    self.mark_scanned(table, Level::L1);
+                }
                 entry.rebased(address_field(level, false, self.max_phys), self.delta)
             }
             EntryKind::Leaf { frame, size } if is_image_map => {
@@ -398,9 +460,15 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         image_map: EntryLocation,
         l1_table: u64,
     ) -> Result<(), PlanError> {
-        let mut entries = [0u64; ENTRIES_PER_TABLE];
-        mem.read_table(l1_table, &mut entries);
-        for (&raw, index) in entries.iter().zip(0u16..) {
+        let mut scratch = None;
+        let entries = table_entries(mem, l1_table, &mut scratch);
+        // Only present entries can fail; skip runs of 64 with none (one OR each).
+        let present = entries
+            .chunks(64)
+            .zip((0u16..).step_by(64))
+            .filter(|(chunk, _)| chunk.iter().fold(0, |any, &e| any | e) & PRESENT != 0)
+            .flat_map(|(chunk, first)| chunk.iter().zip(first..));
+        for (&raw, index) in present {
             let entry = Entry::new(raw);
             let leaf = location(l1_table, Level::L1, index, entry);
             match entry.decode(Level::L1, self.max_phys) {
@@ -534,7 +602,8 @@ mod tests {
                 prop_assert_eq!(filter.selects(e), expected, "entry {:#x} at {}", e, level);
                 expected_bits |= u64::from(expected) << j;
             }
-            prop_assert_eq!(filter.select_chunk(&entries), expected_bits);
+            let chunk: [u64; 64] = entries.try_into().unwrap();
+            prop_assert_eq!(filter.select_chunk(&chunk), expected_bits);
         }
     }
 
@@ -571,6 +640,16 @@ mod tests {
                 size >= 88 * tables && size < 88 * tables + 128,
                 "{tables}: {size}"
             );
+        }
+    }
+
+    #[test]
+    fn highest_level_of_a_set() {
+        assert_eq!(LevelSet::default().highest(), None);
+        for level in Level::ALL {
+            let set = LevelSet::default().with(level);
+            assert_eq!(set.highest(), Some(level));
+            assert_eq!(set.with(Level::L1).highest(), Some(level));
         }
     }
 
