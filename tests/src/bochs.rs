@@ -80,7 +80,10 @@ pub struct BochsRun {
 
 /// The stub's last line of a run: the summary, a failure, or a panic.
 fn finished(serial: &str) -> bool {
-    serial.lines().any(|l| {
+    // Only whole lines: the file is polled while Bochs writes it, and a summary line caught
+    // half-written fails to parse.
+    let complete = serial.rsplit_once('\n').map_or("", |(lines, _)| lines);
+    complete.lines().any(|l| {
         l.starts_with("reloc: moved") || l.starts_with("reloc: FAILED") || l.starts_with("panic:")
     })
 }
@@ -167,6 +170,18 @@ pub fn boot_iso(iso: &Path, timeout: Duration) -> Result<BochsRun, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_half_written_last_line_is_not_the_end() {
+        assert!(!finished(
+            "boot\nreloc: moved 0x200000+0x61000 -> 0xfc00000 tables=10"
+        ));
+        assert!(finished(
+            "boot\nreloc: moved 0x200000+0x61000 -> 0xfc00000 tables=10 leaves=1 paging=4-level ok\n"
+        ));
+        assert!(finished("reloc: FAILED: verification failed\n"));
+        assert!(!finished("panic: at"));
+    }
 
     #[test]
     fn bochsrc_boots_the_cdrom_with_com1_to_a_file_and_the_term_display() {
