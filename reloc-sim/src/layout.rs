@@ -654,6 +654,10 @@ pub struct RandomLayout {
     pub spec: LayoutSpec,
     /// A 2 MiB-aligned destination in RAM, clear of the image footprint.
     pub target: u64,
+    /// Garbage density divisor: garbage goes into one destination page in `2 × n` and one
+    /// page in `n` between the image end and its footprint end (1: the densest; the fuzzer,
+    /// which adds its own, uses more so that a machine has fewer pages to clone and compare).
+    pub garbage_every: u64,
 }
 
 /// What sharing a random layout may have.
@@ -802,6 +806,7 @@ pub fn random_layout(seed: u64, sharing: Sharing) -> RandomLayout {
         ram,
         spec,
         target,
+        garbage_every: 1,
     }
 }
 
@@ -830,7 +835,7 @@ impl RandomLayout {
             &mut mem,
             PhysRange::new(self.target, self.target + fp),
             self.seed ^ 1,
-            2,
+            2 * self.garbage_every.max(1),
         );
         // Bytes between the image end and its 2 MiB footprint end must not be copied.
         scribble(
@@ -840,7 +845,7 @@ impl RandomLayout {
                 self.spec.image_base + fp,
             ),
             self.seed ^ 2,
-            1,
+            self.garbage_every.max(1),
         );
         let layout = self.spec.build(&mut mem)?;
         Ok((layout.machine(mem), layout))

@@ -16,6 +16,7 @@
 //! virtual read that lands in the new copy, at the alias of a lost write, and returns
 //! something else is a [`StaleRead`]: the stack-spill hazard.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -49,19 +50,33 @@ pub struct TlbEntry {
 #[derive(Clone, Debug, Default)]
 pub struct Tlb {
     entries: BTreeMap<(u64, u64), TlbEntry>,
+    /// The last two lookups: their 4 KiB page and the entry found. A result depends only
+    /// on that page, and code touches a page or two many times in a row (the stack re-copy
+    /// reads one page and writes another, qword by qword). Cleared whenever entries change.
+    recent: Cell<[Option<(u64, TlbEntry)>; 2]>,
 }
 
 const PAGE_SIZES: [u64; 3] = [1 << 12, 1 << 21, 1 << 30];
 
 impl Tlb {
-    /// The entry covering `virt`, if cached.
+    /// The entry covering `virt`, if cached (the smallest page first).
     pub fn lookup(&self, virt: u64) -> Option<TlbEntry> {
-        PAGE_SIZES
+        let page = virt & !0xfff;
+        let recent = self.recent.get();
+        if let Some((_, e)) = recent.iter().flatten().find(|(p, _)| *p == page) {
+            return Some(*e);
+        }
+        let found = PAGE_SIZES
             .iter()
-            .find_map(|&size| self.entries.get(&(virt & !(size - 1), size)).copied())
+            .find_map(|&size| self.entries.get(&(virt & !(size - 1), size)).copied());
+        if let Some(e) = found {
+            self.recent.set([Some((page, e)), recent[0]]);
+        }
+        found
     }
 
     fn insert(&mut self, entry: TlbEntry) {
+        self.recent.set([None; 2]);
         self.entries.insert((entry.page_virt, entry.size), entry);
     }
 
@@ -81,6 +96,7 @@ impl Tlb {
     }
 
     fn flush(&mut self, keep: impl Fn(&TlbEntry) -> bool) -> usize {
+        self.recent.set([None; 2]);
         let before = self.entries.len();
         self.entries.retain(|_, e| keep(e));
         before - self.entries.len()

@@ -228,12 +228,38 @@ impl RunReport {
     }
 }
 
+/// Reads the first qword of every page the virtual range `[start, start + len)` translates
+/// through, as running code touches its image: one read per translation (4 KiB, 2 MiB or
+/// 1 GiB), since every address under one leaf shares its TLB entry and its faults. The
+/// range must not pass 2^64 (the caller's layout check rejects that).
+fn touch_image(machine: &mut Machine, start: u64, len: u64) -> Result<(), AccessFault> {
+    let mut offset = 0u64;
+    while offset < len {
+        let va = start.wrapping_add(offset);
+        machine.read_virt(va)?;
+        let size = machine.tlb().lookup(va).map_or(4096, |e| e.size);
+        offset = offset.saturating_add(size - (va & (size - 1)));
+    }
+    Ok(())
+}
+
 /// The spill value written in the critical region.
 const SPILL: u64 = 0x5917_1000_dead_beef;
 
 /// Runs one relocation end to end. `Err` only when it could not run; property violations are
 /// in the report.
 pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> {
+    run_planned(input, options, None)
+}
+
+/// As [`run`], given the plan of `input`'s request made on `input`'s memory (the fuzzer plans
+/// first, to tell rejections apart): a plan for the same move (old image and new base) is
+/// used instead of walking the tables again; any other is ignored.
+pub fn run_planned(
+    input: RunInput,
+    options: RunOptions,
+    planned: Option<Plan>,
+) -> Result<RunReport, RunError> {
     let start = Instant::now();
     let RunInput {
         mut machine,
@@ -258,13 +284,21 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
             .map_err(RunError::Select)?;
     }
 
+    // Planned before the simulated code runs (it writes to its stack), as the code itself
+    // would plan.
+    let plan: Plan = match planned {
+        Some(p)
+            if p.old_image() == request.image
+                && p.new_image().start == request.new_base.as_u64() =>
+        {
+            p
+        }
+        _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
+    };
+
     // Warm the TLB the way running code would: every image page, the stack.
     if let Some(v) = virt {
-        let mut va = v.image_start;
-        while va < v.image_start + request.image.len() {
-            machine.read_virt(va).map_err(RunError::Access)?;
-            va += 4096;
-        }
+        touch_image(&mut machine, v.image_start, request.image.len()).map_err(RunError::Access)?;
         machine
             .write_virt(machine.rsp, 0x5eed_0000_0000_0001)
             .map_err(RunError::Access)?;
@@ -293,7 +327,6 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         result: rejected_result,
     });
 
-    let plan: Plan = Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?;
     let params = match virt {
         Some(v) => Some(
             SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
@@ -307,11 +340,18 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         m.mem
     });
 
-    let apply = options
-        .relocator
-        .relocate(&mut machine, &request)
-        .map_err(RunError::Plan)?;
-    for (property, result) in check::check_copy(&before, &before_cfg, &machine.mem, &request) {
+    // reloc-core's relocator applies the plan just made (planning again would read the same
+    // memory to the same plan); the others plan their own way.
+    let apply = if options.relocator == Relocator::Core {
+        machine.apply(&plan)
+    } else {
+        options
+            .relocator
+            .relocate(&mut machine, &request)
+            .map_err(RunError::Plan)?
+    };
+    let moving = check::entries_that_move(&before, &before_cfg, &request.image_map_addrs());
+    for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
         properties.push(PropertyOutcome {
             property,
             result: result.map(|s| match property {
@@ -363,12 +403,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     if let Some(v) = virt {
         let mut touch = || -> Result<(), AccessFault> {
             machine.read_virt(spill_at)?;
-            let mut va = v.image_start;
-            while va < v.image_start + request.image.len() {
-                machine.read_virt(va)?;
-                va += 4096;
-            }
-            Ok(())
+            touch_image(&mut machine, v.image_start, request.image.len())
         };
         crash = touch().err();
     }
@@ -394,6 +429,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         &machine.mem,
         &machine.walk_config(),
         &request,
+        &moving,
     );
     let (ranges_verified, leaves_verified) =
         mapping.as_ref().map_or((0, 0), |s| (s.ranges, s.leaves));

@@ -23,12 +23,12 @@ use crate::layout::VirtLayout;
 
 use super::{Reader, Writer};
 use crate::check;
-use crate::layout::{data_pattern, random_layout, Sharing, MIB};
+use crate::layout::{data_pattern, random_layout, BootLayout, RandomLayout, Sharing, MIB};
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
-use crate::mem::{SparseMemory, PAGE_SIZE};
+use crate::mem::{PhysRead, SparseMemory, PAGE_SIZE};
 use crate::paging::{enumerate, walk, WalkConfig};
 use crate::relocators::{Relocator, Request};
-use crate::run::{plan_error_kind, run, RunInput, RunOptions, Target};
+use crate::run::{plan_error_kind, run_planned, RunInput, RunOptions, Target};
 
 /// Most extra tables.
 pub const MAX_TABLES: usize = 24;
@@ -413,11 +413,7 @@ impl Description {
     pub fn build(&self) -> Option<Built> {
         let (mut machine, mut request, memmap, default_target, virt, mut tables);
         if self.mode & MODE_LAYOUT != 0 {
-            let mut rl = random_layout(self.seed, Sharing::Allowed);
-            // Data in one image page in 16 (at least): every allocated page is cloned and
-            // compared several times per run, and the copy check needs only some data.
-            rl.spec.data_every = rl.spec.data_every.max(16);
-            let (m, layout) = rl.build().ok()?;
+            let (rl, m, layout) = built_layout(self.seed)?;
             machine = m;
             request = Request {
                 paging: layout.paging,
@@ -624,6 +620,45 @@ impl Description {
     }
 }
 
+/// Random layouts most recently built, newest last: a fuzzer mutates the bytes after the
+/// seed far more often than the seed, so most inputs reuse one. A clone shares the memory
+/// pages (copy on write), so a reuse costs a reference count per page.
+const LAYOUT_CACHE: usize = 16;
+
+type CachedLayout = (RandomLayout, Machine, BootLayout);
+
+thread_local! {
+    static LAYOUTS: std::cell::RefCell<Vec<(u64, Option<CachedLayout>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The random layout of `seed` as the fuzzer uses it, built (or reused from
+/// [`LAYOUT_CACHE`]); `None` when it cannot be built. Building is deterministic, so a reused
+/// layout is the one a fresh build gives.
+fn built_layout(seed: u64) -> Option<CachedLayout> {
+    LAYOUTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(at) = cache.iter().position(|(s, _)| *s == seed) {
+            let hit = cache.remove(at);
+            let out = hit.1.clone();
+            cache.push(hit);
+            return out;
+        }
+        let mut rl = random_layout(seed, Sharing::Allowed);
+        // Data in one image page in 16 (at least): the copy check needs only some data.
+        rl.spec.data_every = rl.spec.data_every.max(16);
+        // Garbage in one destination page in 16 (`check` adds its own, as sparse) and one
+        // footprint-tail page in 8.
+        rl.garbage_every = 8;
+        let built = rl.build().ok().map(|(m, layout)| (rl, m, layout));
+        if cache.len() >= LAYOUT_CACHE {
+            cache.remove(0);
+        }
+        cache.push((seed, built.clone()));
+        built
+    })
+}
+
 /// `len` rounded up to 2 MiB, modulo 2^64 (a wide image's length may round past it).
 fn wrapping_round_up_2m(len: u64) -> u64 {
     len.wrapping_add(2 * MIB - 1) & !(2 * MIB - 1)
@@ -655,10 +690,11 @@ pub fn mapping_cost(mem: &SparseMemory, cfg: &WalkConfig) -> (u64, u64) {
             return c;
         }
         let (mut visits, mut leaves) = (1u64, 0u64);
-        for i in 0..512 {
-            let Ok(e) = mem.read(table + i * 8) else {
-                break;
-            };
+        let mut entries = [0u64; 512];
+        let readable = mem
+            .read_table(table, &mut entries)
+            .map_or_else(|(index, _)| index, |()| 512);
+        for &e in &entries[..readable] {
             if e & P == 0 {
                 continue;
             }
@@ -720,15 +756,29 @@ fn virt_usable(machine: &Machine, request: &Request, v: &VirtLayout) -> bool {
         walk(&machine.mem, &cfg, va)
             .is_ok_and(|t| t.phys == pa && (!write || t.perms.writable) && machine.mem.is_ram(pa))
     };
+    // Every image page mapped at its place: one walk per leaf, since the pages under one
+    // leaf translate contiguously with its permissions; each page's frame must be RAM.
     let pages = len.div_ceil(PAGE_SIZE);
-    if !(0..pages).all(|k| {
-        maps(
-            v.image_start.wrapping_add(k * PAGE_SIZE),
-            request.image.start + k * PAGE_SIZE,
-            false,
-        )
-    }) {
-        return false;
+    let mut k = 0;
+    while k < pages {
+        let va = v.image_start.wrapping_add(k * PAGE_SIZE);
+        let pa = request.image.start.wrapping_add(k * PAGE_SIZE);
+        let Ok(t) = walk(&machine.mem, &cfg, va) else {
+            return false;
+        };
+        if t.phys != pa {
+            return false;
+        }
+        let in_leaf = (t.page_size - (va & (t.page_size - 1))) / PAGE_SIZE;
+        let end = pages.min(k.saturating_add(in_leaf.max(1)));
+        if !(k..end).all(|j| {
+            machine
+                .mem
+                .is_ram(request.image.start.wrapping_add(j * PAGE_SIZE))
+        }) {
+            return false;
+        }
+        k = end;
     }
     let rsp = machine.rsp;
     if rsp < v.image_start || v.stack_top > v.image_start.wrapping_add(len) || rsp >= v.stack_top {
@@ -805,6 +855,21 @@ pub fn check(d: &Description) -> Outcome {
             let _ = machine.mem.write(at, data_pattern(at) | 1);
         }
     }
+    // Planning only reads; a rejection must also leave memory bit-identical when the
+    // relocator (plan, then apply) runs with write access.
+    let planned = Plan::<64>::new(&machine.mem, &request.as_core());
+    if let Err(e) = planned {
+        let before = machine.mem.clone();
+        let again = Relocator::Core.relocate(&mut machine, &request).err();
+        assert_eq!(again, Some(e), "planning is not deterministic");
+        if let Err(v) = check::check_untouched(&before, &machine.mem) {
+            panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
+        }
+        assert!(!e.to_string().is_empty());
+        return Outcome::Rejected(plan_error_kind(&e));
+    }
+    // Warming the TLB and checking the virtual layout only read memory: done for accepted
+    // requests only.
     let cfg = machine.walk_config();
     let (visits, leaves) = mapping_cost(&machine.mem, &cfg);
     let affordable = visits <= VISIT_BUDGET && leaves <= LEAF_BUDGET;
@@ -823,19 +888,6 @@ pub fn check(d: &Description) -> Outcome {
         }
     }
 
-    // Planning only reads; a rejection must also leave memory bit-identical when the
-    // relocator (plan, then apply) runs with write access.
-    let planned = Plan::<64>::new(&machine.mem, &request.as_core());
-    if let Err(e) = planned {
-        let before = machine.mem.clone();
-        let again = Relocator::Core.relocate(&mut machine, &request).err();
-        assert_eq!(again, Some(e), "planning is not deterministic");
-        if let Err(v) = check::check_untouched(&before, &machine.mem) {
-            panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
-        }
-        assert!(!e.to_string().is_empty());
-        return Outcome::Rejected(plan_error_kind(&e));
-    }
     // The fuzzer may declare tables other than the real image map, so that the leaves mapping
     // the running image would not move: the switch must refuse that layout (the code would
     // go on running the old copy). A refused layout runs the relocation without one.
@@ -848,10 +900,11 @@ pub fn check(d: &Description) -> Outcome {
     if !affordable {
         // Too many mappings to enumerate: check the copy only.
         let before = machine.mem.clone();
-        if let Err(e) = Relocator::Core.relocate(&mut machine, &request) {
-            panic!("planning accepted, then rejected: {e}\n{d:?}");
+        if let Ok(plan) = &planned {
+            machine.apply(plan);
         }
-        for (property, result) in check::check_copy(&before, &cfg, &machine.mem, &request) {
+        let moving = check::entries_that_move(&before, &cfg, &request.image_map_addrs());
+        for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
             if let Err(v) = result {
                 panic!("{property} violated: {v}\n{d:?}");
             }
@@ -865,7 +918,7 @@ pub fn check(d: &Description) -> Outcome {
         target,
         virt,
     };
-    let report = match run(input, RunOptions::default()) {
+    let report = match run_planned(input, RunOptions::default(), planned.ok()) {
         Ok(r) => r,
         Err(e) => panic!("an accepted request failed to run: {e}\n{d:?}"),
     };
