@@ -127,6 +127,28 @@ pub fn switch_error_kind(e: &SwitchError) -> &'static str {
     }
 }
 
+/// Every [`PlanError`] variant name, as [`plan_error_kind`] gives it.
+pub const PLAN_ERROR_KINDS: [&str; 18] = [
+    "InvalidMaxPhysBits",
+    "EmptyImage",
+    "ImageMisaligned",
+    "NewBaseMisaligned",
+    "InvalidEncryptionMask",
+    "RangeBeyondMaxPhys",
+    "RangesOverlap",
+    "Inaccessible",
+    "TableMisaligned",
+    "TableOutsideImage",
+    "PointerOutsideImage",
+    "MalformedEntry",
+    "ImageLeafOutsideImage",
+    "ImageMappedBy4KiBLeaf",
+    "ImageMapNotReached",
+    "ImageMapAliased",
+    "RebasedEntryBeyondMaxPhys",
+    "TooManyTables",
+];
+
 /// The variant name of a [`PlanError`].
 pub fn plan_error_kind(e: &PlanError) -> &'static str {
     match e {

@@ -30,6 +30,14 @@ use crate::paging::{enumerate, walk, WalkConfig};
 use crate::relocators::{Relocator, Request};
 use crate::run::{plan_error_kind, run_planned, RunInput, RunOptions, Target};
 
+/// `PlanError` variants no `relocate` input can reach, with the reason; every other variant
+/// is reached by a checked-in seed (`reloc-sim/tests/fuzz_regressions.rs` checks both).
+pub const PLAN_ERRORS_UNREACHED: &[(&str, &str)] = &[(
+    "InvalidEncryptionMask",
+    "a description has no encryption mask (requests carry 0); the scenario \
+     err-encryption-mask.json and reloc-core's unit tests cover it",
+)];
+
 /// Most extra tables.
 pub const MAX_TABLES: usize = 24;
 /// Most entries written.
@@ -184,7 +192,17 @@ pub struct Description {
     /// byte (bit 0) then two u64s, only for a bare base, so inputs from before it decode as
     /// they did.
     pub wide_image: Option<(u64, u64)>,
+    /// Bare base: `(table, count)`: `count` more empty tables, in image pages counted down
+    /// from the last, linked from entries `0..count` of table `table`. Enough of them make
+    /// more distinct tables than a plan holds (`TooManyTables`). Encoded after
+    /// `wide_image`, as bit 1 of the same flag byte then two bytes.
+    pub fan_out: Option<(u8, u8)>,
 }
+
+/// Flag byte after the edits (bare base): a wide image follows.
+const FLAG_WIDE: u8 = 1;
+/// Flag byte after the edits (bare base): a fan-out follows.
+const FLAG_FAN_OUT: u8 = 1 << 1;
 
 fn read_entry(r: &mut Reader) -> EntryDesc {
     match r.u8() % 8 {
@@ -298,9 +316,16 @@ impl Description {
                 value: read_entry(&mut r),
             })
             .collect();
-        if d.mode & MODE_LAYOUT == 0 && r.u8() & 1 != 0 {
-            let start = r.u64();
-            d.wide_image = Some((start, r.u64()));
+        if d.mode & MODE_LAYOUT == 0 {
+            let flags = r.u8();
+            if flags & FLAG_WIDE != 0 {
+                let start = r.u64();
+                d.wide_image = Some((start, r.u64()));
+            }
+            if flags & FLAG_FAN_OUT != 0 {
+                let table = r.u8();
+                d.fan_out = Some((table, r.u8()));
+            }
         }
         d
     }
@@ -345,10 +370,18 @@ impl Description {
             write_entry(&mut w, e.value);
         }
         // Absent means no flag byte: missing bytes decode as zero, so seeds stay as they were.
-        if let (0, Some((start, end))) = (self.mode & MODE_LAYOUT, self.wide_image) {
-            w.u8(1);
-            w.u64(start);
-            w.u64(end);
+        if self.mode & MODE_LAYOUT == 0 && (self.wide_image.is_some() || self.fan_out.is_some()) {
+            let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+            w.u8(flag(self.wide_image.is_some(), FLAG_WIDE)
+                | flag(self.fan_out.is_some(), FLAG_FAN_OUT));
+            if let Some((start, end)) = self.wide_image {
+                w.u64(start);
+                w.u64(end);
+            }
+            if let Some((table, count)) = self.fan_out {
+                w.u8(table);
+                w.u8(count);
+            }
         }
         w.0
     }
@@ -578,6 +611,17 @@ impl Description {
                 EntryDesc::Raw(v) => v,
             };
             let _ = machine.mem.write(at, value);
+        }
+        if let (0, Some((from, count))) = (self.mode & MODE_LAYOUT, self.fan_out) {
+            let parent = table(from);
+            for k in 0..u64::from(count) {
+                let child = first_page.wrapping_add(((pages - 1 - k % pages) % pages) * PAGE_SIZE);
+                let _ = machine.mem.fill_page(child, |_| 0);
+                let _ = machine.mem.write(
+                    parent.wrapping_add(8 * k),
+                    child | flag_bits(0x62, false, max_phys),
+                );
+            }
         }
         let cr3_flags = if self.mode & MODE_CR3_FLAGS != 0 {
             0x18
@@ -1072,8 +1116,120 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
             },
         ),
     ];
-    vec![
-        ("bare-xen-like", xen_like),
+    // One seed per rejection the bare base can show (see `PLAN_ERRORS_UNREACHED` for the
+    // rest), each a small change of `xen_like`.
+    let rejected = |change: &dyn Fn(&mut Description)| {
+        let mut d = xen_like.clone();
+        change(&mut d);
+        d
+    };
+    let rejections = vec![
+        (
+            "reject-invalid-max-phys-bits",
+            rejected(&|d| d.max_phys = 0xf5),
+        ),
+        (
+            "reject-empty-image",
+            rejected(&|d| {
+                d.wide_image = Some((4 * MIB, 4 * MIB));
+                d.target = TargetDesc::Units(32);
+            }),
+        ),
+        (
+            "reject-image-rounds-past-2-64",
+            rejected(&|d| {
+                d.wide_image = Some((u64::MAX - 2 * MIB + 1, u64::MAX - 0xfff));
+                d.target = TargetDesc::Units(32);
+            }),
+        ),
+        (
+            "reject-image-misaligned",
+            rejected(&|d| d.mode |= MODE_IMAGE_START_OFF),
+        ),
+        (
+            "reject-new-base-misaligned",
+            rejected(&|d| d.target = TargetDesc::Raw(0x80_1000)),
+        ),
+        (
+            "reject-ranges-overlap",
+            rejected(&|d| d.target = TargetDesc::Units(3)),
+        ),
+        (
+            "reject-inaccessible",
+            rejected(&|d| d.target = TargetDesc::Units(200)),
+        ),
+        ("reject-table-misaligned", rejected(&|d| d.top = 0xf8)),
+        (
+            "reject-table-outside-image",
+            rejected(&|d| {
+                d.tables.push(0xc3);
+                d.edits.push(edit(6, 0, ptr(1)));
+                d.top = 6;
+            }),
+        ),
+        (
+            "reject-malformed-entry",
+            rejected(&|d| {
+                d.edits.push(edit(
+                    0,
+                    7,
+                    EntryDesc::Pointer {
+                        table: 1,
+                        flags: RW_A_D | 0x2000,
+                    },
+                ))
+            }),
+        ),
+        (
+            "reject-image-leaf-outside-image",
+            rejected(&|d| {
+                d.edits.push(edit(
+                    2,
+                    5,
+                    EntryDesc::Leaf2M {
+                        slot: 40,
+                        flags: RW_A_D,
+                    },
+                ))
+            }),
+        ),
+        (
+            "reject-image-map-not-reached",
+            rejected(&|d| {
+                d.tables.push(7);
+                d.image_maps.push(6);
+            }),
+        ),
+        (
+            "reject-image-map-aliased",
+            // A second, empty image map, reached as an L2 and as an L3.
+            rejected(&|d| {
+                d.tables.push(8);
+                d.image_maps.push(6);
+                d.edits.push(edit(1, 322, ptr(6)));
+                d.edits.push(edit(0, 3, ptr(6)));
+            }),
+        ),
+        (
+            "reject-too-many-tables",
+            rejected(&|d| d.fan_out = Some((0, 80))),
+        ),
+        // The new image passes 2^36: the first entry that would leave the address field is
+        // named (reloc-core checks the new range after the walk, to name it).
+        (
+            "reject-rebased-entry-beyond-max-phys",
+            rejected(&|d| {
+                d.max_phys = 36;
+                d.ram.push(RamRange {
+                    start: 0x7ffe,
+                    len: 7,
+                });
+                d.target = TargetDesc::Units(0x8000);
+            }),
+        ),
+    ];
+    [
+        ("bare-xen-like", xen_like.clone()),
         ("bare-recursive", recursive),
         ("bare-five-level", five_level),
         ("bare-image-4k-leaf", image_4k_leaf),
@@ -1088,6 +1244,9 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("layout-3-five-level-or-not", layout(3)),
         ("layout-edited", layout_edited),
     ]
+    .into_iter()
+    .chain(rejections)
+    .collect()
 }
 
 #[cfg(test)]
@@ -1137,8 +1296,10 @@ mod tests {
 
     #[test]
     fn inputs_without_wide_image_encode_as_before() {
-        for (name, d) in seeds() {
-            assert_eq!(d.wide_image, None, "{name}");
+        for (name, d) in seeds()
+            .into_iter()
+            .filter(|(_, d)| d.wide_image.is_none() && d.fan_out.is_none())
+        {
             let mut bytes = d.encode();
             // A trailing zero flag byte (or none at all) is no wide image.
             bytes.push(0);
