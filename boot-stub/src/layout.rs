@@ -17,10 +17,11 @@ pub const IMAGE_LEAF_FLAGS: u64 = 0x1e3;
 pub const PLAIN_LEAF_FLAGS: u64 = 0xe3;
 /// Pointer-entry flags: present, writable, accessed.
 pub const TABLE_FLAGS: u64 = 0x23;
-/// Boot stack size. Measured peaks: 20 KiB (release), 73 KiB (debug: its frames hold
-/// several copies of `BootInfo`), hence 128 KiB. There is no guard page (the image
-/// is mapped with 2 MiB leaves only), so the stub checks the painted stack instead.
-pub const STACK_SIZE: usize = 128 * 1024;
+/// Boot stack size. Measured peaks with both entries' boot information (`boot::Boot`):
+/// 51 KiB (release), 109 KiB (debug: its frames hold several copies of the ~5 KiB boot
+/// data), hence 256 KiB. There is no guard page (the image is mapped with 2 MiB leaves
+/// only), so the stub checks the painted stack instead.
+pub const STACK_SIZE: usize = 256 * 1024;
 /// What the entry code fills the stack with, to measure its peak use.
 pub const STACK_PAINT: u32 = 0x5354_4b21;
 

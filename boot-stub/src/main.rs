@@ -1,9 +1,12 @@
-//! boot-stub: a PVH image that QEMU boots like a hypervisor and that relocates itself with
-//! reloc-core, the way Xen's `move_xen()` does, then proves on the CPU that it moved.
+//! boot-stub: an image that boots like a hypervisor (QEMU's `-kernel` through PVH, GRUB
+//! through multiboot2) and relocates itself with reloc-core, the way Xen's `move_xen()` does,
+//! then proves on the CPU that it moved.
 //!
 //! Built for `x86_64-unknown-none` it is a freestanding image linked at
 //! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see `entry` for
-//! the boot page tables and `stub` for the relocation and its checks. Output goes to COM1;
+//! the two entries and the boot page tables, `boot` for the boot information, `cpu` for the
+//! PGE and LA57 choices, `stub` for the relocation and its checks, and `fault` for the
+//! `keep-pge` fault injection. Output goes to COM1;
 //! the outcome is an `isa-debug-exit` code (`exit::ExitCode`).
 //!
 //! On the host the crate is an empty program, so workspace builds, tests and clippy work.
@@ -19,7 +22,13 @@ mod layout;
 mod serial;
 
 #[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
 mod entry;
+#[cfg(target_os = "none")]
+mod fault;
 #[cfg(target_os = "none")]
 mod stub;
 #[cfg(target_os = "none")]

@@ -7,11 +7,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    select_target, BootInfo, BootInfoError, DirectMap, MaxPhysAddr, PagingMode, PhysAddr,
-    PhysMemory, PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest,
-    VirtAddr, IMAGE_ALIGN,
+    select_target, DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
+    PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr, IMAGE_ALIGN,
 };
-use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
+use x86_64::registers::control::Cr3;
+
+use crate::boot::{self, Boot, BootError};
 
 use crate::exit::{exit, halt_forever, ExitCode};
 use crate::layout::{
@@ -19,7 +20,7 @@ use crate::layout::{
     STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{entry, println, serial};
+use crate::{cpu, entry, fault, println, serial};
 
 /// A global written before the copy (in the old image) and again after the switch (which must
 /// land in the new copy only).
@@ -31,7 +32,7 @@ const POST_SWITCH_SALT: u64 = 0x5449_5753_5453_4f50;
 
 /// Why the stub stopped, one class per exit code.
 enum Failure {
-    BootInfo(BootInfoError),
+    BootInfo(BootError),
     NoRoom(SelectError),
     Layout(&'static str, u64),
     Plan(PlanError),
@@ -68,13 +69,18 @@ enum Outcome {
     Hold,
 }
 
-/// Called by the entry code on the boot stack, interrupts off, with the physical address of
-/// `hvm_start_info`.
+/// Called by the entry code on the boot stack, interrupts off, with the entry the loader used
+/// (`entry::ENTRY_*`), the loader's `%eax` and the physical address of its boot information
+/// (`hvm_start_info` or the multiboot2 MBI).
 #[unsafe(no_mangle)]
-pub extern "C" fn stub_main(start_info_paddr: u32) -> ! {
+pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
     serial::init();
-    println!("boot-stub: PVH entry, hvm_start_info at {start_info_paddr:#x}");
-    match run(u64::from(start_info_paddr)) {
+    if entry == entry::ENTRY_MULTIBOOT2 {
+        println!("boot-stub: multiboot2 entry, eax {loader_eax:#x}, MBI at {info_paddr:#x}");
+    } else {
+        println!("boot-stub: PVH entry, hvm_start_info at {info_paddr:#x}");
+    }
+    match run(entry, loader_eax, u64::from(info_paddr)) {
         Ok(Outcome::Exit) => exit(ExitCode::Success),
         Ok(Outcome::Hold) => {
             println!("reloc: holding");
@@ -120,8 +126,8 @@ fn relocated(plan: &Plan, addr: u64) -> Result<u64, Failure> {
         .ok_or(Failure::Layout("image address", addr))
 }
 
-/// FNV-1a over the firmware's `hvm_start_info` bytes (outside the image), salted with `salt`:
-/// recomputable after the switch from memory that did not move.
+/// FNV-1a over the loader's boot information (`hvm_start_info` or the MBI, outside the
+/// image), salted with `salt`: recomputable after the switch from memory that did not move.
 fn fingerprint<M: PhysMemory + ?Sized>(mem: &M, range: PhysRange, salt: u64) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ salt;
     let mut addr = range.start & !7;
@@ -148,7 +154,7 @@ impl Checks {
     }
 }
 
-fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
+fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure> {
     // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
     // leaves held in tables inside the image, so the mapping stays valid after the switch.
     // The engine writes only the destination, which no Rust reference points into; it reads
@@ -156,39 +162,9 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     let mut mem =
         unsafe { DirectMap::new(DIRECTMAP_BASE as *mut u8, PhysRange::new(0, DIRECTMAP_SIZE)) };
 
-    let boot: BootInfo = BootInfo::parse(&mem, start_info_paddr).map_err(Failure::BootInfo)?;
-    let cmdline = core::str::from_utf8(boot.cmdline()).unwrap_or("<not UTF-8>");
-    println!(
-        "boot: hvm_start_info v{} flags {:#x} modules {} memmap entries {} cmdline \"{cmdline}\"",
-        boot.header.version,
-        boot.header.flags,
-        boot.modules().len(),
-        boot.memory_map().len(),
-    );
-    for region in boot.memory_map() {
-        println!(
-            "memmap: {:#x} {:#x} {}",
-            region.start, region.len, region.kind
-        );
-    }
+    let boot = Boot::parse(&mut mem, entry, loader_eax, info_paddr).map_err(Failure::BootInfo)?;
     if boot.cmdline_has_word("panic") {
         panic!("panic requested on the command line");
-    }
-    // Fault injection for the tests: damage the firmware's structure (magic or version, in
-    // RAM outside the image) and parse it again; the parser must reject it.
-    for (word, offset, value) in [
-        ("bad-magic", 0u64, 0xdead_beef_u32),
-        ("start-info-v0", 4, 0),
-    ] {
-        if boot.cmdline_has_word(word) {
-            let addr = start_info_paddr + offset;
-            let qword = mem.read_u64(addr & !7);
-            let shift = (addr & 7) * 8;
-            let patched = (qword & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
-            println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
-            mem.write_u64(addr & !7, patched);
-            <BootInfo>::parse(&mem, start_info_paddr).map_err(Failure::BootInfo)?;
-        }
     }
 
     let image = PhysRange::new(
@@ -204,7 +180,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     );
 
     // The image first, then every piece of boot data.
-    let mut avoid = [PhysRange::default(); 1 + <BootInfo>::MAX_AVOID_RANGES];
+    let mut avoid = [PhysRange::default(); 1 + boot::MAX_AVOID_RANGES];
     let mut avoid_len = 0;
     for (slot, range) in avoid
         .iter_mut()
@@ -223,19 +199,22 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
 
     let bits = max_phys_bits();
     let max_phys = MaxPhysAddr::new(bits).ok_or(Failure::Layout("MAXPHYADDR", u64::from(bits)))?;
-    if Cr4::read().contains(Cr4Flags::L5_PAGING) {
-        return Err(Failure::Layout("CR4 with LA57", Cr4::read_raw()));
-    }
+    let paging = cpu::report(boot.cmdline_has_word("la57"))
+        .map_err(|cr4| Failure::Layout("CR4 for this CPU and command line", cr4))?;
     let (cr3_frame, _) = Cr3::read_raw();
     let top_table = cr3_frame.start_address().as_u64();
-    if top_table != image_phys(&raw const entry::pml4 as u64) {
+    let boot_top = match paging {
+        PagingMode::FourLevel => &raw const entry::pml4 as u64,
+        PagingMode::FiveLevel => &raw const entry::pml5 as u64,
+    };
+    if top_table != image_phys(boot_top) {
         return Err(Failure::Layout("CR3", top_table));
     }
     let image_maps = [PhysAddr::new_truncate(image_phys(
         &raw const entry::l2_xenmap as u64,
     ))];
     let request = RelocationRequest {
-        paging: PagingMode::FourLevel,
+        paging,
         top_table: cr3_frame.start_address(),
         image,
         new_base: target,
@@ -274,7 +253,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
 
     // Kept on the stack across the copy and the switch: computed from firmware memory that
     // does not move, so it can be recomputed afterwards and compared.
-    let start_info = boot.start_info_range();
+    let start_info = boot.info_range();
     let kept: [u64; 2] = {
         let fp = fingerprint(&mem, start_info, target.as_u64());
         [fp, !fp]
@@ -283,11 +262,20 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     SWITCH_MARK.store(PRE_SWITCH_MARK, Ordering::SeqCst);
 
     let skip_switch = boot.cmdline_has_word("no-switch");
+    let mut split_probe = None;
     let report = if skip_switch {
         // Fault injection for the tests: copy and rebase but stay on the old tables. The
         // checks below must catch it.
         println!("reloc: no-switch requested: applying without switching");
         plan.apply(&mut mem)
+    } else if let Some(toggle) = fault::requested(&boot) {
+        // SAFETY: as for `switch::relocate` below, whose contract this function shares;
+        // SWITCH_MARK is a static of the image.
+        let (report, probed) =
+            unsafe { fault::relocate_split(&params, &mut mem, &SWITCH_MARK, toggle) }
+                .map_err(Failure::Switch)?;
+        split_probe = Some(probed);
+        report
     } else {
         // SAFETY: ring 0, long mode, interrupts off since the entry's `cli` (checked just
         // above), one CPU. `mem` is the directmap, whose tables are in the image and so stay
@@ -301,6 +289,12 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
 
     // From here on every check reads the live state.
     let mut checks = Checks(0);
+    if let Some(probed) = split_probe {
+        checks.check(
+            probed == PRE_SWITCH_MARK,
+            format_args!("global read between copy and switch {probed:#018x}"),
+        );
+    }
     let new_image = plan.new_image();
     println!(
         "apply: copied {:#x} tables {} pointers {} image leaves {}",
@@ -344,7 +338,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     ];
     for (name, virt) in probes {
         let expected = new_image.start + (virt - IMAGE_VIRT);
-        match translate(&mem, live_top, virt, max_phys) {
+        match translate(&mem, live_top, paging.top_level(), virt, max_phys) {
             Ok(phys) => checks.check(
                 phys == expected,
                 format_args!("walk {name} {virt:#x} -> {phys:#x} expected {expected:#x}"),
@@ -357,7 +351,7 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
     }
     // The directmap's leaves must not have moved: it still maps the old image where it was.
     let dm_probe = DIRECTMAP_BASE + image.start;
-    let dm_phys = translate(&mem, live_top, dm_probe, max_phys).ok();
+    let dm_phys = translate(&mem, live_top, paging.top_level(), dm_probe, max_phys).ok();
     checks.check(
         dm_phys == Some(image.start),
         format_args!(
@@ -415,12 +409,13 @@ fn run(start_info_paddr: u64) -> Result<Outcome, Failure> {
         return Err(Failure::Verify(checks.0));
     }
     println!(
-        "reloc: moved {:#x}+{:#x} -> {:#x} tables={} leaves={} ok",
+        "reloc: moved {:#x}+{:#x} -> {:#x} tables={} leaves={} paging={} ok",
         image.start,
         image.len(),
         new_image.start,
         report.tables_rebased.total(),
-        report.image_leaves_rebased
+        report.image_leaves_rebased,
+        cpu::mode_name(paging)
     );
     Ok(if boot.cmdline_has_word("hold") {
         Outcome::Hold

@@ -30,15 +30,17 @@ impl fmt::Display for WalkError {
     }
 }
 
-/// Translates `virt` through the 4-level tables at `top_table`.
+/// Translates `virt` through the tables at `top_table`, whose level is `top_level` (L4, or L5
+/// with LA57).
 pub fn translate<M: PhysMemory + ?Sized>(
     mem: &M,
     top_table: u64,
+    top_level: Level,
     virt: u64,
     max_phys: MaxPhysAddr,
 ) -> Result<u64, WalkError> {
     let mut table = top_table;
-    let mut level = Level::L4;
+    let mut level = top_level;
     loop {
         let index = (virt >> level.index_shift()) & 511;
         let addr = table + index * 8;

@@ -22,14 +22,18 @@
 //! - Every page table reachable from the top level lives in the image (Xen's premise).
 //! - No allocation; the number of distinct tables is bounded by `Plan`'s `MAX_TABLES`.
 //!
-//! [`hvm`] parses the PVH boot information (`hvm_start_info`) a loader hands the image.
+//! [`hvm`] parses the PVH boot information (`hvm_start_info`) a loader hands the image, and
+//! [`multiboot2`] the multiboot2 boot information (the MBI GRUB hands it); both reduce to the
+//! same boot data ([`boot::LoaderInfo`]), so one target-selection path serves both entries.
 //!
 //! `unsafe` lives only in [`phys::DirectMap`] and [`switch`].
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod boot;
 pub mod hvm;
+pub mod multiboot2;
 pub mod notes;
 pub mod paging;
 pub mod phys;
@@ -37,7 +41,9 @@ pub mod plan;
 pub mod select;
 pub mod switch;
 
+pub use boot::LoaderInfo;
 pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
+pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
 pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
 pub use plan::{

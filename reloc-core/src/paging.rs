@@ -19,8 +19,8 @@ pub const SIZE_2M: u64 = 2 << 20;
 /// Size of a 1 GiB page.
 pub const SIZE_1G: u64 = 1 << 30;
 
-const PRESENT: u64 = PageTableFlags::PRESENT.bits();
-const PAGE_SIZE: u64 = PageTableFlags::HUGE_PAGE.bits();
+pub(crate) const PRESENT: u64 = PageTableFlags::PRESENT.bits();
+pub(crate) const PAGE_SIZE: u64 = PageTableFlags::HUGE_PAGE.bits();
 
 /// A virtual address, as 4- or 5-level paging reads it.
 ///
@@ -276,7 +276,7 @@ impl fmt::Display for Malformed {
 impl core::error::Error for Malformed {}
 
 /// Bits 12..52: what the architecture may use for an address on any CPU.
-const ARCH_ADDRESS_BITS: u64 = 0x000f_ffff_ffff_f000;
+pub(crate) const ARCH_ADDRESS_BITS: u64 = 0x000f_ffff_ffff_f000;
 
 /// A raw page-table entry. Decoding needs the level and MAXPHYADDR; the raw value is kept
 /// so that rebasing can change the address field and nothing else.

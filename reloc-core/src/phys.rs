@@ -8,7 +8,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::paging::VirtAddr;
+use crate::paging::{VirtAddr, ENTRIES_PER_TABLE, TABLE_SIZE};
 
 /// A half-open physical range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -125,8 +125,9 @@ impl DirectMapLayout {
 /// Physical memory, addressed by physical address.
 ///
 /// Contract between the engine and an implementation:
-/// - the engine calls `read_u64`, `write_u64` and `copy` only inside ranges for which
-///   `check_range` returned `Ok` during planning, and only at 8-byte-aligned addresses;
+/// - the engine calls `read_u64`, `read_table`, `write_u64` and `copy` only inside ranges for
+///   which `check_range` returned `Ok` during planning, and only at 8-byte-aligned addresses
+///   (4 KiB-aligned for `read_table`);
 /// - an implementation must stay memory-safe even if that contract is broken by other callers
 ///   (the methods are safe): out-of-range reads may return any value and out-of-range writes
 ///   may be dropped, but must not touch anything else.
@@ -139,6 +140,18 @@ pub trait PhysMemory {
     fn write_u64(&mut self, addr: u64, value: u64);
     /// Copies `len` bytes from `src` to `dst`. The engine never passes overlapping ranges.
     fn copy(&mut self, src: u64, dst: u64, len: u64);
+
+    /// Reads the 512 qwords of the page table at `addr` into `table`: the snapshot planning
+    /// decodes, each entry read once.
+    ///
+    /// Provided: reads qword by qword with [`PhysMemory::read_u64`]. Memory that is plain
+    /// bytes can check the bounds once and copy the 4 KiB at memory speed, as [`DirectMap`]
+    /// does; planning a large layout is then bound by the entries, not by per-entry calls.
+    fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
+        for (offset, slot) in (0..TABLE_SIZE).step_by(8).zip(table.iter_mut()) {
+            *slot = self.read_u64(addr.wrapping_add(offset));
+        }
+    }
 }
 
 /// Physical memory seen through a linear mapping: physical `window.start + n` is the byte at
@@ -257,14 +270,44 @@ impl PhysMemory for DirectMap<'_> {
         }
     }
 
+    /// One bounds check, then one plain (non-volatile) 4 KiB copy. Plain is enough: planning
+    /// decodes this snapshot only, so no entry is read twice, and the engine's contract already
+    /// requires that nothing rewrites the tables between planning and apply (the CPU's
+    /// accessed/dirty updates touch no address bit).
+    fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
+        match self.ptr(addr, TABLE_SIZE) {
+            Some(p) if addr.is_multiple_of(8) => {
+                // SAFETY: `ptr` checked that the 4 KiB lie in the window, which the
+                // constructor's caller guarantees is mapped and valid for reads; `table` is a
+                // distinct local buffer of exactly 4 KiB. A byte copy needs no alignment, so a
+                // window starting off an 8-byte boundary is fine too.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        p.cast_const(),
+                        table.as_mut_ptr().cast::<u8>(),
+                        TABLE_SIZE as usize,
+                    )
+                }
+            }
+            // As `read_u64`: outside the window (or misaligned) reads as zero.
+            _ => table.fill(0),
+        }
+    }
+
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
         let (Some(s), Some(d), Ok(n)) = (self.ptr(src, len), self.ptr(dst, len), len.try_into())
         else {
             return;
         };
-        // SAFETY: both spans lie in the window (checked by `ptr`), which the constructor's
-        // caller guarantees is valid for reads and writes; `ptr::copy` tolerates overlap.
-        unsafe { core::ptr::copy(s, d, n) }
+        if PhysRange::new(src, src + len).overlaps(&PhysRange::new(dst, dst + len)) {
+            // The engine never overlaps; other callers of this safe method may.
+            // SAFETY: both spans lie in the window (checked by `ptr`), which the constructor's
+            // caller guarantees is valid for reads and writes; `ptr::copy` tolerates overlap.
+            unsafe { core::ptr::copy(s, d, n) }
+        } else {
+            // SAFETY: as above, and the spans are disjoint (checked just above).
+            unsafe { core::ptr::copy_nonoverlapping(s, d, n) }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use reloc_sim::fuzz::{boot_info, notes, relocate, select};
+use reloc_sim::fuzz::{boot_info, multiboot2, notes, relocate, select};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -109,6 +109,17 @@ fn notes_seeds_are_current() {
 }
 
 #[test]
+fn multiboot2_seeds_are_current() {
+    seeds_match(
+        "multiboot2",
+        multiboot2::seeds()
+            .into_iter()
+            .map(|(n, d)| (n, d.encode()))
+            .collect(),
+    );
+}
+
+#[test]
 fn relocate_seeds_replay() {
     let outcomes: Vec<_> = inputs("corpus", "relocate", "seed-")
         .iter()
@@ -157,6 +168,21 @@ fn notes_seeds_replay() {
     assert!(outcomes.contains(&notes::Outcome::Rejected));
 }
 
+#[test]
+fn multiboot2_seeds_replay() {
+    let outcomes: Vec<_> = inputs("corpus", "multiboot2", "seed-")
+        .iter()
+        .map(|(_, bytes)| multiboot2::check_bytes(bytes))
+        .collect();
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, multiboot2::Outcome::Parsed { modules: 2, .. })));
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, multiboot2::Outcome::Parsed { meminfo: true, .. })));
+    assert!(outcomes.contains(&multiboot2::Outcome::Rejected));
+}
+
 /// Replays every `fuzz/regressions/<target>/*` through its target's oracle; returns the
 /// (target, file) pairs replayed.
 fn replay_all_regressions() -> Vec<(String, String)> {
@@ -175,6 +201,9 @@ fn replay_all_regressions() -> Vec<(String, String)> {
             },
             "notes" => |b| {
                 let _ = notes::check_bytes(b);
+            },
+            "multiboot2" => |b| {
+                let _ = multiboot2::check_bytes(b);
             },
             other => panic!("fuzz/regressions/{other} is not a fuzz target"),
         };

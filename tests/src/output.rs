@@ -1,15 +1,35 @@
 //! Parsing the boot-stub's serial output.
 //!
 //! Line formats (one item per line, numbers in hex with `0x`):
-//! - `memmap: <start> <len> <type>` for each `hvm_start_info` memory-map entry, in order;
+//! - the entry: `boot-stub: PVH entry, hvm_start_info at <addr>` or
+//!   `boot-stub: multiboot2 entry, eax <eax>, MBI at <addr>`;
+//! - `module: <start> <end>` for each multiboot2 module;
+//! - `memmap: <start> <len> <type>` for each memory-map entry, in order;
 //! - `image: <start> <end> virt <virt>`;
 //! - `avoid: <start> <end>` for each range the target selection kept clear of;
 //! - `target: <base>`;
 //! - `plan: table <addr> <level> rebased=<bool> image_map=<bool>`;
 //! - `verify: ... ok|MISMATCH`;
-//! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok`.
+//! - `paging: ...` saying which paging mode the entry chose and why;
+//! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> paging=<4|5>-level ok`.
 
-use reloc_core::{MemoryRegion, PhysRange};
+use reloc_core::{select_target, MemoryRegion, PhysRange, TargetRequest, IMAGE_ALIGN};
+
+/// Which entry the loader used, with the address of its boot information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// PVH, `hvm_start_info` at this address.
+    Pvh(u64),
+    /// Multiboot2, the MBI at this address.
+    Multiboot2(u64),
+}
+
+/// Size of `hvm_start_info` version 1, which the stub avoids as a whole.
+const START_INFO_V1_SIZE: u64 = 56;
+
+/// On-CPU checks every successful boot prints: apply report, cr3, six walks, directmap walk,
+/// stack value, two global reads, stack peak.
+pub const BASE_CHECKS: u32 = 13;
 
 /// The summary line's numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,11 +44,17 @@ pub struct Summary {
     pub tables: u32,
     /// Image-map leaves rebased.
     pub leaves: u32,
+    /// Paging levels in use: 4, or 5 with LA57.
+    pub paging_levels: u8,
 }
 
 /// What the stub printed, parsed.
 #[derive(Clone, Debug, Default)]
 pub struct StubOutput {
+    /// The entry line.
+    pub entry: Option<Entry>,
+    /// Multiboot2 modules, `[start, end)`.
+    pub modules: Vec<PhysRange>,
     /// The memory map as the stub parsed it.
     pub memmap: Vec<MemoryRegion>,
     /// The image, physical.
@@ -43,6 +69,8 @@ pub struct StubOutput {
     pub checks_ok: u32,
     /// `verify:` lines ending in `MISMATCH`.
     pub checks_failed: u32,
+    /// The `verify:` line a split switch (`keep-pge`, `split-switch`) adds.
+    pub split_switch_checks: u32,
     /// The summary line, if printed.
     pub summary: Option<Summary>,
 }
@@ -73,7 +101,22 @@ impl StubOutput {
         let mut out = StubOutput::default();
         for line in serial.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(rest) = line.strip_prefix("boot-stub: PVH entry, hvm_start_info at ") {
+                out.entry = Some(Entry::Pvh(hex(rest.trim())?));
+            } else if let Some((_, mbi)) = line
+                .strip_prefix("boot-stub: multiboot2 entry, ")
+                .and_then(|rest| rest.split_once("MBI at "))
+            {
+                out.entry = Some(Entry::Multiboot2(hex(mbi.trim())?));
+            }
+            if line.starts_with("verify: global read between copy and switch") {
+                out.split_switch_checks += 1;
+            }
             match words.first().copied() {
+                Some("module:") => out.modules.push(PhysRange::new(
+                    hex(field(&words, 1, line)?)?,
+                    hex(field(&words, 2, line)?)?,
+                )),
                 Some("memmap:") => {
                     let kind = field(&words, 3, line)?
                         .parse()
@@ -105,19 +148,27 @@ impl StubOutput {
                     _ => out.checks_failed += 1,
                 },
                 Some("reloc:") if words.get(1) == Some(&"moved") => {
-                    // reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> ok
+                    // reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> paging=<n>-level ok
                     let (start, len) = field(&words, 2, line)?
                         .split_once('+')
                         .ok_or_else(|| format!("`{line}`: no start+len"))?;
-                    if field(&words, 7, line)? != "ok" {
+                    if field(&words, 8, line)? != "ok" {
                         return Err(format!("summary `{line}` does not end in ok"));
                     }
+                    let paging_levels = match field(&words, 7, line)? {
+                        "paging=4-level" => 4,
+                        "paging=5-level" => 5,
+                        other => {
+                            return Err(format!("`{line}`: `{other}` is not paging=4|5-level"))
+                        }
+                    };
                     out.summary = Some(Summary {
                         old_base: hex(start)?,
                         len: hex(len)?,
                         new_base: hex(field(&words, 4, line)?)?,
                         tables: counter(field(&words, 5, line)?, "tables=")?,
                         leaves: counter(field(&words, 6, line)?, "leaves=")?,
+                        paging_levels,
                     });
                 }
                 _ => {}
@@ -127,13 +178,80 @@ impl StubOutput {
     }
 }
 
+/// What every successful boot must show: the summary agrees with the printed target and with
+/// reloc-core's selection recomputed on the host from the printed memory map and avoided
+/// ranges, the boot information and every module were avoided, and every on-CPU check
+/// passed. Panics with the serial output otherwise.
+pub fn check_relocation(out: &StubOutput, serial: &str) {
+    let summary = out
+        .summary
+        .unwrap_or_else(|| panic!("no summary line:\n{serial}"));
+    let image = out
+        .image
+        .unwrap_or_else(|| panic!("no image line:\n{serial}"));
+    assert!(!out.memmap.is_empty(), "no memmap lines:\n{serial}");
+    assert_eq!(out.avoid.first(), Some(&image), "image not avoided first");
+    // The boot data must be avoided too: at least the loader's own structure.
+    match out.entry {
+        Some(Entry::Pvh(start_info)) => assert!(
+            out.avoid
+                .iter()
+                .any(|r| r.start == start_info && r.len() == START_INFO_V1_SIZE),
+            "hvm_start_info at {start_info:#x} not avoided:\n{serial}"
+        ),
+        Some(Entry::Multiboot2(mbi)) => assert!(
+            out.avoid.iter().any(|r| r.start == mbi && r.len() >= 16),
+            "MBI at {mbi:#x} not avoided:\n{serial}"
+        ),
+        None => panic!("no entry line:\n{serial}"),
+    }
+    for module in &out.modules {
+        assert!(
+            module.is_empty() || out.avoid.contains(module),
+            "module {module} not avoided:\n{serial}"
+        );
+    }
+    assert_eq!(summary.old_base, image.start);
+    assert_eq!(summary.len, image.len());
+
+    let expected = select_target(&out.memmap, &TargetRequest::new(image.len(), &out.avoid))
+        .unwrap_or_else(|e| panic!("host selection failed: {e}\n{serial}"))
+        .as_u64();
+    assert_eq!(
+        summary.new_base, expected,
+        "stub moved to {:#x}, reloc-core selects {expected:#x}\n{serial}",
+        summary.new_base
+    );
+    assert_eq!(out.target, Some(expected));
+    assert!(expected >= IMAGE_ALIGN && expected.is_multiple_of(IMAGE_ALIGN));
+    assert!(
+        expected >= image.end || expected + image.len() <= image.start,
+        "target overlaps the image"
+    );
+    for avoided in &out.avoid {
+        assert!(
+            avoided.end <= expected || avoided.start >= expected + image.len(),
+            "target {expected:#x} overlaps avoided {avoided}"
+        );
+    }
+
+    assert_eq!(summary.tables, out.rebased_tables, "tables= vs plan lines");
+    assert_eq!(u64::from(summary.leaves), image.len().div_ceil(IMAGE_ALIGN));
+    assert_eq!(out.checks_failed, 0, "a check differed:\n{serial}");
+    assert_eq!(
+        out.checks_ok,
+        BASE_CHECKS + out.split_switch_checks,
+        "unexpected number of checks:\n{serial}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_a_run() {
-        let serial = "boot-stub: PVH entry\n\
+        let serial = "boot-stub: PVH entry, hvm_start_info at 0x21e0\n\
             memmap: 0x0 0x9fc00 1\n\
             memmap: 0x100000 0x7ee0000 1\n\
             image: 0x200000 0x226000 virt 0xffffffff80200000\n\
@@ -144,8 +262,9 @@ mod tests {
             plan: table 0x20b000 L1 rebased=false image_map=false\n\
             verify: cr3 0x7c0a000 expected 0x7c0a000 ok\n\
             verify: walk code 0x1 -> 0x2 expected 0x3 MISMATCH\n\
-            reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 ok\n";
+            reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 paging=5-level ok\n";
         let out = StubOutput::parse(serial).unwrap();
+        assert_eq!(out.entry, Some(Entry::Pvh(0x21e0)));
         assert_eq!(out.memmap.len(), 2);
         assert_eq!(out.memmap[1].len, 0x7ee0000);
         assert_eq!(out.image, Some(PhysRange::new(0x200000, 0x226000)));
@@ -160,8 +279,26 @@ mod tests {
                 len: 0x26000,
                 new_base: 0x7c00000,
                 tables: 10,
-                leaves: 1
+                leaves: 1,
+                paging_levels: 5,
             })
+        );
+    }
+
+    #[test]
+    fn parses_a_multiboot2_entry_and_modules() {
+        let serial = "\x1b[H  Booting `boot-stub'\n\
+            boot-stub: multiboot2 entry, eax 0x36d76289, MBI at 0x1040d0\n\
+            module: 0x104000 0x1040c7\n\
+            module: 0x2000000 0x4000000\n";
+        let out = StubOutput::parse(serial).unwrap();
+        assert_eq!(out.entry, Some(Entry::Multiboot2(0x1040d0)));
+        assert_eq!(
+            out.modules,
+            [
+                PhysRange::new(0x104000, 0x1040c7),
+                PhysRange::new(0x2000000, 0x4000000)
+            ]
         );
     }
 
@@ -169,7 +306,19 @@ mod tests {
     fn malformed_lines_are_errors() {
         assert!(StubOutput::parse("memmap: 0x0 zz 1").is_err());
         assert!(StubOutput::parse("memmap: 0x0").is_err());
-        assert!(StubOutput::parse("reloc: moved 0x200000 -> 0x1 tables=1 leaves=1 ok").is_err());
-        assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 FAILED").is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x200000 -> 0x1 tables=1 leaves=1 paging=4-level ok"
+        )
+        .is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 paging=4-level FAILED"
+        )
+        .is_err());
+        assert!(StubOutput::parse(
+            "reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 paging=3-level ok"
+        )
+        .is_err());
+        // The summary before the paging mode was printed.
+        assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 ok").is_err());
     }
 }

@@ -117,6 +117,38 @@ fn build_failure(status: &str, stderr: &str) -> String {
     format!("{hint}building the boot-stub failed ({status}):\n{stderr}")
 }
 
+/// How QEMU is given the boot-stub.
+#[derive(Clone, Debug)]
+pub enum Medium {
+    /// `-kernel IMAGE`: QEMU's own loader, which enters through the PVH note.
+    Kernel(PathBuf),
+    /// `-cdrom ISO`: firmware boots the disc (a GRUB rescue image, see [`crate::grub`]).
+    Cdrom(PathBuf),
+}
+
+/// QEMU arguments that run a boot under KVM with the host CPU. `arch-capabilities` is off
+/// because this machine's KVM refuses the MSR (0x10a) QEMU would otherwise set up.
+pub const KVM_ARGS: [&str; 4] = ["-accel", "kvm", "-cpu", "host,-arch-capabilities"];
+
+/// `Ok` when `/dev/kvm` can be opened for reading and writing (what QEMU needs for
+/// `-accel kvm`); otherwise why not.
+pub fn kvm_usable() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm is not usable: {e}"))
+}
+
+/// Writes `message` straight to the process's stderr, past the test harness's capture, so
+/// that it shows in `cargo test` output even when the test passes (for "ran TCG only" and
+/// "did not run" notices, which must not be silent).
+pub fn notice(message: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "note: {message}");
+}
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
@@ -186,15 +218,23 @@ fn collect<R: Read + Send + 'static>(source: R, sink: Arc<Mutex<String>>) -> Joi
 }
 
 impl Qemu {
-    /// Boots `image` with `config`.
+    /// Boots `image` through `-kernel` (PVH) with `config`.
     pub fn spawn(image: &Path, config: &QemuConfig) -> io::Result<Self> {
+        Self::spawn_medium(&Medium::Kernel(image.to_path_buf()), config)
+    }
+
+    /// Boots `medium` with `config`.
+    pub fn spawn_medium(medium: &Medium, config: &QemuConfig) -> io::Result<Self> {
         static INSTANCE: AtomicU32 = AtomicU32::new(0);
         let mut command = Command::new(qemu_binary());
         command
             .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .arg("-kernel")
-            .arg(image)
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        match medium {
+            Medium::Kernel(image) => command.arg("-kernel").arg(image),
+            Medium::Cdrom(iso) => command.arg("-cdrom").arg(iso),
+        };
+        command
             .args(&config.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -400,9 +440,14 @@ pub fn boot<S: AsRef<str>>(args: &[S]) -> Finished {
     // QEMU first: a missing QEMU is the likelier problem and has the clearer message.
     qemu_binary();
     let image = boot_stub_image();
-    let qemu = Qemu::spawn(image, &QemuConfig::new(args))
+    boot_medium(&Medium::Kernel(image.to_path_buf()), args, DEFAULT_TIMEOUT)
+}
+
+/// Boots `medium` with `args` and waits up to `timeout`.
+pub fn boot_medium<S: AsRef<str>>(medium: &Medium, args: &[S], timeout: Duration) -> Finished {
+    let qemu = Qemu::spawn_medium(medium, &QemuConfig::new(args))
         .unwrap_or_else(|e| panic!("cannot start {QEMU}: {e}"));
-    qemu.wait(DEFAULT_TIMEOUT)
+    qemu.wait(timeout)
 }
 
 /// Boots the stub with `-append hold` plus `args` and a monitor, and waits until it has

@@ -16,7 +16,8 @@ pub const BARE_TARGET: &str = "x86_64-unknown-none";
 /// A system package the tests need.
 #[derive(Debug)]
 pub struct Package {
-    /// A program the package installs; finding it on `PATH` is the check.
+    /// A program the package installs; finding it on `PATH` is the check. An absolute path
+    /// names a file instead, for packages that install no program (firmware, plugins).
     pub program: &'static str,
     /// Debian and Ubuntu (`apt-get`).
     pub apt: &'static str,
@@ -42,6 +43,58 @@ pub const PACKAGES: &[Package] = &[
         apt: "binutils",
         dnf: "binutils",
         brew: "binutils",
+    },
+    // The GRUB boot tests (`tests/tests/grub.rs`) make a BIOS rescue image with
+    // `grub-mkrescue`, which needs the i386-pc modules, xorriso and mtools.
+    Package {
+        program: "grub-mkrescue",
+        apt: "grub-common",
+        dnf: "grub2-tools-extra",
+        brew: "x86_64-elf-grub",
+    },
+    Package {
+        program: "/usr/lib/grub/i386-pc",
+        apt: "grub-pc-bin",
+        dnf: "grub2-pc-modules",
+        brew: "x86_64-elf-grub",
+    },
+    Package {
+        program: "xorriso",
+        apt: "xorriso",
+        dnf: "xorriso",
+        brew: "xorriso",
+    },
+    Package {
+        program: "mformat",
+        apt: "mtools",
+        dnf: "mtools",
+        brew: "mtools",
+    },
+    // The Bochs test (`tests/tests/bochs.rs`): Bochs, its BIOS and VGA BIOS, and its
+    // terminal display.
+    Package {
+        program: "bochs",
+        apt: "bochs",
+        dnf: "bochs",
+        brew: "bochs",
+    },
+    Package {
+        program: "/usr/share/bochs/BIOS-bochs-latest",
+        apt: "bochsbios",
+        dnf: "bochs-bios",
+        brew: "bochs",
+    },
+    Package {
+        program: "/usr/share/vgabios/vgabios.bin",
+        apt: "vgabios",
+        dnf: "bochs-bios",
+        brew: "bochs",
+    },
+    Package {
+        program: "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so",
+        apt: "bochs-term",
+        dnf: "bochs",
+        brew: "bochs",
     },
 ];
 
@@ -154,8 +207,13 @@ pub fn apt_needs_update(policy: &str, packages: &[&str]) -> bool {
     })
 }
 
-/// `name` in the directories of `path_var` (a `PATH`-style list).
+/// `name` in the directories of `path_var` (a `PATH`-style list); an absolute `name` is
+/// looked for as it is.
 pub fn find_program(name: &str, path_var: &OsStr) -> Option<PathBuf> {
+    let absolute = std::path::Path::new(name);
+    if absolute.is_absolute() {
+        return absolute.exists().then(|| absolute.to_path_buf());
+    }
     std::env::split_paths(path_var)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
@@ -474,5 +532,35 @@ binutils:
             find_program("qemu-system-x86_64", &path),
             Some(dir.path().join("qemu-system-x86_64"))
         );
+    }
+
+    #[test]
+    fn absolute_names_are_files_not_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("BIOS-bochs-latest");
+        let name = file.to_str().unwrap();
+        // PATH plays no part.
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        assert_eq!(find_program(name, &path), None);
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(find_program(name, &path), Some(file.clone()));
+        assert_eq!(find_program(name, OsStr::new("")), Some(file));
+    }
+
+    #[test]
+    fn the_grub_and_bochs_packages_are_set_up() {
+        let apt: Vec<&str> = PACKAGES.iter().map(|p| p.apt).collect();
+        for package in [
+            "grub-pc-bin",
+            "grub-common",
+            "xorriso",
+            "mtools",
+            "bochs",
+            "bochsbios",
+            "vgabios",
+            "bochs-term",
+        ] {
+            assert!(apt.contains(&package), "{package} not in {apt:?}");
+        }
     }
 }

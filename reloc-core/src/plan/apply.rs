@@ -1,11 +1,13 @@
 //! Applying a plan: the copy, then the rebase of the copy. Nothing here can fail.
+//!
+//! The copy is one bulk [`PhysMemory::copy`]; the rebase then touches only the entries
+//! planning marked in each table's rewrite bitmap (Xen's layout: 18 of 7,168), so apply costs
+//! the copy plus a few dozen qword updates.
 
-use crate::paging::Level;
+use crate::paging::{address_field, Entry, Level};
 use crate::phys::PhysMemory;
 
-use crate::paging::Entry;
-
-use super::walk::{entry_addr, entry_indices};
+use super::walk::entry_addr;
 use super::Plan;
 
 /// Counts per paging level, indexed by [`Level`].
@@ -58,6 +60,9 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             bytes_copied: self.image.len(),
             ..ApplyReport::default()
         };
+        // The address fields planning proved each rewrite stays inside.
+        let pointer_field = address_field(Level::L4, false, self.max_phys);
+        let leaf_field = address_field(Level::L2, true, self.max_phys);
         for record in self.records() {
             let Some(level) = record.reached.highest() else {
                 continue;
@@ -67,16 +72,17 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             }
             report.tables_rebased.bump(level);
             let new_table = record.addr.wrapping_add(self.delta);
-            for addr in entry_indices().map(|index| entry_addr(new_table, index)) {
+            for index in record.rewrites() {
+                let addr = entry_addr(new_table, index);
                 let entry = Entry::new(mem.read_u64(addr));
-                let Some(field) = record.rebase_field(entry, self.max_phys) else {
-                    continue;
-                };
+                // Only image-map 2 MiB leaves are marked with PS set; pointers have it clear.
+                let is_leaf = entry.has_page_size_bit();
+                let field = if is_leaf { leaf_field } else { pointer_field };
                 // Planning proved this rebase stays in the field; `unwrap_or` only keeps
                 // apply free of panicking paths.
                 let rebased = entry.rebased(field, self.delta).unwrap_or(entry);
                 mem.write_u64(addr, rebased.raw());
-                if entry.has_page_size_bit() {
+                if is_leaf {
                     report.image_leaves_rebased = report.image_leaves_rebased.saturating_add(1);
                 } else {
                     report.pointers_rebased.bump(level);

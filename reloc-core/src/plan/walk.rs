@@ -5,11 +5,19 @@
 //! again (shared, or through a recursive slot) only adds a level to its record, and each
 //! (table, level) pair is scanned once, so the walk terminates on cycles and apply rebases
 //! each table once.
+//!
+//! Cost: each table is read once per level as a 4 KiB snapshot ([`PhysMemory::read_table`]),
+//! and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
+//! glance: pointers, image-map leaves and malformed entries. Only those take the exact
+//! per-entry checks, which also record in the table's rewrite bitmap what apply will rewrite.
+//! Records are found through an open-addressing index, and the search for the next table to
+//! scan resumes where it stopped, so planning costs time linear in the tables and entries.
 
 use x86_64::PhysAddr;
 
 use crate::paging::{
-    address_field, Entry, EntryKind, Level, MaxPhysAddr, ENTRIES_PER_TABLE, TABLE_SIZE,
+    address_field, Entry, EntryKind, Level, MaxPhysAddr, ARCH_ADDRESS_BITS, ENTRIES_PER_TABLE,
+    PAGE_SIZE, PRESENT, TABLE_SIZE,
 };
 use crate::phys::PhysMemory;
 
@@ -23,7 +31,7 @@ impl LevelSet {
     fn with(self, level: Level) -> Self {
         Self(self.0 | 1 << level.number())
     }
-    fn contains(self, level: Level) -> bool {
+    pub(super) fn contains(self, level: Level) -> bool {
         self.0 & 1 << level.number() != 0
     }
     /// True when some level holding pointers (L2 and up) is in the set.
@@ -38,6 +46,9 @@ impl LevelSet {
     }
 }
 
+/// Qwords of a table's rewrite bitmap: one bit per entry.
+pub(super) const REWRITE_WORDS: usize = ENTRIES_PER_TABLE / 64;
+
 /// One distinct page table found by the walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct TableRecord {
@@ -50,45 +61,135 @@ pub(super) struct TableRecord {
     scanned: LevelSet,
     /// A declared image map reached as L2: its present 2 MiB leaves move.
     pub(super) image_map: bool,
+    /// Bit `i % 64` of word `i / 64` set: apply rewrites entry `i`, whose rebase planning
+    /// proved in range. Pointers (present, PS clear) of a table scanned at L2 or above, and
+    /// present 2 MiB leaves of an image map scanned at L2; nothing else.
+    pub(super) rewrite: [u64; REWRITE_WORDS],
 }
 
 impl TableRecord {
-    /// The mask of the address field to rebase in `entry`, or `None` to leave it alone.
-    ///
-    /// The one rule shared by planning (which proves each such rebase stays in range) and
-    /// apply (which performs it): pointers (present, PS clear) in any table reached at L2 or
-    /// above, and present 2 MiB leaves of image maps.
-    pub(super) fn rebase_field(&self, entry: Entry, max_phys: MaxPhysAddr) -> Option<u64> {
-        if !entry.is_present() {
+    fn mark_rewrite(&mut self, index: u16) {
+        let index = usize::from(index);
+        if let Some(word) = self.rewrite.get_mut(index / 64) {
+            *word |= 1 << (index % 64);
+        }
+    }
+
+    /// The indices of the entries apply rewrites, ascending.
+    pub(super) fn rewrites(&self) -> impl Iterator<Item = u16> + '_ {
+        self.rewrite
+            .iter()
+            .zip(0u16..)
+            .flat_map(|(&word, w)| set_bits(word).map(move |bit| w * 64 + bit))
+    }
+}
+
+/// The positions of the set bits of `word`, ascending.
+pub(super) fn set_bits(mut word: u64) -> impl Iterator<Item = u16> {
+    core::iter::from_fn(move || {
+        if word == 0 {
             return None;
         }
-        if entry.has_page_size_bit() {
-            self.image_map
-                .then(|| address_field(Level::L2, true, max_phys))
-        } else if self.reached.any_above_l1() {
-            Some(address_field(Level::L4, false, max_phys))
-        } else {
-            None
+        // Below 64: fits.
+        let bit = word.trailing_zeros() as u16;
+        word &= word - 1;
+        Some(bit)
+    })
+}
+
+/// Which entries of a table scanned at one level need the exact per-entry checks: the present
+/// ones that are malformed, that point to a table, or that are image-map leaves. Every other
+/// entry (not present, or a well-formed leaf that stays) passes with no further work, which is
+/// what makes scanning 512 leaves of a directmap table cheap.
+///
+/// The test is `present && entry & mask != 0`, with one mask for entries with PS (bit 7) set
+/// and one for entries with it clear; bit 0 (present) in a mask selects every present entry of
+/// that kind. The masks hold the reserved bits of [`Entry::decode`], so no entry the exact
+/// checks would reject is ever skipped (tested against `decode` in this module's tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryFilter {
+    /// For PS clear.
+    plain: u64,
+    /// For PS set.
+    page_size: u64,
+}
+
+impl EntryFilter {
+    /// The filter for a table scanned at `level`; `image_map` for a declared image map
+    /// scanned at L2.
+    pub(crate) fn new(level: Level, image_map: bool, max_phys: MaxPhysAddr) -> Self {
+        // Address bits at or above the limit: malformed in any present entry.
+        let beyond = ARCH_ADDRESS_BITS & !max_phys.address_mask(12) & !max_phys.encryption_mask();
+        // Bits between the PAT bit and a huge leaf's alignment: malformed in that leaf.
+        let misaligned = |level| {
+            ARCH_ADDRESS_BITS
+                & !address_field(level, true, max_phys)
+                & !(1 << 12)
+                & !max_phys.encryption_mask()
+        };
+        let every = PRESENT;
+        match level {
+            // Bit 7 is PAT: every entry is a 4 KiB leaf.
+            Level::L1 => Self {
+                plain: beyond,
+                page_size: beyond,
+            },
+            Level::L2 => Self {
+                plain: every,
+                page_size: beyond | misaligned(Level::L2) | if image_map { every } else { 0 },
+            },
+            Level::L3 => Self {
+                plain: every,
+                page_size: beyond | misaligned(Level::L3),
+            },
+            // PS set is malformed here.
+            Level::L4 | Level::L5 => Self {
+                plain: every,
+                page_size: every,
+            },
         }
+    }
+
+    /// True when `entry` needs the exact checks.
+    #[inline(always)]
+    pub(crate) fn selects(&self, entry: u64) -> bool {
+        self.hit(entry) != 0
+    }
+
+    /// Nonzero when `entry` needs the exact checks; branch-free, so that a loop over a table
+    /// compiles to straight-line (vectorisable) code.
+    #[inline(always)]
+    fn hit(&self, entry: u64) -> u64 {
+        let present = 0u64.wrapping_sub(entry & PRESENT);
+        let page_size = 0u64.wrapping_sub((entry & PAGE_SIZE) >> 7);
+        let mask = self.plain ^ ((self.plain ^ self.page_size) & page_size);
+        entry & present & mask
+    }
+
+    /// Bit `j` set when entry `j` of `chunk` (at most 64 entries) needs the exact checks.
+    #[inline]
+    fn select_chunk(&self, chunk: &[u64]) -> u64 {
+        // Most chunks hold nothing to check, and two ORs over the chunk prove it: a superset
+        // of what `hit` selects, at two vector operations per entry. `hit` can select an
+        // entry only through a bit of `page_size` (PS set), a non-present bit of `plain`, or
+        // the present bit of `plain` in an entry with PS clear.
+        let any_bits = self.page_size | (self.plain & !PRESENT);
+        let any_plain = self.plain & PRESENT;
+        let (all, plain) = chunk.iter().fold((0, 0), |(all, plain), &entry| {
+            (all | entry, plain | (entry & !(entry >> 7)))
+        });
+        if all & any_bits == 0 && plain & any_plain == 0 {
+            return 0;
+        }
+        chunk.iter().zip(0..64).fold(0, |bits, (&entry, j)| {
+            bits | u64::from(self.selects(entry)) << j
+        })
     }
 }
 
 /// The physical address of entry `index` of the table at `table`.
 pub(super) fn entry_addr(table: u64, index: u16) -> u64 {
     table.wrapping_add(u64::from(index) * 8)
-}
-
-/// The entry indices of a table.
-pub(super) fn entry_indices() -> impl Iterator<Item = u16> {
-    0..ENTRIES_PER_TABLE as u16
-}
-
-/// The 512 entries of the table at `table`, with their indices.
-fn table_entries<M: PhysMemory + ?Sized>(
-    mem: &M,
-    table: u64,
-) -> impl Iterator<Item = (u16, Entry)> + '_ {
-    entry_indices().map(move |i| (i, Entry::new(mem.read_u64(entry_addr(table, i)))))
 }
 
 impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
@@ -103,8 +204,10 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             request.paging.top_level(),
             request,
         )?;
+        // One table on the stack (4 KiB), reused for every scan.
+        let mut entries = [0u64; ENTRIES_PER_TABLE];
         while let Some((index, level)) = self.next_unscanned() {
-            self.scan(mem, index, level, request)?;
+            self.scan(mem, index, level, request, &mut entries)?;
         }
         for &map in request.image_maps {
             let Some(record) = self.record(map.as_u64()).filter(|r| r.image_map) else {
@@ -117,8 +220,36 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         Ok(())
     }
 
-    fn record(&self, addr: u64) -> Option<&TableRecord> {
-        self.records().iter().find(|r| r.addr == addr)
+    /// The record of the table at `addr`, if the walk found it.
+    pub(super) fn record(&self, addr: u64) -> Option<&TableRecord> {
+        match self.index_probe(addr) {
+            Probe::Found { record, .. } => self.tables.get(record),
+            Probe::Vacant { .. } | Probe::Full => None,
+        }
+    }
+
+    /// Looks `addr` up in the index: open addressing with linear probing over
+    /// `2 * MAX_TABLES` slots, so the index is at most half full and a probe is short. A slot
+    /// holds a record number plus one; zero is vacant.
+    fn index_probe(&self, addr: u64) -> Probe {
+        let slots = self.index.as_flattened();
+        let Ok(len) = u64::try_from(slots.len()) else {
+            return Probe::Full;
+        };
+        // Fibonacci hashing of the page number, scaled onto the slots (no division).
+        let hash = (addr >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let start = ((u128::from(hash) * u128::from(len)) >> 64) as usize;
+        let wrapped = slots.get(start..).into_iter().flatten().zip(start..);
+        let from_zero = slots.get(..start).into_iter().flatten().zip(0..);
+        for (&slot, at) in wrapped.chain(from_zero) {
+            let Some(record) = (slot as usize).checked_sub(1) else {
+                return Probe::Vacant { slot: at };
+            };
+            if self.tables.get(record).is_some_and(|r| r.addr == addr) {
+                return Probe::Found { record };
+            }
+        }
+        Probe::Full
     }
 
     /// Notes that the table at `addr` is reached at `level`.
@@ -130,86 +261,134 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     ) -> Result<(), PlanError> {
         let is_image_map =
             level == Level::L2 && request.image_maps.iter().any(|m| m.as_u64() == addr);
-        let count = self.table_count;
-        if let Some(record) = self
-            .tables
-            .get_mut(..count)
-            .and_then(|known| known.iter_mut().find(|r| r.addr == addr))
-        {
-            record.reached = record.reached.with(level);
-            record.image_map |= is_image_map;
-            return Ok(());
-        }
-        let record = self.tables.get_mut(count).ok_or(PlanError::TooManyTables {
+        let too_many = PlanError::TooManyTables {
             capacity: MAX_TABLES,
-        })?;
+        };
+        let slot = match self.index_probe(addr) {
+            Probe::Found { record: index } => {
+                if let Some(record) = self.tables.get_mut(index) {
+                    if !record.reached.contains(level) {
+                        // A new level to scan, possibly behind the scan cursor.
+                        self.scan_from = self.scan_from.min(index);
+                    }
+                    record.reached = record.reached.with(level);
+                    record.image_map |= is_image_map;
+                }
+                return Ok(());
+            }
+            Probe::Vacant { slot } => slot,
+            Probe::Full => return Err(too_many),
+        };
+        let count = self.table_count;
+        let number = count
+            .checked_add(1)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(too_many)?;
+        let record = self.tables.get_mut(count).ok_or(too_many)?;
         *record = TableRecord {
             addr,
             reached: LevelSet::default().with(level),
             scanned: LevelSet::default(),
             image_map: is_image_map,
+            rewrite: [0; REWRITE_WORDS],
         };
+        if let Some(vacant) = self.index.as_flattened_mut().get_mut(slot) {
+            *vacant = number;
+        }
         self.table_count += 1;
         Ok(())
     }
 
-    /// A table with a level reached but not yet scanned.
-    fn next_unscanned(&self) -> Option<(usize, Level)> {
-        self.records()
+    /// A table with a level reached but not yet scanned: the first in discovery order, its
+    /// highest such level. Every record before `scan_from` is fully scanned, so the search
+    /// starts there.
+    fn next_unscanned(&mut self) -> Option<(usize, Level)> {
+        let count = self.table_count;
+        let found = self
+            .tables
+            .get(..count)?
             .iter()
             .enumerate()
-            .find_map(|(i, r)| Some((i, r.reached.minus(r.scanned).highest()?)))
+            .skip(self.scan_from)
+            .find_map(|(i, r)| Some((i, r.reached.minus(r.scanned).highest()?)));
+        self.scan_from = found.map_or(count, |(i, _)| i);
+        found
     }
 
-    /// Checks every entry of table `index` read at `level`, and reaches its children.
+    /// Checks every entry of table `index` read at `level`, reaches its children and marks
+    /// the entries apply will rewrite. `entries` is scratch space for the table's snapshot.
     fn scan<M: PhysMemory + ?Sized>(
         &mut self,
         mem: &M,
         index: usize,
         level: Level,
         request: &RelocationRequest<'_>,
+        entries: &mut [u64; ENTRIES_PER_TABLE],
     ) -> Result<(), PlanError> {
         let Some(slot) = self.tables.get_mut(index) else {
             return Ok(());
         };
-        let record = *slot;
-        slot.scanned = record.scanned.with(level);
-        let is_image_map = record.image_map && level == Level::L2;
-        for (index, entry) in table_entries(mem, record.addr) {
-            let at = location(record.addr, level, index, entry);
-            let kind = entry
-                .decode(level, self.max_phys)
-                .map_err(|reason| PlanError::MalformedEntry { at, reason })?;
-            let rebased = match kind {
-                EntryKind::NotPresent => continue,
-                EntryKind::Table { table } => {
-                    if !self.image.contains_span(table, TABLE_SIZE) {
-                        return Err(PlanError::PointerOutsideImage { at });
+        slot.scanned = slot.scanned.with(level);
+        let (table, is_image_map) = (slot.addr, slot.image_map && level == Level::L2);
+        mem.read_table(table, entries);
+        let filter = EntryFilter::new(level, is_image_map, self.max_phys);
+        for (chunk, first) in entries.chunks_exact(64).zip((0u16..).step_by(64)) {
+            for bit in set_bits(filter.select_chunk(chunk)) {
+                let entry_index = first + bit;
+                let raw = chunk.get(usize::from(bit)).copied().unwrap_or(0);
+                let at = location(table, level, entry_index, Entry::new(raw));
+                if self.check_entry(mem, at, is_image_map, request)? {
+                    if let Some(record) = self.tables.get_mut(index) {
+                        record.mark_rewrite(entry_index);
                     }
-                    if is_image_map {
-                        self.check_image_map_l1(mem, at, table)?;
-                    }
-                    if let Some(below) = level.below() {
-                        self.reach(table, below, request)?;
-                    }
-                    entry.rebased(address_field(level, false, self.max_phys), self.delta)
                 }
-                EntryKind::Leaf { frame, size } if is_image_map => {
-                    if !self.footprint.contains_span(frame, size) {
-                        return Err(PlanError::ImageLeafOutsideImage { at });
-                    }
-                    entry.rebased(address_field(level, true, self.max_phys), self.delta)
-                }
-                EntryKind::Leaf { .. } => continue,
-            };
-            if rebased.is_none() {
-                return Err(PlanError::RebasedEntryBeyondMaxPhys {
-                    at,
-                    max_phys_bits: self.max_phys.bits(),
-                });
             }
         }
         Ok(())
+    }
+
+    /// The exact checks of one entry the filter selected; reaches the table it points to.
+    /// `Ok(true)` when apply must rewrite it (the rebase was proven in range).
+    fn check_entry<M: PhysMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        at: EntryLocation,
+        is_image_map: bool,
+        request: &RelocationRequest<'_>,
+    ) -> Result<bool, PlanError> {
+        let (entry, level) = (Entry::new(at.entry), at.level);
+        let kind = entry
+            .decode(level, self.max_phys)
+            .map_err(|reason| PlanError::MalformedEntry { at, reason })?;
+        let rebased = match kind {
+            EntryKind::NotPresent => return Ok(false),
+            EntryKind::Table { table } => {
+                if !self.image.contains_span(table, TABLE_SIZE) {
+                    return Err(PlanError::PointerOutsideImage { at });
+                }
+                if is_image_map {
+                    self.check_image_map_l1(mem, at, table)?;
+                }
+                if let Some(below) = level.below() {
+                    self.reach(table, below, request)?;
+                }
+                entry.rebased(address_field(level, false, self.max_phys), self.delta)
+            }
+            EntryKind::Leaf { frame, size } if is_image_map => {
+                if !self.footprint.contains_span(frame, size) {
+                    return Err(PlanError::ImageLeafOutsideImage { at });
+                }
+                entry.rebased(address_field(level, true, self.max_phys), self.delta)
+            }
+            EntryKind::Leaf { .. } => return Ok(false),
+        };
+        if rebased.is_none() {
+            return Err(PlanError::RebasedEntryBeyondMaxPhys {
+                at,
+                max_phys_bits: self.max_phys.bits(),
+            });
+        }
+        Ok(true)
     }
 
     /// No 4 KiB leaf under an image map may map image memory: it would not move.
@@ -219,7 +398,10 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         image_map: EntryLocation,
         l1_table: u64,
     ) -> Result<(), PlanError> {
-        for (index, entry) in table_entries(mem, l1_table) {
+        let mut entries = [0u64; ENTRIES_PER_TABLE];
+        mem.read_table(l1_table, &mut entries);
+        for (&raw, index) in entries.iter().zip(0u16..) {
+            let entry = Entry::new(raw);
             let leaf = location(l1_table, Level::L1, index, entry);
             match entry.decode(Level::L1, self.max_phys) {
                 Err(reason) => return Err(PlanError::MalformedEntry { at: leaf, reason }),
@@ -231,6 +413,16 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         }
         Ok(())
     }
+}
+
+/// Where `addr` is, or would go, in the record index.
+enum Probe {
+    /// Record number `record` holds it.
+    Found { record: usize },
+    /// Not recorded; index slot `slot` is free for it.
+    Vacant { slot: usize },
+    /// Not recorded, and no slot is free (only with `MAX_TABLES == 0`).
+    Full,
 }
 
 fn location(table: u64, level: Level, index: u16, entry: Entry) -> EntryLocation {
@@ -281,5 +473,111 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     /// The top-level table in the old image (the current CR3 address).
     pub fn top_table(&self) -> PhysAddr {
         self.top_table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the exact per-entry checks do with `entry`: `true` unless they skip it with no
+    /// error (not present, or a leaf that stays and decodes).
+    fn needs_exact_checks(entry: u64, level: Level, image_map: bool, mp: MaxPhysAddr) -> bool {
+        match Entry::new(entry).decode(level, mp) {
+            Err(_) | Ok(EntryKind::Table { .. }) => true,
+            Ok(EntryKind::NotPresent) => false,
+            Ok(EntryKind::Leaf { .. }) => image_map && level == Level::L2,
+        }
+    }
+
+    /// Entries near every case: random, present or not, PS or not, bits near the limits.
+    fn entry() -> impl Strategy<Value = u64> {
+        (any::<u64>(), 0u64..4, prop_oneof![Just(0u64), any::<u64>()]).prop_map(
+            |(raw, flags, noise)| {
+                // Mostly clean addresses (low bits), sometimes noise anywhere.
+                let addr = raw & 0x0000_00ff_ffff_f000;
+                (addr | (flags & 1) | ((flags >> 1) << 7)) ^ (noise & raw.rotate_left(7))
+            },
+        )
+    }
+
+    fn max_phys() -> impl Strategy<Value = MaxPhysAddr> {
+        (32u8..=52, any::<bool>()).prop_map(|(bits, c_bit)| {
+            let mp = MaxPhysAddr::new(bits).unwrap_or(MaxPhysAddr::new(52).unwrap());
+            match c_bit.then(|| mp.with_encryption_mask(1 << (bits - 1))) {
+                Some(Some(encrypted)) => encrypted,
+                _ => mp,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The filter selects exactly the entries the exact checks would not skip: none it
+        /// passes over could have been an error or a rewrite.
+        #[test]
+        fn filter_selects_exactly_what_the_exact_checks_need(
+            entries in proptest::collection::vec(entry(), 64),
+            level in 1u8..=5,
+            image_map in any::<bool>(),
+            mp in max_phys(),
+        ) {
+            let level = Level::ALL[usize::from(level - 1)];
+            let filter = EntryFilter::new(level, image_map, mp);
+            let mut expected_bits = 0u64;
+            for (j, &e) in entries.iter().enumerate() {
+                let expected = needs_exact_checks(e, level, image_map, mp);
+                prop_assert_eq!(filter.selects(e), expected, "entry {:#x} at {}", e, level);
+                expected_bits |= u64::from(expected) << j;
+            }
+            prop_assert_eq!(filter.select_chunk(&entries), expected_bits);
+        }
+    }
+
+    #[test]
+    fn filter_passes_plain_leaves_and_catches_a_lone_pointer() {
+        let mp = MaxPhysAddr::new(46).unwrap();
+        // A directmap L2 table: 2 MiB leaves everywhere, one pointer in the middle.
+        let mut chunk = [0u64; 64];
+        for (i, e) in chunk.iter_mut().enumerate() {
+            *e = (i as u64) << 21 | 0xe3;
+        }
+        let filter = EntryFilter::new(Level::L2, false, mp);
+        assert_eq!(filter.select_chunk(&chunk), 0);
+        chunk[37] = 0x20_3000 | 0x63;
+        assert_eq!(filter.select_chunk(&chunk), 1 << 37);
+        // The same leaves in an image map all need checking.
+        let image_map = EntryFilter::new(Level::L2, true, mp);
+        assert_eq!(image_map.select_chunk(&chunk), u64::MAX);
+    }
+
+    /// The bound `Plan`'s documentation states: 88 bytes per table plus under 128.
+    #[test]
+    fn plan_size_is_88_bytes_per_table_plus_fixed_fields() {
+        for (size, tables) in [
+            (core::mem::size_of::<Plan<0>>(), 0),
+            (core::mem::size_of::<Plan<24>>(), 24),
+            (
+                core::mem::size_of::<Plan>(),
+                super::super::DEFAULT_MAX_TABLES,
+            ),
+            (core::mem::size_of::<Plan<4096>>(), 4096),
+        ] {
+            assert!(
+                size >= 88 * tables && size < 88 * tables + 128,
+                "{tables}: {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_bits_lists_positions_ascending() {
+        assert!(set_bits(0).next().is_none());
+        let bits: std::vec::Vec<u16> = set_bits(1 | 1 << 5 | 1 << 63).collect();
+        assert_eq!(bits, [0, 5, 63]);
     }
 }

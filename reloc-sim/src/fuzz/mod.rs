@@ -19,8 +19,11 @@
 //!   independent reading of the same bytes.
 //! - [`notes`]: arbitrary bytes as an ELF file, its Xen notes read by `reloc_core::notes`
 //!   against an independent reading of the same bytes.
+//! - [`multiboot2`]: arbitrary bytes as a multiboot2 boot information structure (MBI), read by
+//!   `reloc_core::Multiboot2Info` against an independent reading of the same bytes.
 
 pub mod boot_info;
+pub mod multiboot2;
 pub mod notes;
 pub mod relocate;
 pub mod select;

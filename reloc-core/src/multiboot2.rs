@@ -1,0 +1,1690 @@
+//! Multiboot2 boot information (the MBI, multiboot2 specification 2.0, §3.6): a parser that
+//! copies what relocation needs into the same boot data as PVH ([`crate::hvm::BootInfo`]).
+//!
+//! A multiboot2 loader (GRUB) enters the image in 32-bit protected mode with `%eax` =
+//! [`BOOTLOADER_MAGIC`] and `%ebx` = the physical address of the MBI: a `u32 total_size`, a
+//! reserved `u32`, then tags, each `u32 type`, `u32 size` and a payload, each starting on an
+//! 8-byte boundary, up to an end tag (type 0, size 8). The MBI sits in RAM the memory map
+//! reports as usable, so [`Multiboot2Info::avoid_ranges`] names it, every module and every
+//! string for target selection.
+//!
+//! # Rules
+//! - The MBI address is 8-byte aligned; `total_size` is at least 16 (header and end tag); the
+//!   `total_size` bytes (rounded up to a qword) must be readable and must not wrap.
+//! - Tags are walked from offset 8 by their size, rounded up to 8, until the end tag. A tag
+//!   smaller than its 8-byte header, or running past `total_size`, and an end tag whose size
+//!   is not 8, are errors; so is running out of bytes before an end tag. Bytes after the end
+//!   tag (within `total_size`) are ignored.
+//! - Read: command line (type 1) and boot loader name (type 2), NUL-terminated within their
+//!   tag; every module (type 3: `u32 mod_start`, `u32 mod_end`, string); basic meminfo (type
+//!   4: `mem_lower`/`mem_upper` in KiB); memory map (type 6: `u32 entry_size`, `u32
+//!   entry_version`, entries). For types 1, 2, 4 and 6 only the first tag is read; later ones
+//!   and every other type are skipped by size.
+//! - The memory map honours `entry_size` (at least 24, the version-0 entry; entries are read at
+//!   that stride and the version-0 fields `u64 base`, `u64 length`, `u32 type` taken from
+//!   each) and accepts any `entry_version`: the specification guarantees later versions are
+//!   backward compatible. The entries must fill the tag exactly, and `base + length` must not
+//!   wrap.
+//! - The map is the type-6 tag when it holds an entry; otherwise basic meminfo becomes two
+//!   RAM regions, `[0, mem_lower KiB)` and `[1 MiB, 1 MiB + mem_upper KiB)`; with neither it
+//!   is [`Multiboot2Error::MissingMemoryMap`].
+//!
+//! Every malformed input is a [`Multiboot2Error`] naming the tag type, its offset in the MBI
+//! and what is wrong; nothing panics, and memory is only read.
+//!
+//! # Why not rust-osdev's `multiboot2` crate
+//! The field's crate (0.28) builds for `x86_64-unknown-none` with `default-features = false`,
+//! but it cannot read a loader's MBI safely on its own, and validating every tag before
+//! handing it over would be this parser again:
+//! - `MemoryMapTag`'s layout asserts `(size - 16) % 24 == 0` and
+//!   `MemoryMapTag::memory_areas` asserts `entry_size == 24`: a map with a partial entry, or
+//!   from a loader using the larger entries the specification allows, panics, and there is no
+//!   way to read such a map through it;
+//! - a type-6 or type-3 tag shorter than its fixed fields panics in its typed getter (the
+//!   tag's `dst_len` asserts the size), and `ModuleTag::module_size` asserts `end >= start`;
+//!   a type-4 tag shorter than its fields is read past its end, from the padding;
+//! - `BootInformation::load` takes a raw pointer to the whole MBI: over [`PhysMemory`] that
+//!   means copying the MBI into an 8-aligned buffer whose capacity bounds which MBIs boot
+//!   (EFI memory maps and ELF section tags can make them several KiB), plus `unsafe`;
+//! - its errors (`LoadError`) name neither the tag nor its offset.
+//!
+//! So this parser reads through [`PhysMemory`] like [`crate::hvm`], copies nothing but what
+//! it keeps, and holds no `unsafe`. The crate serves the tests: its builder makes the MBIs
+//! they parse and its reader cross-checks the result on well-formed ones (the
+//! `multiboot2_crate_*` test shows each of these).
+
+use core::fmt;
+
+use crate::hvm::{BootModule, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY, DEFAULT_MODULE_CAPACITY};
+use crate::phys::{MemoryFault, PhysMemory, PhysRange};
+use crate::select::{MemoryRegion, E820_RAM};
+
+/// `%eax` at a multiboot2 entry.
+pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
+
+/// Tag type: end of the tags.
+pub const TAG_END: u32 = 0;
+/// Tag type: kernel command line.
+pub const TAG_CMDLINE: u32 = 1;
+/// Tag type: boot loader name.
+pub const TAG_BOOTLOADER_NAME: u32 = 2;
+/// Tag type: one boot module.
+pub const TAG_MODULE: u32 = 3;
+/// Tag type: basic memory information (`mem_lower`, `mem_upper`).
+pub const TAG_BASIC_MEMINFO: u32 = 4;
+/// Tag type: memory map.
+pub const TAG_MEMORY_MAP: u32 = 6;
+
+/// Size of the MBI's fixed header (`total_size`, reserved) and of a tag header (type, size).
+pub const HEADER_SIZE: u32 = 8;
+
+/// Size of a version-0 memory-map entry: the least `entry_size` accepted.
+pub const MEMORY_MAP_ENTRY_V0_SIZE: u32 = 24;
+
+/// Longest boot loader name (without its NUL) the parser accepts and copies.
+pub const BOOTLOADER_NAME_CAPACITY: usize = 256;
+
+/// Tag alignment inside the MBI, and the MBI's own.
+const ALIGN: u64 = 8;
+
+/// Bytes before the string in a module tag (header, `mod_start`, `mod_end`), and before the
+/// entries in a memory-map tag (header, `entry_size`, `entry_version`).
+const MODULE_FIXED: u32 = 16;
+const MEMORY_MAP_FIXED: u32 = 16;
+const BASIC_MEMINFO_SIZE: u32 = 16;
+
+/// The tag-type name used in messages.
+fn tag_name(tag_type: u32) -> &'static str {
+    match tag_type {
+        TAG_END => "end",
+        TAG_CMDLINE => "command line",
+        TAG_BOOTLOADER_NAME => "boot loader name",
+        TAG_MODULE => "module",
+        TAG_BASIC_MEMINFO => "basic meminfo",
+        TAG_MEMORY_MAP => "memory map",
+        _ => "unknown",
+    }
+}
+
+/// What is wrong with one tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TagProblem {
+    /// `size` is below the least a tag of this type holds.
+    TooSmall {
+        /// The tag's size.
+        size: u32,
+        /// The least size accepted.
+        min: u32,
+    },
+    /// The tag's `size` bytes run past the MBI's `total_size`.
+    PastEnd {
+        /// The tag's size.
+        size: u32,
+        /// The MBI's `total_size`.
+        total_size: u32,
+    },
+    /// An end tag whose size is not 8.
+    EndTagSize {
+        /// The size found.
+        size: u32,
+    },
+    /// A string with no NUL before the tag ends.
+    Unterminated,
+    /// A string longer than the parser copies.
+    StringTooLong {
+        /// Its length without the NUL.
+        len: u32,
+        /// The longest accepted.
+        capacity: usize,
+    },
+    /// A memory-map `entry_size` below [`MEMORY_MAP_ENTRY_V0_SIZE`].
+    EntrySizeTooSmall {
+        /// The `entry_size` found.
+        entry_size: u32,
+    },
+    /// The memory-map entries do not fill the tag exactly.
+    PartialEntry {
+        /// Bytes after the fixed fields.
+        entry_bytes: u32,
+        /// The tag's `entry_size`.
+        entry_size: u32,
+    },
+    /// More memory-map entries than this parser holds.
+    TooManyMapEntries {
+        /// Entries in the tag (2 for basic meminfo).
+        count: u32,
+        /// Entries this parser holds.
+        capacity: usize,
+    },
+    /// More module tags than this parser holds.
+    TooManyModules {
+        /// Modules this parser holds.
+        capacity: usize,
+    },
+    /// A module whose `mod_end` is below its `mod_start`.
+    ModuleEndsBeforeStart {
+        /// `mod_start`.
+        start: u32,
+        /// `mod_end`.
+        end: u32,
+    },
+    /// A memory-map entry whose `base + length` passes 2^64.
+    EntryWraps {
+        /// The entry's index.
+        index: u32,
+        /// Its base.
+        base: u64,
+        /// Its length.
+        length: u64,
+    },
+}
+
+impl fmt::Display for TagProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagProblem::TooSmall { size, min } => {
+                write!(f, "size {size} is below the {min} bytes this tag holds")
+            }
+            TagProblem::PastEnd { size, total_size } => {
+                write!(f, "size {size} runs past the MBI's total_size {total_size}")
+            }
+            TagProblem::EndTagSize { size } => write!(f, "end tag size is {size}, not 8"),
+            TagProblem::Unterminated => f.write_str("string has no NUL within the tag"),
+            TagProblem::StringTooLong { len, capacity } => {
+                write!(
+                    f,
+                    "string of {len} bytes is longer than the {capacity} supported"
+                )
+            }
+            TagProblem::EntrySizeTooSmall { entry_size } => write!(
+                f,
+                "entry_size {entry_size} is below {MEMORY_MAP_ENTRY_V0_SIZE}"
+            ),
+            TagProblem::PartialEntry {
+                entry_bytes,
+                entry_size,
+            } => write!(
+                f,
+                "{entry_bytes} bytes of entries are not a whole number of {entry_size}-byte entries"
+            ),
+            TagProblem::TooManyMapEntries { count, capacity } => write!(
+                f,
+                "{count} memory-map entries, more than the {capacity} supported"
+            ),
+            TagProblem::TooManyModules { capacity } => {
+                write!(f, "more modules than the {capacity} supported")
+            }
+            TagProblem::ModuleEndsBeforeStart { start, end } => {
+                write!(f, "mod_end {end:#x} is below mod_start {start:#x}")
+            }
+            TagProblem::EntryWraps {
+                index,
+                base,
+                length,
+            } => write!(
+                f,
+                "entry {index} at {base:#x} of {length:#x} bytes wraps past 2^64"
+            ),
+        }
+    }
+}
+
+/// Why the multiboot2 boot information was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Multiboot2Error {
+    /// The MBI address is not 8-byte aligned.
+    Misaligned {
+        /// The MBI address.
+        paddr: u64,
+    },
+    /// Memory cannot serve the MBI (its header, or the qwords covering `total_size` bytes).
+    Unreadable {
+        /// The MBI address.
+        paddr: u64,
+        /// Bytes that were to be read.
+        len: u64,
+        /// What memory reported.
+        fault: MemoryFault,
+    },
+    /// The MBI's bytes would pass 2^64.
+    RangeWraps {
+        /// The MBI address.
+        paddr: u64,
+        /// Bytes that were to be read.
+        len: u64,
+    },
+    /// `total_size` has no room for the fixed header and an end tag.
+    TotalSizeTooSmall {
+        /// The `total_size` found.
+        total_size: u32,
+    },
+    /// The tags run out before an end tag: fewer than 8 bytes left at `offset`.
+    MissingEndTag {
+        /// Where the next tag would start.
+        offset: u64,
+        /// The MBI's `total_size`.
+        total_size: u32,
+    },
+    /// A malformed tag.
+    Tag {
+        /// Its type.
+        tag_type: u32,
+        /// Its offset from the start of the MBI.
+        offset: u32,
+        /// What is wrong.
+        problem: TagProblem,
+    },
+    /// Neither a memory-map tag (type 6) with an entry nor a basic meminfo tag (type 4):
+    /// nothing to choose a relocation target from.
+    MissingMemoryMap,
+}
+
+impl fmt::Display for Multiboot2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Multiboot2Error::Misaligned { paddr } => {
+                write!(f, "multiboot2 MBI at {paddr:#x} is not 8-byte aligned")
+            }
+            Multiboot2Error::Unreadable { paddr, len, fault } => {
+                write!(f, "multiboot2 MBI at {paddr:#x} ({len} bytes) is unreadable: {fault}")
+            }
+            Multiboot2Error::RangeWraps { paddr, len } => {
+                write!(f, "multiboot2 MBI at {paddr:#x} of {len} bytes wraps past 2^64")
+            }
+            Multiboot2Error::TotalSizeTooSmall { total_size } => write!(
+                f,
+                "multiboot2 MBI total_size {total_size} is below 16 (header and end tag)"
+            ),
+            Multiboot2Error::MissingEndTag { offset, total_size } => write!(
+                f,
+                "multiboot2 MBI has no end tag: tags run out at offset {offset:#x} of total_size {total_size}"
+            ),
+            Multiboot2Error::Tag {
+                tag_type,
+                offset,
+                problem,
+            } => write!(
+                f,
+                "multiboot2 tag type {tag_type} ({}) at MBI offset {offset:#x}: {problem}",
+                tag_name(*tag_type)
+            ),
+            Multiboot2Error::MissingMemoryMap => f.write_str(
+                "multiboot2 MBI has no memory map: neither a memory-map tag (type 6) with entries nor basic meminfo (type 4)",
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Multiboot2Error {}
+
+/// Where [`Multiboot2Info::memory_map`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemoryMapSource {
+    /// The memory-map tag (type 6).
+    MemoryMapTag {
+        /// Bytes per entry.
+        entry_size: u32,
+        /// The entry version.
+        entry_version: u32,
+    },
+    /// The basic meminfo tag (type 4), there being no memory map.
+    BasicMeminfo {
+        /// KiB of RAM from 0.
+        mem_lower_kib: u32,
+        /// KiB of RAM from 1 MiB to the first hole.
+        mem_upper_kib: u32,
+    },
+}
+
+impl fmt::Display for MemoryMapSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryMapSource::MemoryMapTag {
+                entry_size,
+                entry_version,
+            } => write!(
+                f,
+                "memory-map tag (entry_size {entry_size}, entry_version {entry_version})"
+            ),
+            MemoryMapSource::BasicMeminfo {
+                mem_lower_kib,
+                mem_upper_kib,
+            } => write!(
+                f,
+                "basic meminfo (mem_lower {mem_lower_kib} KiB, mem_upper {mem_upper_kib} KiB)"
+            ),
+        }
+    }
+}
+
+/// What relocation needs from a multiboot2 MBI, copied out of firmware memory.
+///
+/// `MAP` and `MODS` bound the memory-map entries and modules held; more is a
+/// [`TagProblem::TooManyMapEntries`] or [`TagProblem::TooManyModules`]. The MBI itself is not
+/// copied: only the map, the module ranges, the command line and the boot loader name are.
+#[derive(Clone, Debug)]
+pub struct Multiboot2Info<
+    const MAP: usize = DEFAULT_MEMMAP_CAPACITY,
+    const MODS: usize = DEFAULT_MODULE_CAPACITY,
+> {
+    mbi: PhysRange,
+    memmap: [MemoryRegion; MAP],
+    memmap_len: usize,
+    memmap_source: MemoryMapSource,
+    modules: [BootModule; MODS],
+    module_count: usize,
+    cmdline_range: PhysRange,
+    cmdline: [u8; CMDLINE_CAPACITY],
+    cmdline_len: usize,
+    name_range: PhysRange,
+    name: [u8; BOOTLOADER_NAME_CAPACITY],
+    name_len: usize,
+}
+
+/// The MBI's bytes, read through [`PhysMemory`] in aligned qwords after one `check_range`
+/// over all of them.
+struct Mbi<'m, M: PhysMemory + ?Sized> {
+    mem: &'m M,
+    paddr: u64,
+}
+
+impl<M: PhysMemory + ?Sized> Mbi<'_, M> {
+    /// The byte at `offset`, which the caller keeps inside the checked range.
+    fn byte(&self, offset: u64) -> u8 {
+        let addr = self.paddr + offset;
+        (self.mem.read_u64(addr & !7) >> ((addr & 7) * 8)) as u8
+    }
+
+    /// The little-endian `u32` at `offset`; the caller keeps its 4 bytes inside the MBI.
+    fn u32(&self, offset: u64) -> u32 {
+        let mut word = [0u8; 4];
+        for (i, byte) in (0u64..).zip(word.iter_mut()) {
+            *byte = self.byte(offset + i);
+        }
+        u32::from_le_bytes(word)
+    }
+
+    /// The little-endian `u64` at `offset`; the caller keeps its 8 bytes inside the MBI.
+    fn u64(&self, offset: u64) -> u64 {
+        u64::from(self.u32(offset)) | (u64::from(self.u32(offset + 4)) << 32)
+    }
+
+    /// The physical range of `len` bytes at `offset` (inside the MBI, so it cannot wrap).
+    fn range(&self, offset: u64, len: u64) -> PhysRange {
+        PhysRange::new(self.paddr + offset, self.paddr + offset + len)
+    }
+}
+
+/// One tag as the walk found it: type, offset and size, all inside the MBI.
+#[derive(Clone, Copy)]
+struct TagAt {
+    tag_type: u32,
+    offset: u32,
+    size: u32,
+}
+
+impl TagAt {
+    fn error(&self, problem: TagProblem) -> Multiboot2Error {
+        Multiboot2Error::Tag {
+            tag_type: self.tag_type,
+            offset: self.offset,
+            problem,
+        }
+    }
+
+    fn require_size(&self, min: u32) -> Result<(), Multiboot2Error> {
+        if self.size < min {
+            return Err(self.error(TagProblem::TooSmall {
+                size: self.size,
+                min,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The NUL-terminated string from `start` (an offset inside the tag) to the tag's end:
+    /// its offset in the MBI and its length without the NUL. Copied into `out` when given,
+    /// which bounds the length.
+    fn string<M: PhysMemory + ?Sized>(
+        &self,
+        mbi: &Mbi<'_, M>,
+        start: u32,
+        out: Option<&mut [u8]>,
+    ) -> Result<(u64, u32), Multiboot2Error> {
+        let first = u64::from(self.offset) + u64::from(start);
+        let end = u64::from(self.offset) + u64::from(self.size);
+        let len = (first..end)
+            .position(|offset| mbi.byte(offset) == 0)
+            .ok_or(self.error(TagProblem::Unterminated))?;
+        // Below the tag size, a u32.
+        let len = len as u32;
+        if let Some(out) = out {
+            let capacity = out.len();
+            let dst = out
+                .get_mut(..len as usize)
+                .ok_or(self.error(TagProblem::StringTooLong { len, capacity }))?;
+            for (offset, byte) in (first..).zip(dst.iter_mut()) {
+                *byte = mbi.byte(offset);
+            }
+        }
+        Ok((first, len))
+    }
+}
+
+impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
+    /// The most ranges [`Multiboot2Info::avoid_ranges`] can yield: the MBI, the command line,
+    /// the boot loader name, and each module with its string.
+    pub const MAX_AVOID_RANGES: usize = 3 + 2 * MODS;
+
+    /// Reads and validates the MBI at `mbi_paddr` (the `%ebx` of a multiboot2 entry),
+    /// copying the memory map, module ranges, command line and boot loader name.
+    pub fn parse<M: PhysMemory + ?Sized>(mem: &M, mbi_paddr: u64) -> Result<Self, Multiboot2Error> {
+        if !mbi_paddr.is_multiple_of(ALIGN) {
+            return Err(Multiboot2Error::Misaligned { paddr: mbi_paddr });
+        }
+        let total_size = read_total_size(mem, mbi_paddr)?;
+        if total_size < 2 * HEADER_SIZE {
+            return Err(Multiboot2Error::TotalSizeTooSmall { total_size });
+        }
+        let len = u64::from(total_size).next_multiple_of(ALIGN);
+        let wraps = Multiboot2Error::RangeWraps {
+            paddr: mbi_paddr,
+            len,
+        };
+        mbi_paddr.checked_add(len).ok_or(wraps)?;
+        mem.check_range(mbi_paddr, len)
+            .map_err(|fault| Multiboot2Error::Unreadable {
+                paddr: mbi_paddr,
+                len,
+                fault,
+            })?;
+        let mbi = Mbi {
+            mem,
+            paddr: mbi_paddr,
+        };
+
+        let mut info = Self {
+            mbi: mbi.range(0, u64::from(total_size)),
+            memmap: [MemoryRegion {
+                start: 0,
+                len: 0,
+                kind: 0,
+            }; MAP],
+            memmap_len: 0,
+            memmap_source: MemoryMapSource::BasicMeminfo {
+                mem_lower_kib: 0,
+                mem_upper_kib: 0,
+            },
+            modules: [BootModule::default(); MODS],
+            module_count: 0,
+            cmdline_range: PhysRange::default(),
+            cmdline: [0; CMDLINE_CAPACITY],
+            cmdline_len: 0,
+            name_range: PhysRange::default(),
+            name: [0; BOOTLOADER_NAME_CAPACITY],
+            name_len: 0,
+        };
+        let mut seen_cmdline = false;
+        let mut seen_name = false;
+        let mut seen_map = false;
+        let mut meminfo: Option<TagAt> = None;
+
+        let mut offset = u64::from(HEADER_SIZE);
+        loop {
+            let left = u64::from(total_size).saturating_sub(offset);
+            if left < u64::from(HEADER_SIZE) {
+                return Err(Multiboot2Error::MissingEndTag { offset, total_size });
+            }
+            let tag = TagAt {
+                tag_type: mbi.u32(offset),
+                // Below total_size, a u32.
+                offset: offset as u32,
+                size: mbi.u32(offset + 4),
+            };
+            tag.require_size(HEADER_SIZE)?;
+            if u64::from(tag.size) > left {
+                return Err(tag.error(TagProblem::PastEnd {
+                    size: tag.size,
+                    total_size,
+                }));
+            }
+            match tag.tag_type {
+                TAG_END => {
+                    if tag.size != HEADER_SIZE {
+                        return Err(tag.error(TagProblem::EndTagSize { size: tag.size }));
+                    }
+                    break;
+                }
+                TAG_CMDLINE if !seen_cmdline => {
+                    seen_cmdline = true;
+                    let (at, len) = tag.string(&mbi, HEADER_SIZE, Some(&mut info.cmdline))?;
+                    info.cmdline_range = mbi.range(at, u64::from(len) + 1);
+                    info.cmdline_len = len as usize;
+                }
+                TAG_BOOTLOADER_NAME if !seen_name => {
+                    seen_name = true;
+                    let (at, len) = tag.string(&mbi, HEADER_SIZE, Some(&mut info.name))?;
+                    info.name_range = mbi.range(at, u64::from(len) + 1);
+                    info.name_len = len as usize;
+                }
+                TAG_MODULE => info.read_module(&mbi, tag)?,
+                TAG_BASIC_MEMINFO if meminfo.is_none() => {
+                    tag.require_size(BASIC_MEMINFO_SIZE)?;
+                    meminfo = Some(tag);
+                }
+                TAG_MEMORY_MAP if !seen_map => {
+                    seen_map = true;
+                    info.read_memory_map(&mbi, tag)?;
+                }
+                _ => {}
+            }
+            offset += u64::from(tag.size).next_multiple_of(ALIGN);
+        }
+
+        if info.memmap_len == 0 {
+            let tag = meminfo.ok_or(Multiboot2Error::MissingMemoryMap)?;
+            info.use_basic_meminfo(&mbi, tag)?;
+        }
+        Ok(info)
+    }
+
+    fn read_module<M: PhysMemory + ?Sized>(
+        &mut self,
+        mbi: &Mbi<'_, M>,
+        tag: TagAt,
+    ) -> Result<(), Multiboot2Error> {
+        tag.require_size(MODULE_FIXED)?;
+        let start = mbi.u32(u64::from(tag.offset) + 8);
+        let end = mbi.u32(u64::from(tag.offset) + 12);
+        if end < start {
+            return Err(tag.error(TagProblem::ModuleEndsBeforeStart { start, end }));
+        }
+        let (at, len) = tag.string(mbi, MODULE_FIXED, None)?;
+        let slot = self
+            .modules
+            .get_mut(self.module_count)
+            .ok_or(tag.error(TagProblem::TooManyModules { capacity: MODS }))?;
+        *slot = BootModule {
+            range: PhysRange::new(u64::from(start), u64::from(end)),
+            cmdline: mbi.range(at, u64::from(len) + 1),
+        };
+        self.module_count += 1;
+        Ok(())
+    }
+
+    fn read_memory_map<M: PhysMemory + ?Sized>(
+        &mut self,
+        mbi: &Mbi<'_, M>,
+        tag: TagAt,
+    ) -> Result<(), Multiboot2Error> {
+        tag.require_size(MEMORY_MAP_FIXED)?;
+        let tag_offset = u64::from(tag.offset);
+        let entry_size = mbi.u32(tag_offset + 8);
+        let entry_version = mbi.u32(tag_offset + 12);
+        if entry_size < MEMORY_MAP_ENTRY_V0_SIZE {
+            return Err(tag.error(TagProblem::EntrySizeTooSmall { entry_size }));
+        }
+        let entry_bytes = tag.size - MEMORY_MAP_FIXED;
+        if !entry_bytes.is_multiple_of(entry_size) {
+            return Err(tag.error(TagProblem::PartialEntry {
+                entry_bytes,
+                entry_size,
+            }));
+        }
+        let count = entry_bytes / entry_size;
+        if count as usize > MAP {
+            return Err(tag.error(TagProblem::TooManyMapEntries {
+                count,
+                capacity: MAP,
+            }));
+        }
+        for (index, slot) in (0..count).zip(self.memmap.iter_mut()) {
+            let entry =
+                tag_offset + u64::from(MEMORY_MAP_FIXED) + u64::from(index) * u64::from(entry_size);
+            let base = mbi.u64(entry);
+            let length = mbi.u64(entry + 8);
+            let kind = mbi.u32(entry + 16);
+            if base.checked_add(length).is_none() {
+                return Err(tag.error(TagProblem::EntryWraps {
+                    index,
+                    base,
+                    length,
+                }));
+            }
+            *slot = MemoryRegion {
+                start: base,
+                len: length,
+                kind,
+            };
+        }
+        self.memmap_len = count as usize;
+        self.memmap_source = MemoryMapSource::MemoryMapTag {
+            entry_size,
+            entry_version,
+        };
+        Ok(())
+    }
+
+    fn use_basic_meminfo<M: PhysMemory + ?Sized>(
+        &mut self,
+        mbi: &Mbi<'_, M>,
+        tag: TagAt,
+    ) -> Result<(), Multiboot2Error> {
+        let mem_lower_kib = mbi.u32(u64::from(tag.offset) + 8);
+        let mem_upper_kib = mbi.u32(u64::from(tag.offset) + 12);
+        let regions = [
+            MemoryRegion {
+                start: 0,
+                len: u64::from(mem_lower_kib) * 1024,
+                kind: E820_RAM,
+            },
+            MemoryRegion {
+                start: 1 << 20,
+                len: u64::from(mem_upper_kib) * 1024,
+                kind: E820_RAM,
+            },
+        ];
+        let slots = self.memmap.get_mut(..regions.len()).ok_or(tag.error(
+            TagProblem::TooManyMapEntries {
+                count: regions.len() as u32,
+                capacity: MAP,
+            },
+        ))?;
+        slots.copy_from_slice(&regions);
+        self.memmap_len = regions.len();
+        self.memmap_source = MemoryMapSource::BasicMeminfo {
+            mem_lower_kib,
+            mem_upper_kib,
+        };
+        Ok(())
+    }
+
+    /// The memory map, in the loader's order (possibly unsorted, with zero-sized entries),
+    /// as [`crate::select::select_target`] takes it.
+    pub fn memory_map(&self) -> &[MemoryRegion] {
+        self.memmap.get(..self.memmap_len).unwrap_or(&[])
+    }
+
+    /// Which tag the memory map came from.
+    pub fn memory_map_source(&self) -> MemoryMapSource {
+        self.memmap_source
+    }
+
+    /// The boot modules, in tag order; each command line is its string inside the MBI.
+    pub fn modules(&self) -> &[BootModule] {
+        self.modules.get(..self.module_count).unwrap_or(&[])
+    }
+
+    /// The kernel command line without its NUL (empty when absent).
+    pub fn cmdline(&self) -> &[u8] {
+        self.cmdline.get(..self.cmdline_len).unwrap_or(&[])
+    }
+
+    /// True when the command line holds `word` as a whitespace-separated token.
+    pub fn cmdline_has_word(&self, word: &str) -> bool {
+        self.cmdline()
+            .split(|b| b.is_ascii_whitespace())
+            .any(|token| token == word.as_bytes())
+    }
+
+    /// The boot loader's name without its NUL (empty when absent).
+    pub fn bootloader_name(&self) -> &[u8] {
+        self.name.get(..self.name_len).unwrap_or(&[])
+    }
+
+    /// Where the MBI is: `total_size` bytes from the address parsed.
+    pub fn mbi_range(&self) -> PhysRange {
+        self.mbi
+    }
+
+    /// Every range of boot data a relocation target must not overlap: the MBI, the command
+    /// line, the boot loader name, each module and each module's string. The strings lie
+    /// inside the MBI; they are named anyway so the list reads like PVH's. Empty ranges
+    /// (absent pieces, empty modules) are left out.
+    pub fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
+        [self.mbi, self.cmdline_range, self.name_range]
+            .into_iter()
+            .chain(
+                self.modules()
+                    .iter()
+                    .flat_map(|m| [m.range, m.cmdline].into_iter()),
+            )
+            .filter(|r| !r.is_empty())
+    }
+}
+
+/// Reads `total_size`, the MBI's first `u32`, checking its qword first.
+fn read_total_size<M: PhysMemory + ?Sized>(mem: &M, paddr: u64) -> Result<u32, Multiboot2Error> {
+    let len = u64::from(HEADER_SIZE);
+    paddr
+        .checked_add(len)
+        .ok_or(Multiboot2Error::RangeWraps { paddr, len })?;
+    mem.check_range(paddr, len)
+        .map_err(|fault| Multiboot2Error::Unreadable { paddr, len, fault })?;
+    // Little-endian: the low half of the aligned qword is `total_size`.
+    Ok(mem.read_u64(paddr) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::boot::LoaderInfo;
+    use crate::hvm::{BootInfo, START_INFO_MAGIC};
+    use crate::phys::DirectMap;
+    use crate::select::{select_target, TargetRequest};
+    use ::multiboot2::{
+        BasicMemoryInfoTag, BootInformation, BootInformationHeader, BootLoaderNameTag, Builder,
+        CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag,
+    };
+    use std::string::ToString;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Where the tests put the MBI, and how much memory there is (from physical 0).
+    const AT: u64 = 0x9000;
+    const MEMORY: usize = 0x2_0000;
+
+    /// A little-endian byte image of low memory, starting at physical 0.
+    struct Blob {
+        bytes: Vec<u8>,
+    }
+
+    impl Blob {
+        fn new() -> Self {
+            Self {
+                bytes: vec![0; MEMORY],
+            }
+        }
+        fn with_mbi(mbi: &[u8]) -> Self {
+            let mut blob = Self::new();
+            blob.put(AT, mbi);
+            blob
+        }
+        fn put(&mut self, at: u64, data: &[u8]) {
+            let at = at as usize;
+            self.bytes[at..at + data.len()].copy_from_slice(data);
+        }
+        fn words(&self) -> Vec<u64> {
+            self.bytes
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        }
+        fn parse_with<const MAP: usize, const MODS: usize>(
+            &self,
+            at: u64,
+        ) -> Result<Multiboot2Info<MAP, MODS>, Multiboot2Error> {
+            let mut words = self.words();
+            let mem = DirectMap::from_slice(&mut words, 0);
+            Multiboot2Info::parse(&mem, at)
+        }
+        fn parse(&self) -> Result<Multiboot2Info, Multiboot2Error> {
+            self.parse_with(AT)
+        }
+    }
+
+    fn parse(mbi: &[u8]) -> Result<Multiboot2Info, Multiboot2Error> {
+        Blob::with_mbi(mbi).parse()
+    }
+
+    /// An MBI written tag by tag, for the malformed cases the crate's builder cannot make.
+    #[derive(Default)]
+    struct RawMbi {
+        bytes: Vec<u8>,
+        /// Offset of each tag pushed.
+        offsets: Vec<usize>,
+    }
+
+    impl RawMbi {
+        fn new() -> Self {
+            Self {
+                bytes: vec![0; 8],
+                offsets: Vec::new(),
+            }
+        }
+        /// A tag whose size field is `8 + payload.len()`, padded to 8.
+        fn tag(self, tag_type: u32, payload: &[u8]) -> Self {
+            let size = 8 + payload.len() as u32;
+            self.tag_sized(tag_type, size, payload)
+        }
+        /// A tag with an explicit size field (which may lie), then its payload padded to 8.
+        fn tag_sized(mut self, tag_type: u32, size: u32, payload: &[u8]) -> Self {
+            self.offsets.push(self.bytes.len());
+            self.bytes.extend_from_slice(&tag_type.to_le_bytes());
+            self.bytes.extend_from_slice(&size.to_le_bytes());
+            self.bytes.extend_from_slice(payload);
+            self.bytes.resize(self.bytes.len().next_multiple_of(8), 0);
+            self
+        }
+        fn cmdline(self, s: &[u8]) -> Self {
+            self.tag(TAG_CMDLINE, &[s, b"\0"].concat())
+        }
+        fn module(self, start: u32, end: u32, s: &[u8]) -> Self {
+            let payload = [&start.to_le_bytes()[..], &end.to_le_bytes(), s, b"\0"].concat();
+            self.tag(TAG_MODULE, &payload)
+        }
+        fn meminfo(self, lower: u32, upper: u32) -> Self {
+            self.tag(
+                TAG_BASIC_MEMINFO,
+                &[lower.to_le_bytes(), upper.to_le_bytes()].concat(),
+            )
+        }
+        /// A memory map of `entry_size`-byte entries (extra bytes filled with 0xee).
+        fn map(self, entry_size: u32, version: u32, entries: &[(u64, u64, u32)]) -> Self {
+            let mut payload = [entry_size.to_le_bytes(), version.to_le_bytes()].concat();
+            for &(base, len, kind) in entries {
+                let mut entry = vec![0xee; entry_size as usize];
+                entry[..8].copy_from_slice(&base.to_le_bytes());
+                entry[8..16].copy_from_slice(&len.to_le_bytes());
+                entry[16..20].copy_from_slice(&kind.to_le_bytes());
+                entry[20..24].copy_from_slice(&0u32.to_le_bytes());
+                payload.extend_from_slice(&entry);
+            }
+            self.tag(TAG_MEMORY_MAP, &payload)
+        }
+        fn end(self) -> Self {
+            self.tag(TAG_END, &[])
+        }
+        /// The bytes with `total_size` set to their length.
+        fn done(mut self) -> Vec<u8> {
+            let total = self.bytes.len() as u32;
+            self.bytes[..4].copy_from_slice(&total.to_le_bytes());
+            self.bytes
+        }
+        fn offset(&self, tag_index: usize) -> u32 {
+            self.offsets[tag_index] as u32
+        }
+    }
+
+    /// QEMU/SeaBIOS's E820 map for `-m 3G` (PCI hole from 3 GiB), as GRUB passes it on.
+    const QEMU_3G: [(u64, u64, u32); 6] = [
+        (0, 0x9fc00, 1),
+        (0x9fc00, 0x400, 2),
+        (0xf0000, 0x10000, 2),
+        (0x100000, 0xbfee0000, 1),
+        (0xbffe0000, 0x20000, 2),
+        (0xfffc0000, 0x40000, 2),
+    ];
+
+    fn areas(map: &[(u64, u64, u32)]) -> Vec<MemoryArea> {
+        map.iter()
+            .map(|&(base, len, kind)| MemoryArea::new(base, len, MemoryAreaType::from(kind)))
+            .collect()
+    }
+
+    fn regions(map: &[(u64, u64, u32)]) -> Vec<MemoryRegion> {
+        map.iter()
+            .map(|&(start, len, kind)| MemoryRegion { start, len, kind })
+            .collect()
+    }
+
+    /// The two modules the GRUB tests load, high in RAM as GRUB places them.
+    const MODULES: [(u32, u32, &str); 2] = [
+        (0xbfc1_0000, 0xbfc1_1234, "initrd"),
+        (0xbfe0_0000, 0xbfe0_0010, ""),
+    ];
+
+    /// A GRUB-like MBI from the crate's builder: command line, name, two modules, basic
+    /// meminfo and the memory map.
+    fn grub_like() -> Vec<u8> {
+        let mut builder = Builder::new()
+            .cmdline(CommandLineTag::new("console=com1 hold"))
+            .bootloader(BootLoaderNameTag::new("GRUB 2.06-13+deb12u1"));
+        for (start, end, s) in MODULES {
+            builder = builder.add_module(ModuleTag::new(start, end, s));
+        }
+        builder
+            .meminfo(BasicMemoryInfoTag::new(639, 3_144_576))
+            .mmap(MemoryMapTag::new(&areas(&QEMU_3G)))
+            .build()
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn grub_like_mbi_built_by_the_crate() {
+        let mbi = grub_like();
+        let info = parse(&mbi).unwrap();
+        assert_eq!(info.memory_map(), regions(&QEMU_3G));
+        assert_eq!(
+            info.memory_map_source(),
+            MemoryMapSource::MemoryMapTag {
+                entry_size: 24,
+                entry_version: 0
+            }
+        );
+        assert_eq!(info.cmdline(), b"console=com1 hold");
+        assert!(info.cmdline_has_word("hold"));
+        assert!(!info.cmdline_has_word("hol"));
+        assert_eq!(info.bootloader_name(), b"GRUB 2.06-13+deb12u1");
+        assert_eq!(info.mbi_range(), PhysRange::new(AT, AT + mbi.len() as u64));
+        let modules: Vec<_> = info.modules().iter().map(|m| m.range).collect();
+        assert_eq!(
+            modules,
+            [
+                PhysRange::new(0xbfc1_0000, 0xbfc1_1234),
+                PhysRange::new(0xbfe0_0000, 0xbfe0_0010)
+            ]
+        );
+        // Strings are where the bytes are: check each against the MBI.
+        let at = |r: PhysRange| &mbi[(r.start - AT) as usize..(r.end - AT) as usize];
+        assert_eq!(at(info.modules()[0].cmdline), b"initrd\0");
+        assert_eq!(at(info.modules()[1].cmdline), b"\0");
+        let avoid: Vec<_> = info.avoid_ranges().collect();
+        assert_eq!(avoid.len(), 7, "{avoid:?}");
+        assert_eq!(avoid[0], info.mbi_range());
+        assert_eq!(at(avoid[1]), b"console=com1 hold\0");
+        assert_eq!(at(avoid[2]), b"GRUB 2.06-13+deb12u1\0");
+        assert!(avoid.len() <= Multiboot2Info::<128, 16>::MAX_AVOID_RANGES);
+    }
+
+    /// Runs `read` on the crate's own reader of `mbi` (copied to an 8-aligned buffer).
+    fn with_crate_reader<R>(mbi: &[u8], read: impl FnOnce(BootInformation<'_>) -> R) -> R {
+        let mut aligned = vec![0u64; mbi.len().div_ceil(8)];
+        for (word, chunk) in aligned.iter_mut().zip(mbi.chunks(8)) {
+            let mut bytes = [0u8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_le_bytes(bytes);
+        }
+        // SAFETY: `aligned` is 8-aligned, holds the whole MBI (its total_size is its length)
+        // and outlives the reader, which `read` cannot keep.
+        let theirs =
+            unsafe { BootInformation::load(aligned.as_ptr().cast::<BootInformationHeader>()) }
+                .unwrap();
+        read(theirs)
+    }
+
+    /// The crate's own reader of the same bytes (well-formed input only).
+    #[test]
+    fn agrees_with_the_crate_reader() {
+        let mbi = grub_like();
+        with_crate_reader(&mbi, |theirs| agrees(&mbi, &theirs));
+    }
+
+    fn agrees(mbi: &[u8], theirs: &BootInformation<'_>) {
+        let ours = parse(mbi).unwrap();
+        let their_map: Vec<_> = theirs
+            .memory_map_tag()
+            .unwrap()
+            .memory_areas()
+            .iter()
+            .map(|a| MemoryRegion {
+                start: a.start_address(),
+                len: a.size(),
+                kind: u32::from(a.typ()),
+            })
+            .collect();
+        assert_eq!(ours.memory_map(), their_map);
+        let their_modules: Vec<_> = theirs
+            .module_tags()
+            .map(|m| {
+                (
+                    PhysRange::new(m.start_address().into(), m.end_address().into()),
+                    m.cmdline().unwrap().len() as u64 + 1,
+                )
+            })
+            .collect();
+        let our_modules: Vec<_> = ours
+            .modules()
+            .iter()
+            .map(|m| (m.range, m.cmdline.len()))
+            .collect();
+        assert_eq!(our_modules, their_modules);
+        assert_eq!(
+            ours.cmdline(),
+            theirs
+                .command_line_tag()
+                .unwrap()
+                .cmdline()
+                .unwrap()
+                .as_bytes()
+        );
+        assert_eq!(
+            ours.bootloader_name(),
+            theirs
+                .boot_loader_name_tag()
+                .unwrap()
+                .name()
+                .unwrap()
+                .as_bytes()
+        );
+        assert_eq!(ours.mbi_range().len(), theirs.total_size() as u64);
+    }
+
+    /// One target-selection path serves both entries: the same memory map and modules, once
+    /// as an MBI and once as PVH boot data, give the same pick.
+    #[test]
+    fn same_target_as_the_equivalent_pvh_boot_data() {
+        let mut blob = Blob::with_mbi(&grub_like());
+        // The PVH equivalent at 0x1000: start info, memory map at 0x1100, module list at
+        // 0x1400, strings at 0x1500.
+        let si = 0x1000;
+        let put32 = |b: &mut Blob, at: u64, v: u32| b.put(at, &v.to_le_bytes());
+        let put64 = |b: &mut Blob, at: u64, v: u64| b.put(at, &v.to_le_bytes());
+        put32(&mut blob, si, START_INFO_MAGIC);
+        put32(&mut blob, si + 4, 1);
+        put32(&mut blob, si + 12, MODULES.len() as u32);
+        put64(&mut blob, si + 16, 0x1400);
+        put64(&mut blob, si + 24, 0x1500);
+        put64(&mut blob, si + 40, 0x1100);
+        put32(&mut blob, si + 48, QEMU_3G.len() as u32);
+        for (i, &(base, len, kind)) in QEMU_3G.iter().enumerate() {
+            let e = 0x1100 + 24 * i as u64;
+            put64(&mut blob, e, base);
+            put64(&mut blob, e + 8, len);
+            put32(&mut blob, e + 16, kind);
+        }
+        blob.put(0x1500, b"console=com1 hold\0");
+        for (i, (start, end, _)) in MODULES.into_iter().enumerate() {
+            let e = 0x1400 + 32 * i as u64;
+            put64(&mut blob, e, start.into());
+            put64(&mut blob, e + 8, (end - start).into());
+        }
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        let pvh: BootInfo = BootInfo::parse(&mem, si).unwrap();
+        let mb2: Multiboot2Info = Multiboot2Info::parse(&mem, AT).unwrap();
+        assert_eq!(pvh.memory_map(), mb2.memory_map());
+
+        // The stub's 2 MiB image at 2 MiB, as the boot tests run it.
+        let image = PhysRange::new(0x20_0000, 0x22_a000);
+        fn pick<B: LoaderInfo>(boot: &B, image: PhysRange) -> u64 {
+            let avoid: Vec<_> = core::iter::once(image).chain(boot.avoid_ranges()).collect();
+            select_target(boot.memory_map(), &TargetRequest::new(image.len(), &avoid))
+                .unwrap()
+                .as_u64()
+        }
+        let from_mb2 = pick(&mb2, image);
+        assert_eq!(from_mb2, pick(&pvh, image));
+        // The first module sits in the highest slot, so the pick is the one below it.
+        assert_eq!(from_mb2, 0xbfa0_0000);
+        let no_modules = Builder::new()
+            .mmap(MemoryMapTag::new(&areas(&QEMU_3G)))
+            .build()
+            .as_bytes()
+            .to_vec();
+        assert_eq!(pick(&parse(&no_modules).unwrap(), image), 0xbfc0_0000);
+    }
+
+    fn tag_error(err: Multiboot2Error) -> (u32, u32, TagProblem) {
+        match err {
+            Multiboot2Error::Tag {
+                tag_type,
+                offset,
+                problem,
+            } => (tag_type, offset, problem),
+            other => panic!("expected a tag error, got {other:?}"),
+        }
+    }
+
+    const SMALL_MAP: [(u64, u64, u32); 2] = [(0, 0x9fc00, 1), (0x100000, 0x7f00000, 1)];
+
+    #[test]
+    fn memory_map_honours_entry_size_and_accepts_later_versions() {
+        // 40-byte entries of version 1: the extra 16 bytes of each (0xee) are skipped.
+        let map = [
+            (0, 0x9fc00, 1),
+            (0x100000, 0x7f00000, 1),
+            (0xfffc0000, 0x40000, 2),
+        ];
+        let info = parse(&RawMbi::new().map(40, 1, &map).end().done()).unwrap();
+        assert_eq!(info.memory_map(), regions(&map));
+        assert_eq!(
+            info.memory_map_source(),
+            MemoryMapSource::MemoryMapTag {
+                entry_size: 40,
+                entry_version: 1
+            }
+        );
+        // An entry_size that is not a multiple of 8 still steps entry by entry.
+        let info = parse(&RawMbi::new().map(28, 0, &map).end().done()).unwrap();
+        assert_eq!(info.memory_map(), regions(&map));
+    }
+
+    #[test]
+    fn memory_map_entry_size_below_24_and_partial_entries_are_rejected() {
+        for entry_size in [0u32, 8, 23] {
+            // The payload is the fixed fields only: no entry of that size is read.
+            let mbi = RawMbi::new()
+                .tag(TAG_MEMORY_MAP, &[entry_size.to_le_bytes(), [0; 4]].concat())
+                .end();
+            let offset = mbi.offset(0);
+            let err = parse(&mbi.done()).unwrap_err();
+            assert_eq!(
+                err,
+                Multiboot2Error::Tag {
+                    tag_type: TAG_MEMORY_MAP,
+                    offset,
+                    problem: TagProblem::EntrySizeTooSmall { entry_size }
+                }
+            );
+        }
+        // Two 24-byte entries and 8 stray bytes.
+        let mut payload = [24u32.to_le_bytes(), [0; 4]].concat();
+        payload.extend_from_slice(&[0x11; 56]);
+        let err = parse(&RawMbi::new().tag(TAG_MEMORY_MAP, &payload).end().done()).unwrap_err();
+        assert_eq!(
+            tag_error(err).2,
+            TagProblem::PartialEntry {
+                entry_bytes: 56,
+                entry_size: 24
+            }
+        );
+        // Too small for entry_size and entry_version.
+        let err = parse(&RawMbi::new().tag(TAG_MEMORY_MAP, &[0; 4]).end().done()).unwrap_err();
+        assert_eq!(tag_error(err).2, TagProblem::TooSmall { size: 12, min: 16 });
+    }
+
+    #[test]
+    fn memory_map_entry_that_wraps_is_rejected() {
+        let map = [(0, 0x9fc00, 1), (u64::MAX - 0xfff, 0x1000, 1)];
+        let err = parse(&RawMbi::new().map(24, 0, &map).end().done()).unwrap_err();
+        assert_eq!(
+            tag_error(err).2,
+            TagProblem::EntryWraps {
+                index: 1,
+                base: u64::MAX - 0xfff,
+                length: 0x1000
+            }
+        );
+        // Ending just below 2^64 does not wrap (as for PVH, an end of 2^64 itself does).
+        let map = [(u64::MAX - 0xfff, 0xfff, 2)];
+        assert!(parse(&RawMbi::new().map(24, 0, &map).end().done()).is_ok());
+    }
+
+    #[test]
+    fn capacities_bound_entries_and_modules() {
+        let map = [(0, 0x1000, 1); 5];
+        let blob = Blob::with_mbi(&RawMbi::new().map(24, 0, &map).end().done());
+        assert_eq!(
+            tag_error(blob.parse_with::<4, 1>(AT).unwrap_err()).2,
+            TagProblem::TooManyMapEntries {
+                count: 5,
+                capacity: 4
+            }
+        );
+        assert_eq!(blob.parse_with::<5, 1>(AT).unwrap().memory_map().len(), 5);
+        let mbi = RawMbi::new()
+            .module(0x100000, 0x101000, b"a")
+            .module(0x200000, 0x201000, b"b")
+            .map(24, 0, &SMALL_MAP)
+            .end();
+        let second = mbi.offset(1);
+        let blob = Blob::with_mbi(&mbi.done());
+        assert_eq!(
+            blob.parse_with::<4, 1>(AT).unwrap_err(),
+            Multiboot2Error::Tag {
+                tag_type: TAG_MODULE,
+                offset: second,
+                problem: TagProblem::TooManyModules { capacity: 1 }
+            }
+        );
+        assert_eq!(blob.parse_with::<4, 2>(AT).unwrap().modules().len(), 2);
+        // Basic meminfo makes two entries.
+        let blob = Blob::with_mbi(&RawMbi::new().meminfo(639, 0x1000).end().done());
+        assert!(matches!(
+            tag_error(blob.parse_with::<1, 1>(AT).unwrap_err()).2,
+            TagProblem::TooManyMapEntries {
+                count: 2,
+                capacity: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn basic_meminfo_only_when_there_is_no_map() {
+        // Both: the map wins, wherever meminfo comes.
+        let info = parse(
+            &RawMbi::new()
+                .meminfo(639, 0x1000)
+                .map(24, 0, &SMALL_MAP)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+        let info = parse(
+            &RawMbi::new()
+                .map(24, 0, &SMALL_MAP)
+                .meminfo(639, 0x1000)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+        // Meminfo only: [0, 639 KiB) and [1 MiB, 1 MiB + 127 MiB).
+        let want = [(0, 639 * 1024, 1), (0x100000, 127 << 20, 1)];
+        let info = parse(&RawMbi::new().meminfo(639, 127 * 1024).end().done()).unwrap();
+        assert_eq!(info.memory_map(), regions(&want));
+        assert_eq!(
+            info.memory_map_source().to_string(),
+            "basic meminfo (mem_lower 639 KiB, mem_upper 130048 KiB)"
+        );
+        assert_eq!(
+            info.memory_map_source(),
+            MemoryMapSource::BasicMeminfo {
+                mem_lower_kib: 639,
+                mem_upper_kib: 127 * 1024
+            }
+        );
+        // A map tag without entries is no map: meminfo serves.
+        let info = parse(
+            &RawMbi::new()
+                .map(24, 0, &[])
+                .meminfo(639, 127 * 1024)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.memory_map(), regions(&want));
+        // A meminfo tag too small for its two fields.
+        let err = parse(&RawMbi::new().tag(TAG_BASIC_MEMINFO, &[0; 4]).end().done()).unwrap_err();
+        assert_eq!(
+            tag_error(err),
+            (
+                TAG_BASIC_MEMINFO,
+                8,
+                TagProblem::TooSmall { size: 12, min: 16 }
+            )
+        );
+    }
+
+    #[test]
+    fn missing_memory_map_is_its_own_error() {
+        let err = parse(&RawMbi::new().cmdline(b"hold").end().done()).unwrap_err();
+        assert_eq!(err, Multiboot2Error::MissingMemoryMap);
+        let text = err.to_string();
+        assert!(text.contains("type 6") && text.contains("type 4"), "{text}");
+        // An empty map and no meminfo.
+        let err = parse(&RawMbi::new().map(24, 0, &[]).end().done()).unwrap_err();
+        assert_eq!(err, Multiboot2Error::MissingMemoryMap);
+    }
+
+    #[test]
+    fn unknown_tags_are_skipped_by_their_padded_size() {
+        // Boot device (5, 20 bytes), an odd-sized custom tag and an image load base (21):
+        // each is skipped by its size rounded up to 8. Misreading the padding would land
+        // inside the 0x5a bytes, which parse as a tag of type and size 0x5a5a5a5a.
+        let mbi = RawMbi::new()
+            .tag(5, &[0x5a; 12])
+            .tag(0x1337, &[0x5a; 5])
+            .tag(21, &[0x5a; 4])
+            .cmdline(b"after")
+            .map(24, 0, &SMALL_MAP)
+            .end()
+            .done();
+        let info = parse(&mbi).unwrap();
+        assert_eq!(info.cmdline(), b"after");
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+    }
+
+    #[test]
+    fn later_tags_of_a_kind_read_once_are_skipped() {
+        let mbi = RawMbi::new()
+            .cmdline(b"first")
+            .map(24, 0, &SMALL_MAP)
+            .cmdline(b"second")
+            .tag(TAG_BOOTLOADER_NAME, b"GRUB\0")
+            .tag(TAG_BOOTLOADER_NAME, b"other\0")
+            // A second map, malformed: never read.
+            .tag(TAG_MEMORY_MAP, &[0; 4])
+            .end()
+            .done();
+        let info = parse(&mbi).unwrap();
+        assert_eq!(info.cmdline(), b"first");
+        assert_eq!(info.bootloader_name(), b"GRUB");
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+        // Every module tag is read.
+        let mbi = RawMbi::new()
+            .module(0x100000, 0x100000, b"empty")
+            .module(0x200000, 0x200800, b"")
+            .map(24, 0, &SMALL_MAP)
+            .end()
+            .done();
+        let info = parse(&mbi).unwrap();
+        assert_eq!(info.modules().len(), 2);
+        // The empty module is left out of the avoid list; its string is not.
+        let avoid: Vec<_> = info.avoid_ranges().collect();
+        assert!(!avoid.contains(&PhysRange::new(0x100000, 0x100000)));
+        assert!(avoid.contains(&PhysRange::new(0x200000, 0x200800)));
+        assert_eq!(avoid.len(), 4, "{avoid:?}");
+    }
+
+    #[test]
+    fn walk_stops_at_the_end_tag() {
+        // Garbage after the end tag, inside total_size, is not read.
+        let mut mbi = RawMbi::new()
+            .map(24, 0, &SMALL_MAP)
+            .end()
+            .tag(0xbad, &[0xff; 16]);
+        mbi.bytes.extend_from_slice(&[0xff; 8]);
+        let info = parse(&mbi.done()).unwrap();
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+        // No end tag: the tags run out.
+        let mbi = RawMbi::new().map(24, 0, &SMALL_MAP).done();
+        let total = mbi.len() as u32;
+        assert_eq!(
+            parse(&mbi).unwrap_err(),
+            Multiboot2Error::MissingEndTag {
+                offset: u64::from(total),
+                total_size: total
+            }
+        );
+        // total_size ending 4 bytes into where the next tag would be.
+        let mut mbi = RawMbi::new().map(24, 0, &SMALL_MAP).end().done();
+        let short = mbi.len() as u32 - 4;
+        mbi[..4].copy_from_slice(&short.to_le_bytes());
+        assert!(matches!(
+            parse(&mbi).unwrap_err(),
+            Multiboot2Error::MissingEndTag { .. }
+        ));
+        // An end tag of the wrong size.
+        let mbi = RawMbi::new().map(24, 0, &SMALL_MAP).tag(TAG_END, &[0; 8]);
+        let end = mbi.offset(1);
+        assert_eq!(
+            parse(&mbi.done()).unwrap_err(),
+            Multiboot2Error::Tag {
+                tag_type: TAG_END,
+                offset: end,
+                problem: TagProblem::EndTagSize { size: 16 }
+            }
+        );
+    }
+
+    #[test]
+    fn tag_sizes_are_checked() {
+        // Below its own header (0 would loop forever if not refused).
+        for size in [0, 7] {
+            let mbi = RawMbi::new().tag_sized(0x99, size, &[]).end().done();
+            assert_eq!(
+                parse(&mbi).unwrap_err(),
+                Multiboot2Error::Tag {
+                    tag_type: 0x99,
+                    offset: 8,
+                    problem: TagProblem::TooSmall { size, min: 8 }
+                }
+            );
+        }
+        // Past total_size: a module claiming 4 KiB in a short MBI.
+        let mbi = RawMbi::new()
+            .map(24, 0, &SMALL_MAP)
+            .tag_sized(TAG_MODULE, 0x1000, &[0; 8])
+            .end();
+        let module = mbi.offset(1);
+        let mbi = mbi.done();
+        let total_size = mbi.len() as u32;
+        let err = parse(&mbi).unwrap_err();
+        assert_eq!(
+            err,
+            Multiboot2Error::Tag {
+                tag_type: TAG_MODULE,
+                offset: module,
+                problem: TagProblem::PastEnd {
+                    size: 0x1000,
+                    total_size
+                }
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("type 3 (module)") && text.contains(&std::format!("{module:#x}")),
+            "{text}"
+        );
+        // u32::MAX does not overflow the walk.
+        let mbi = RawMbi::new().tag_sized(1, u32::MAX, &[]).end().done();
+        assert!(matches!(
+            tag_error(parse(&mbi).unwrap_err()).2,
+            TagProblem::PastEnd { size: u32::MAX, .. }
+        ));
+    }
+
+    #[test]
+    fn mbi_header_is_checked() {
+        let good = RawMbi::new().map(24, 0, &SMALL_MAP).end().done();
+        // Not 8-byte aligned.
+        let mut blob = Blob::new();
+        blob.put(AT + 4, &good);
+        assert_eq!(
+            blob.parse_with::<128, 16>(AT + 4).unwrap_err(),
+            Multiboot2Error::Misaligned { paddr: AT + 4 }
+        );
+        // total_size too small for the header and an end tag.
+        for total_size in [0u32, 8, 15] {
+            let mut mbi = good.clone();
+            mbi[..4].copy_from_slice(&total_size.to_le_bytes());
+            assert_eq!(
+                parse(&mbi).unwrap_err(),
+                Multiboot2Error::TotalSizeTooSmall { total_size }
+            );
+        }
+        // Header unreadable, and total_size running past the end of memory.
+        let blob = Blob::new();
+        assert!(matches!(
+            blob.parse_with::<128, 16>(MEMORY as u64).unwrap_err(),
+            Multiboot2Error::Unreadable { len: 8, .. }
+        ));
+        let mut blob = Blob::new();
+        let at = MEMORY as u64 - 0x100;
+        blob.put(at, &0x108u32.to_le_bytes());
+        assert!(matches!(
+            blob.parse_with::<128, 16>(at).unwrap_err(),
+            Multiboot2Error::Unreadable { len: 0x108, .. }
+        ));
+        // The header at the top of the address space.
+        let at = u64::MAX - 7;
+        assert_eq!(
+            Blob::new().parse_with::<128, 16>(at).unwrap_err(),
+            Multiboot2Error::RangeWraps { paddr: at, len: 8 }
+        );
+    }
+
+    #[test]
+    fn strings_are_checked() {
+        // Exactly the capacity fits; one more is too long.
+        let fits = vec![b'x'; CMDLINE_CAPACITY];
+        let info = parse(
+            &RawMbi::new()
+                .cmdline(&fits)
+                .map(24, 0, &SMALL_MAP)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.cmdline(), &fits[..]);
+        let long = vec![b'x'; CMDLINE_CAPACITY + 1];
+        let err = parse(
+            &RawMbi::new()
+                .cmdline(&long)
+                .map(24, 0, &SMALL_MAP)
+                .end()
+                .done(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Multiboot2Error::Tag {
+                tag_type: TAG_CMDLINE,
+                offset: 8,
+                problem: TagProblem::StringTooLong {
+                    len: CMDLINE_CAPACITY as u32 + 1,
+                    capacity: CMDLINE_CAPACITY
+                }
+            }
+        );
+        let long = vec![b'G'; BOOTLOADER_NAME_CAPACITY + 1];
+        let err = parse(
+            &RawMbi::new()
+                .tag(TAG_BOOTLOADER_NAME, &[&long[..], b"\0"].concat())
+                .end()
+                .done(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            tag_error(err),
+            (TAG_BOOTLOADER_NAME, 8, TagProblem::StringTooLong { .. })
+        ));
+        // No NUL inside the tag, though the padding after it is zero.
+        for tag_type in [TAG_CMDLINE, TAG_BOOTLOADER_NAME] {
+            let mbi = RawMbi::new().tag(tag_type, b"abc").end().done();
+            assert_eq!(
+                tag_error(parse(&mbi).unwrap_err()),
+                (tag_type, 8, TagProblem::Unterminated)
+            );
+            // An empty payload has no NUL either.
+            let mbi = RawMbi::new().tag(tag_type, b"").end().done();
+            assert_eq!(
+                tag_error(parse(&mbi).unwrap_err()).2,
+                TagProblem::Unterminated
+            );
+        }
+        let payload = [
+            &0x100000u32.to_le_bytes()[..],
+            &0x101000u32.to_le_bytes(),
+            b"abc",
+        ]
+        .concat();
+        let mbi = RawMbi::new().tag(TAG_MODULE, &payload).end().done();
+        assert_eq!(
+            tag_error(parse(&mbi).unwrap_err()),
+            (TAG_MODULE, 8, TagProblem::Unterminated)
+        );
+        // A string stops at its first NUL.
+        let info = parse(
+            &RawMbi::new()
+                .cmdline(b"a\0b")
+                .map(24, 0, &SMALL_MAP)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.cmdline(), b"a");
+    }
+
+    #[test]
+    fn module_fields_are_checked() {
+        let mbi = RawMbi::new().tag(TAG_MODULE, &[0; 7]).end().done();
+        assert_eq!(
+            tag_error(parse(&mbi).unwrap_err()),
+            (TAG_MODULE, 8, TagProblem::TooSmall { size: 15, min: 16 })
+        );
+        let mbi = RawMbi::new().module(0x2000, 0x1fff, b"").end().done();
+        let err = parse(&mbi).unwrap_err();
+        assert_eq!(
+            tag_error(err),
+            (
+                TAG_MODULE,
+                8,
+                TagProblem::ModuleEndsBeforeStart {
+                    start: 0x2000,
+                    end: 0x1fff
+                }
+            )
+        );
+        assert!(err.to_string().contains("mod_end 0x1fff"), "{err}");
+    }
+
+    /// Why reloc-core does not read MBIs with the crate (module docs): on these inputs, which
+    /// this parser reads or rejects with a typed error, the crate's getters panic.
+    #[test]
+    fn multiboot2_crate_panics_where_this_parser_does_not() {
+        let map = [(0, 0x9fc00, 1), (0x100000, 0x7f00000, 1)];
+        let cases = [
+            // Larger entries, as the specification allows: read here.
+            (
+                "entry_size 32",
+                RawMbi::new().map(32, 0, &map).end().done(),
+                true,
+            ),
+            // A partial entry: a typed error here.
+            (
+                "partial entry",
+                RawMbi::new()
+                    .tag(
+                        TAG_MEMORY_MAP,
+                        &[&24u32.to_le_bytes()[..], &[0; 4], &[0; 30]].concat(),
+                    )
+                    .end()
+                    .done(),
+                false,
+            ),
+            // A memory-map tag shorter than its fixed fields.
+            (
+                "short map tag",
+                RawMbi::new().tag(TAG_MEMORY_MAP, &[0; 4]).end().done(),
+                false,
+            ),
+        ];
+        for (name, mbi, ours_ok) in cases {
+            assert_eq!(parse(&mbi).is_ok(), ours_ok, "{name}");
+            let crate_read = std::panic::catch_unwind(|| {
+                with_crate_reader(&mbi, |theirs| {
+                    theirs.memory_map_tag().map(|t| t.memory_areas().len())
+                })
+            });
+            assert!(
+                crate_read.is_err(),
+                "{name}: the crate no longer panics; revisit the docs"
+            );
+        }
+        let module_cases = [
+            ("short module tag", RawMbi::new().tag(TAG_MODULE, &[0; 4])),
+            (
+                "module end below start",
+                RawMbi::new().module(0x2000, 0x1000, b""),
+            ),
+        ];
+        for (name, mbi) in module_cases {
+            let mbi = mbi.map(24, 0, &map).end().done();
+            assert!(parse(&mbi).is_err(), "{name}");
+            let crate_read = std::panic::catch_unwind(|| {
+                with_crate_reader(&mbi, |theirs| {
+                    theirs.module_tags().map(|m| m.module_size()).sum::<u32>()
+                })
+            });
+            assert!(crate_read.is_err(), "{name}: the crate no longer panics");
+        }
+        // A meminfo tag of 12 bytes (mem_upper missing): the crate reads mem_upper from the
+        // padding after the tag.
+        let mbi = RawMbi::new()
+            .tag_sized(TAG_BASIC_MEMINFO, 12, &[1, 0, 0, 0, 7, 0, 0, 0])
+            .map(24, 0, &map)
+            .end()
+            .done();
+        assert!(parse(&mbi).is_err());
+        let crate_read = with_crate_reader(&mbi, |theirs| {
+            theirs.basic_memory_info_tag().map(|t| t.memory_upper())
+        });
+        assert_eq!(
+            crate_read,
+            Some(7),
+            "the crate no longer reads past the tag"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Bytes of a GRUB-like MBI overwritten at random: parsed or rejected, never a
+        /// panic, and whatever is read lies where the MBI says.
+        #[test]
+        fn corrupted_mbis_never_panic(
+            edits in proptest::collection::vec((0usize..0x200, proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let mut mbi = grub_like();
+            for (at, byte) in edits {
+                let len = mbi.len();
+                mbi[at % len] = byte;
+            }
+            if let Ok(info) = parse(&mbi) {
+                let mbi_range = info.mbi_range();
+                proptest::prop_assert_eq!(mbi_range.start, AT);
+                for m in info.modules() {
+                    proptest::prop_assert!(mbi_range.start <= m.cmdline.start);
+                    proptest::prop_assert!(m.cmdline.end <= mbi_range.end);
+                }
+                proptest::prop_assert!(!info.memory_map().is_empty());
+            }
+        }
+    }
+}
