@@ -352,6 +352,13 @@ impl Machine {
             .mem
             .read(phys)
             .map_err(|fault| AccessFault::Phys { virt, fault })?;
+        self.read_check(virt, phys, value);
+        Ok(value)
+    }
+
+    /// Records a stale read: `value` read at `phys` (from `virt`) after the switch where a
+    /// write through the old mapping left something else.
+    fn read_check(&mut self, virt: u64, phys: u64, value: u64) {
         if let Phase::Relocated { old, delta } = self.phase {
             let old_phys = phys.wrapping_sub(delta);
             if old.contains(old_phys) {
@@ -367,7 +374,6 @@ impl Machine {
                 }
             }
         }
-        Ok(value)
     }
 
     /// Writes the qword at virtual `virt`.
@@ -376,6 +382,12 @@ impl Machine {
             return Err(AccessFault::Misaligned { virt });
         }
         let phys = self.translate(virt, true)?;
+        self.write_phys_as(virt, phys, value)
+    }
+
+    /// Writes `value` at `phys`, the translation of `virt`, and records what the write means
+    /// for the critical region.
+    fn write_phys_as(&mut self, virt: u64, phys: u64, value: u64) -> Result<(), AccessFault> {
         self.mem
             .write(phys, value)
             .map_err(|fault| AccessFault::Phys { virt, fault })?;
@@ -389,6 +401,45 @@ impl Machine {
                 let _ = old;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Copies the qwords of `[from, to)` to `offset` bytes above, through the TLB, as a
+    /// loop of [`Machine::read_virt`] and [`Machine::write_virt`] would (same faults, same
+    /// critical-region records), translating once per 4 KiB page on each side.
+    fn copy_virt(&mut self, from: u64, to: u64, offset: u64) -> Result<(), AccessFault> {
+        if !from.is_multiple_of(8) {
+            return Err(AccessFault::Misaligned { virt: from });
+        }
+        let mut at = from;
+        while at < to {
+            let chunk_end = to.min((at | 0xfff).saturating_add(1));
+            let dst = at.wrapping_add(offset);
+            // A destination page boundary inside the chunk: translate again there.
+            let dst_room = 0x1000 - (dst & 0xfff);
+            let chunk_end = chunk_end.min(at.saturating_add(dst_room));
+            let src_phys = self.translate(at, false)?;
+            // Translated after the first read, in the order the qword loop faults.
+            let mut dst_phys = None;
+            let mut k = 0;
+            while at + k < chunk_end {
+                let value = self
+                    .mem
+                    .read(src_phys + k)
+                    .map_err(|fault| AccessFault::Phys {
+                        virt: at + k,
+                        fault,
+                    })?;
+                self.read_check(at + k, src_phys + k, value);
+                let d = match dst_phys {
+                    Some(d) => d,
+                    None => *dst_phys.insert(self.translate(dst, true)?),
+                };
+                self.write_phys_as(dst.wrapping_add(k), d + k, value)?;
+                k += 8;
+            }
+            at = chunk_end;
         }
         Ok(())
     }
@@ -425,13 +476,8 @@ impl Machine {
         if let (true, Some(params)) = (options.recopy_stack, stack) {
             params.check_rsp(self.rsp).map_err(SwitchFault::Refused)?;
             let top = params.stack_top().as_u64();
-            let mut at = self.rsp;
-            while at < top {
-                let v = self.read_virt(at).map_err(SwitchFault::Access)?;
-                self.write_virt(at.wrapping_add(params.stack_copy_offset()), v)
-                    .map_err(SwitchFault::Access)?;
-                at += 8;
-            }
+            self.copy_virt(self.rsp, top, params.stack_copy_offset())
+                .map_err(SwitchFault::Access)?;
             report.stack_bytes_recopied = top.saturating_sub(self.rsp);
         }
         let cr4 = self.cr4;

@@ -23,6 +23,47 @@ type Page = Arc<[u64; WORDS_PER_PAGE]>;
 
 const ZERO_PAGE: [u64; WORDS_PER_PAGE] = [0; WORDS_PER_PAGE];
 
+/// Most pages kept for reuse per thread (16 MiB).
+const FREE_PAGES_MAX: usize = 4096;
+
+thread_local! {
+    /// Pages no memory holds any more, kept for reuse: a simulation allocates and drops
+    /// hundreds of pages per run, and the allocator (under a sanitizer above all) costs more
+    /// than copying 4 KiB.
+    static FREE_PAGES: std::cell::RefCell<Vec<Page>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A page holding `words`, reused from [`FREE_PAGES`] when one is there.
+fn new_page(words: &[u64; WORDS_PER_PAGE]) -> Page {
+    let reused = FREE_PAGES
+        .try_with(|free| free.borrow_mut().pop())
+        .ok()
+        .flatten();
+    match reused {
+        Some(mut page) => {
+            // Only unshared pages are kept (see `recycle`), so this always writes.
+            if let Some(slot) = Arc::get_mut(&mut page) {
+                *slot = *words;
+                return page;
+            }
+            Arc::new(*words)
+        }
+        None => Arc::new(*words),
+    }
+}
+
+/// Keeps `page` for reuse when nothing else holds it.
+fn recycle(mut page: Page) {
+    if Arc::get_mut(&mut page).is_some() {
+        let _ = FREE_PAGES.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < FREE_PAGES_MAX {
+                free.push(page);
+            }
+        });
+    }
+}
+
 /// An access to physical memory that no RAM range backs, or that is misaligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PhysFault {
@@ -99,6 +140,14 @@ pub struct SparseMemory {
     hint: AtomicUsize,
     /// Index in `ram` of the range that held the last access checked.
     ram_hint: AtomicUsize,
+}
+
+impl Drop for SparseMemory {
+    fn drop(&mut self) {
+        for (_, page) in self.pages.drain(..) {
+            recycle(page);
+        }
+    }
 }
 
 impl Clone for SparseMemory {
@@ -304,19 +353,26 @@ impl SparseMemory {
             Some(i) => i,
             None => {
                 let i = self.pages.partition_point(|&(m, _)| m < n);
-                self.pages.insert(i, (n, Arc::new(ZERO_PAGE)));
+                self.pages.insert(i, (n, new_page(&ZERO_PAGE)));
                 self.hint.store(i, Ordering::Relaxed);
                 i
             }
         };
-        Arc::make_mut(&mut self.pages[i].1)
+        let slot = &mut self.pages[i].1;
+        if Arc::get_mut(slot).is_none() {
+            // Shared with a clone: copy on write.
+            *slot = new_page(slot);
+        }
+        Arc::make_mut(slot)
     }
 
     /// Drops the allocated pages numbered `[first, end)`; returns their index.
     fn remove_pages(&mut self, first: u64, end: u64) -> usize {
         let from = self.pages.partition_point(|&(m, _)| m < first);
         let to = self.pages.partition_point(|&(m, _)| m < end);
-        self.pages.drain(from..to.max(from));
+        for (_, page) in self.pages.drain(from..to.max(from)) {
+            recycle(page);
+        }
         self.hint.store(0, Ordering::Relaxed);
         from
     }
@@ -510,6 +566,16 @@ impl PhysMemory for SparseMemory {
 
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
         let _ = self.copy_range(src, dst, len);
+    }
+
+    /// One lookup for the whole table when it is a page of RAM (the engine's case); qword by
+    /// qword otherwise, outside RAM reading zero as `read_u64` does.
+    fn read_table(&self, addr: u64, table: &mut [u64; 512]) {
+        if PhysRead::read_table(self, addr, table).is_err() {
+            for (i, slot) in table.iter_mut().enumerate() {
+                *slot = self.read(addr.wrapping_add(i as u64 * 8)).unwrap_or(0);
+            }
+        }
     }
 }
 

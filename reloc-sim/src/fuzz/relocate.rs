@@ -689,16 +689,19 @@ fn built_layout(seed: u64) -> Option<CachedLayout> {
             return out;
         }
         let mut rl = random_layout(seed, Sharing::Allowed);
-        // Data in one image page in 16 (at least): the copy check needs only some data.
-        rl.spec.data_every = rl.spec.data_every.max(16);
+        // Data in one image page in 64 (at least, 8 to 16 pages): the copy check needs only
+        // some data, and filling pages is most of a layout's build.
+        rl.spec.data_every = rl.spec.data_every.max(64);
         // Garbage in one destination page in 16 (`check` adds its own, as sparse) and one
         // footprint-tail page in 8.
         rl.garbage_every = 8;
         let built = rl.build().ok().map(|(m, layout)| (rl, m, layout));
-        if cache.len() >= LAYOUT_CACHE {
-            cache.remove(0);
+        if LAYOUT_CACHE > 0 {
+            if cache.len() >= LAYOUT_CACHE {
+                cache.remove(0);
+            }
+            cache.push((seed, built.clone()));
         }
-        cache.push((seed, built.clone()));
         built
     })
 }
