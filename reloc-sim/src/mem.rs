@@ -138,6 +138,8 @@ pub struct SparseMemory {
     /// Index in `pages` of the last page looked up: walkers read a table's 512 entries in a
     /// row, so most lookups hit it without a search.
     hint: AtomicUsize,
+    /// The hint before the last one changed it.
+    previous_hint: AtomicUsize,
     /// Index in `ram` of the range that held the last access checked.
     ram_hint: AtomicUsize,
 }
@@ -156,6 +158,7 @@ impl Clone for SparseMemory {
             ram: self.ram.clone(),
             pages: self.pages.clone(),
             hint: AtomicUsize::new(self.hint.load(Ordering::Relaxed)),
+            previous_hint: AtomicUsize::new(self.previous_hint.load(Ordering::Relaxed)),
             ram_hint: AtomicUsize::new(self.ram_hint.load(Ordering::Relaxed)),
         }
     }
@@ -178,6 +181,7 @@ impl SparseMemory {
             ram: merged,
             pages: Vec::new(),
             hint: AtomicUsize::new(0),
+            previous_hint: AtomicUsize::new(0),
             ram_hint: AtomicUsize::new(0),
         }
     }
@@ -328,7 +332,15 @@ impl SparseMemory {
         if self.pages.get(hint).is_some_and(|&(m, _)| m == n) {
             return Some(hint);
         }
+        // Code that copies reads one page and writes another, in turns.
+        let previous = self.previous_hint.load(Ordering::Relaxed);
+        if self.pages.get(previous).is_some_and(|&(m, _)| m == n) {
+            self.previous_hint.store(hint, Ordering::Relaxed);
+            self.hint.store(previous, Ordering::Relaxed);
+            return Some(previous);
+        }
         let i = self.pages.binary_search_by_key(&n, |&(m, _)| m).ok()?;
+        self.previous_hint.store(hint, Ordering::Relaxed);
         self.hint.store(i, Ordering::Relaxed);
         Some(i)
     }
@@ -354,6 +366,10 @@ impl SparseMemory {
             None => {
                 let i = self.pages.partition_point(|&(m, _)| m < n);
                 self.pages.insert(i, (n, new_page(&ZERO_PAGE)));
+                // Indices at and above `i` moved up by one.
+                let previous = self.hint.load(Ordering::Relaxed);
+                self.previous_hint
+                    .store(previous + usize::from(previous >= i), Ordering::Relaxed);
                 self.hint.store(i, Ordering::Relaxed);
                 i
             }

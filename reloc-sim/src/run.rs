@@ -95,6 +95,38 @@ pub enum RunError {
     Switch(SwitchError),
     /// The simulated code faulted.
     Access(AccessFault),
+    /// The virtual layout does not hold before the move: bad input, not a finding.
+    Virtual(VirtualError),
+}
+
+/// Why the code could not run in its virtual layout before the move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtualError {
+    /// The image's virtual range passes 2^64.
+    ImageWraps {
+        /// Virtual image start.
+        image_start: u64,
+        /// Image length.
+        len: u64,
+    },
+    /// Touching the image or writing the stack faulted (`rsp` misaligned, a page unmapped or
+    /// read-only, a frame outside RAM).
+    Fault(AccessFault),
+}
+
+impl fmt::Display for VirtualError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VirtualError::ImageWraps { image_start, len } => write!(
+                f,
+                "virtual image start {image_start:#x} plus the image length {len:#x} passes 2^64"
+            ),
+            VirtualError::Fault(e) => write!(
+                f,
+                "the image or stack is not usable at its virtual addresses before the move: {e}"
+            ),
+        }
+    }
 }
 
 impl RunError {
@@ -109,6 +141,7 @@ impl RunError {
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
             RunError::Access(_) => "Access",
+            RunError::Virtual(_) => "VirtualLayout",
         }
     }
 }
@@ -180,6 +213,7 @@ impl fmt::Display for RunError {
             RunError::Plan(e) => write!(f, "relocation rejected: {e}"),
             RunError::Switch(e) => write!(f, "switch parameters rejected: {e}"),
             RunError::Access(e) => write!(f, "simulated code faulted: {e}"),
+            RunError::Virtual(e) => write!(f, "bad virtual layout: {e}"),
         }
     }
 }
@@ -271,16 +305,28 @@ const SPILL: u64 = 0x5917_1000_dead_beef;
 /// Runs one relocation end to end. `Err` only when it could not run; property violations are
 /// in the report.
 pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> {
-    run_planned(input, options, None)
+    run_planned::<DEFAULT_CAPACITY>(input, options, None)
+}
+
+/// Tables a plan holds in [`run`]: reloc-core's default, what boot code would use.
+pub const DEFAULT_CAPACITY: usize = 64;
+
+/// As [`run`], with plans of `N` tables: layouts with more tables than
+/// [`DEFAULT_CAPACITY`] (a directmap of hundreds of GiB with 2 MiB leaves).
+pub fn run_with_capacity<const N: usize>(
+    input: RunInput,
+    options: RunOptions,
+) -> Result<RunReport, RunError> {
+    run_planned::<N>(input, options, None)
 }
 
 /// As [`run`], given the plan of `input`'s request made on `input`'s memory (the fuzzer plans
 /// first, to tell rejections apart): a plan for the same move (old image and new base) is
 /// used instead of walking the tables again; any other is ignored.
-pub fn run_planned(
+pub fn run_planned<const N: usize>(
     input: RunInput,
     options: RunOptions,
-    planned: Option<Plan>,
+    planned: Option<Plan<N>>,
 ) -> Result<RunReport, RunError> {
     let start = Instant::now();
     let RunInput {
@@ -308,7 +354,7 @@ pub fn run_planned(
 
     // Planned before the simulated code runs (it writes to its stack), as the code itself
     // would plan.
-    let plan: Plan = match planned {
+    let plan: Plan<N> = match planned {
         Some(p)
             if p.old_image() == request.image
                 && p.new_image().start == request.new_base.as_u64() =>
@@ -318,12 +364,33 @@ pub fn run_planned(
         _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
     };
 
-    // Warm the TLB the way running code would: every image page, the stack.
+    // The switch's layout checks (reloc-core's typed errors) come before the simulated code
+    // runs in that layout.
+    let params = match virt {
+        Some(v) => Some(
+            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
+                .map_err(RunError::Switch)?,
+        ),
+        None => None,
+    };
+    // Warm the TLB the way running code would: every image page, the stack. A fault here is
+    // the layout's: the code could not have run there before the move.
     if let Some(v) = virt {
-        touch_image(&mut machine, v.image_start, request.image.len()).map_err(RunError::Access)?;
+        let len = request.image.len();
+        if len
+            .checked_sub(1)
+            .is_some_and(|last| v.image_start.checked_add(last).is_none())
+        {
+            return Err(RunError::Virtual(VirtualError::ImageWraps {
+                image_start: v.image_start,
+                len,
+            }));
+        }
+        let fault = |e| RunError::Virtual(VirtualError::Fault(e));
+        touch_image(&mut machine, v.image_start, len).map_err(fault)?;
         machine
             .write_virt(machine.rsp, 0x5eed_0000_0000_0001)
-            .map_err(RunError::Access)?;
+            .map_err(fault)?;
     }
     let before = machine.mem.clone();
     let before_cfg = machine.walk_config();
@@ -333,7 +400,10 @@ pub fn run_planned(
     // the 2 MiB grid) with the same relocator.
     let mut rejected = request.clone();
     rejected.new_base = PhysAddr::new_truncate(request.new_base.as_u64().wrapping_add(4096));
-    let rejected_result = match options.relocator.relocate(&mut machine, &rejected) {
+    let rejected_result = match options
+        .relocator
+        .relocate_with::<N>(&mut machine, &rejected)
+    {
         Ok(_) => Err(Violation::Unwalkable(
             "a request with a misaligned destination was accepted".into(),
         )),
@@ -349,16 +419,9 @@ pub fn run_planned(
         result: rejected_result,
     });
 
-    let params = match virt {
-        Some(v) => Some(
-            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
-                .map_err(RunError::Switch)?,
-        ),
-        None => None,
-    };
     let naive_memory = options.compare_naive.then(|| {
         let mut m = machine.clone();
-        let _ = Relocator::NaiveXen.relocate(&mut m, &request);
+        let _ = Relocator::NaiveXen.relocate_with::<N>(&mut m, &request);
         m.mem
     });
 
@@ -369,7 +432,7 @@ pub fn run_planned(
     } else {
         options
             .relocator
-            .relocate(&mut machine, &request)
+            .relocate_with::<N>(&mut machine, &request)
             .map_err(RunError::Plan)?
     };
     let moving = check::entries_that_move(&before, &before_cfg, &request.image_map_addrs());
