@@ -10,7 +10,8 @@
 //! With `--coverage` (a campaign option; `cargo xtask ci` runs without it, to stay within
 //! CI's time), each target's corpus (the run's and the seeds) is then replayed by
 //! `cargo fuzz coverage` and `llvm-cov report` summarises reloc-core's sources: one line
-//! per target, the full report in `fuzz/coverage/<target>/reloc-core.txt`.
+//! per target, the full report in `fuzz/coverage/<target>/reloc-core.txt`, and a line for
+//! all targets together (profiles merged) in `fuzz/coverage/reloc-core.txt`.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -137,6 +138,9 @@ pub fn run_targets(
             let corpus = scratch.path().join(format!("corpus-{target}"));
             coverage_lines.push(coverage_report(target, &corpus)?);
         }
+        if targets.len() > 1 {
+            coverage_lines.push(format!("all targets: {}", union_report(&targets)?));
+        }
     }
 
     println!("\n== fuzz summary ({seconds_per_target} s per target)");
@@ -225,6 +229,45 @@ fn coverage_report(target: &str, corpus: &Path) -> Result<String, Error> {
         println!("xtask: cannot write {}: {e}", saved.display());
     }
     Ok(format!("{target}: {}", CoverageTotal::parse(&text)))
+}
+
+/// reloc-core's coverage by every target together: the targets' profiles merged with
+/// `llvm-profdata`, reported over all their binaries; the report goes to
+/// `fuzz/coverage/reloc-core.txt`.
+fn union_report(targets: &[String]) -> Result<CoverageTotal, Error> {
+    let fuzz_dir = workspace_root().join("fuzz");
+    let tools = llvm_cov()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let merged = fuzz_dir.join("coverage").join("all.profdata");
+    let mut merge = Command::new(tools.join("llvm-profdata"));
+    merge.args(["merge", "-sparse", "-o"]).arg(&merged);
+    for target in targets {
+        merge.arg(
+            fuzz_dir
+                .join("coverage")
+                .join(target)
+                .join("coverage.profdata"),
+        );
+    }
+    run(&mut merge)?;
+    let binaries =
+        fuzz_dir.join("target/x86_64-unknown-linux-gnu/coverage/x86_64-unknown-linux-gnu/release");
+    let mut report = Command::new(llvm_cov()?);
+    report.arg("report").arg(binaries.join(&targets[0]));
+    for target in &targets[1..] {
+        report.arg("-object").arg(binaries.join(target));
+    }
+    report
+        .arg(format!("-instr-profile={}", merged.display()))
+        .arg(workspace_root().join("reloc-core/src"));
+    let text = output(&mut report)?;
+    let saved = fuzz_dir.join("coverage").join("reloc-core.txt");
+    if let Err(e) = fs::write(&saved, &text) {
+        println!("xtask: cannot write {}: {e}", saved.display());
+    }
+    Ok(CoverageTotal::parse(&text))
 }
 
 /// The TOTAL line of an `llvm-cov report`: covered and total regions, functions and lines.
