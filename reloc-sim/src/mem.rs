@@ -292,6 +292,47 @@ impl SparseMemory {
         Ok(())
     }
 
+    /// Writes each `(addr, value)` qword as [`SparseMemory::write`] would, in order, stopping
+    /// at the first fault (the writes before it are made); the pages it allocates are added
+    /// to the page list in one pass rather than one insertion each (garbage scattered over a
+    /// destination allocates dozens).
+    pub fn write_batch(&mut self, writes: &[(u64, u64)]) -> Result<(), PhysFault> {
+        let mut result = Ok(());
+        let mut fresh: Vec<(u64, Page)> = Vec::new();
+        for &(addr, value) in writes {
+            if !addr.is_multiple_of(8) {
+                result = Err(PhysFault::Misaligned { addr });
+                break;
+            }
+            if let Err(fault) = self.check(addr, 8) {
+                result = Err(fault);
+                break;
+            }
+            let (n, word) = (addr / PAGE_SIZE, ((addr % PAGE_SIZE) / 8) as usize);
+            if self.find(n).is_some() {
+                self.poke(addr, value);
+                continue;
+            }
+            match fresh.iter_mut().rev().find(|(m, _)| *m == n) {
+                Some((_, page)) => Arc::make_mut(page)[word] = value,
+                None if value != 0 => {
+                    let mut page = new_page(&ZERO_PAGE);
+                    Arc::make_mut(&mut page)[word] = value;
+                    fresh.push((n, page));
+                }
+                None => {}
+            }
+        }
+        if !fresh.is_empty() {
+            self.pages.extend(fresh);
+            // Two sorted runs, mostly: the sort merges them.
+            self.pages.sort_by_key(|&(n, _)| n);
+            self.hint.store(0, Ordering::Relaxed);
+            self.previous_hint.store(0, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Reads a byte.
     pub fn read_byte(&self, addr: u64) -> Result<u8, PhysFault> {
         self.check(addr, 1)?;
@@ -306,6 +347,39 @@ impl SparseMemory {
         bytes[(addr & 7) as usize] = value;
         self.poke(addr & !7, u64::from_le_bytes(bytes));
         Ok(())
+    }
+
+    /// The qwords from `addr` on into `out`, all in one page of RAM (8-aligned); `None`
+    /// otherwise, for a caller to go qword by qword and meet the fault where it is.
+    pub fn read_words(&self, addr: u64, out: &mut [u64]) -> Option<()> {
+        let first = self.words_in_one_page(addr, out.len())?;
+        match self.page(addr) {
+            Some(page) => out.copy_from_slice(page.get(first..first + out.len())?),
+            None => out.fill(0),
+        }
+        Some(())
+    }
+
+    /// Writes `words` from `addr` on, all in one page of RAM (8-aligned); `None` (nothing
+    /// written) otherwise.
+    pub fn write_words(&mut self, addr: u64, words: &[u64]) -> Option<()> {
+        let first = self.words_in_one_page(addr, words.len())?;
+        if words.iter().all(|&w| w == 0) && self.page(addr).is_none() {
+            return Some(()); // Zeros over a page never written: nothing to store.
+        }
+        self.page_mut(addr / PAGE_SIZE)
+            .get_mut(first..first + words.len())?
+            .copy_from_slice(words);
+        Some(())
+    }
+
+    /// The index of `addr`'s qword in its page, when `count` qwords from `addr` are 8-aligned,
+    /// in one page, and RAM.
+    fn words_in_one_page(&self, addr: u64, count: usize) -> Option<usize> {
+        let len = u64::try_from(count).ok()?.checked_mul(8)?;
+        let first = (addr % PAGE_SIZE) / 8;
+        let fits = addr.is_multiple_of(8) && (addr % PAGE_SIZE).checked_add(len)? <= PAGE_SIZE;
+        (fits && self.check(addr, len).is_ok()).then_some(first as usize)
     }
 
     /// Fills the page at `page` (4 KiB-aligned, RAM) from `f(qword address)`.
@@ -660,6 +734,36 @@ mod tests {
             m.copy_range(0x3f_f000, 0x10_0000, 0x2000),
             Err(PhysFault::NotRam { addr: 0x40_0000 })
         );
+    }
+
+    #[test]
+    fn batched_writes_equal_single_writes() {
+        let writes = [
+            (0x30_0008, 7),
+            (0x10_0000, 1),
+            (0x30_0010, 0),
+            (0x20_1000, 0),
+            (0x10_0008, 2),
+            (0x3f_fff8, 9),
+        ];
+        let mut one_by_one = mem();
+        let mut batched = mem();
+        batched.write(0x10_0010, 5).unwrap();
+        one_by_one.write(0x10_0010, 5).unwrap();
+        for &(addr, value) in &writes {
+            one_by_one.write(addr, value).unwrap();
+        }
+        batched.write_batch(&writes).unwrap();
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched.allocated_pages(), one_by_one.allocated_pages());
+        assert_eq!(batched.read(0x10_0008), Ok(2));
+        // A fault stops the batch where a loop of writes would stop.
+        assert_eq!(
+            batched.write_batch(&[(0x20_0000, 3), (0x40_0000, 4), (0x20_0008, 5)]),
+            Err(PhysFault::NotRam { addr: 0x40_0000 })
+        );
+        assert_eq!(batched.read(0x20_0000), Ok(3));
+        assert_eq!(batched.read(0x20_0008), Ok(0));
     }
 
     #[test]

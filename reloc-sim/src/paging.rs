@@ -436,6 +436,9 @@ impl<M: PhysRead + ?Sized> Ctx<'_, M> {
         };
         // The entries before a fault are processed first, as a qword-by-qword walk would.
         for (index, &entry) in (0u16..).zip(&entries[..readable]) {
+            if entry & P == 0 {
+                continue; // Not present: most entries of most tables.
+            }
             let virt = canonical(virt_prefix | (u64::from(index) << shift), self.cfg.la57);
             let site = EntrySite {
                 table,

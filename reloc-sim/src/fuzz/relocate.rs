@@ -38,6 +38,9 @@ pub const PLAN_ERRORS_UNREACHED: &[(&str, &str)] = &[(
      err-encryption-mask.json and reloc-core's unit tests cover it",
 )];
 
+/// Destination pages (from the first) that get garbage before the move, one in 16.
+const GARBAGE_PAGES: u64 = 10 * MIB / PAGE_SIZE;
+
 /// Most extra tables.
 pub const MAX_TABLES: usize = 24;
 /// Most entries written.
@@ -893,15 +896,24 @@ pub fn check(d: &Description) -> Outcome {
     } else {
         wrapping_round_up_2m(request.image.len())
     };
-    for k in (0..footprint / PAGE_SIZE).step_by(16) {
-        if let Some(at) = request
-            .new_base
-            .as_u64()
-            .checked_add(k * PAGE_SIZE + 8 * (k % 512))
-        {
-            let _ = machine.mem.write(at, data_pattern(at) | 1);
-        }
-    }
+    // At most the first 10 MiB (a bare image's largest footprint): a wide image's may be
+    // gigabytes, and garbage in its first pages shows a copy that skips them as well.
+    let garbage: Vec<(u64, u64)> = (0..(footprint / PAGE_SIZE).min(GARBAGE_PAGES))
+        .step_by(16)
+        .filter_map(|k| {
+            let at = request
+                .new_base
+                .as_u64()
+                .checked_add(k * PAGE_SIZE + 8 * (k % 512))?;
+            // Only RAM: as separate writes would, skipping the faulting ones.
+            machine
+                .mem
+                .check(at, 8)
+                .is_ok()
+                .then(|| (at, data_pattern(at) | 1))
+        })
+        .collect();
+    let _ = machine.mem.write_batch(&garbage);
     // Planning only reads; a rejection must also leave memory bit-identical when the
     // relocator (plan, then apply) runs with write access.
     let planned = Plan::<64>::new(&machine.mem, &request.as_core());
