@@ -313,6 +313,10 @@ struct Builder<'m> {
     limit: u64,
     tables: Vec<u64>,
     noise: Option<SplitMix>,
+    /// The last table [`Builder::slot`] reached: (level, `virt` above that level's index,
+    /// table). The builder only fills empty entries, so a path once walked stays; maps come
+    /// in runs through one table.
+    last_slot: Option<(u8, u64, u64)>,
 }
 
 fn shift(level: u8) -> u32 {
@@ -385,6 +389,13 @@ impl Builder<'_> {
     /// The address of the entry for `virt` in the table at `level`, creating intermediate
     /// tables above it.
     fn slot(&mut self, virt: u64, level: u8) -> Result<u64, LayoutError> {
+        let index = ((virt >> shift(level)) & 511) * 8;
+        let above = virt >> shift(level) >> 9;
+        if let Some((l, a, table)) = self.last_slot {
+            if (l, a) == (level, above) {
+                return Ok(table + index);
+            }
+        }
         let mut table = self.top;
         for l in ((level + 1)..=self.levels()).rev() {
             let at = table + ((virt >> shift(l)) & 511) * 8;
@@ -400,7 +411,8 @@ impl Builder<'_> {
                 table = e & ADDR;
             }
         }
-        Ok(table + ((virt >> shift(level)) & 511) * 8)
+        self.last_slot = Some((level, above, table));
+        Ok(table + index)
     }
 
     /// Maps `size` bytes at `virt` to `phys` with one leaf; returns the leaf's table.
@@ -520,6 +532,7 @@ impl LayoutSpec {
             limit: stack_start,
             tables: Vec::new(),
             noise: (self.flag_noise != 0).then(|| SplitMix::new(self.flag_noise)),
+            last_slot: None,
         };
         b.top = b.alloc()?;
 
