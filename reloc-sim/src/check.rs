@@ -17,7 +17,7 @@ use std::fmt;
 use reloc_core::PhysRange;
 
 use crate::machine::Machine;
-use crate::mem::{SparseMemory, PAGE_SIZE};
+use crate::mem::{PhysRead, Scope, SparseMemory};
 use crate::paging::{enumerate, walk, LeafMapping, Perms, WalkConfig, DEFAULT_LEAF_LIMIT};
 use crate::relocators::Request;
 
@@ -270,10 +270,12 @@ pub fn reached_tables(mem: &SparseMemory, cfg: &WalkConfig) -> BTreeMap<u64, u8>
         if level == 1 {
             continue;
         }
-        for i in 0..512 {
-            let Ok(e) = mem.read(table + i * 8) else {
-                break;
-            };
+        let mut entries = [0u64; 512];
+        // Entries up to the first one outside RAM.
+        let readable = mem
+            .read_table(table, &mut entries)
+            .map_or_else(|(index, _)| index, |()| 512);
+        for &e in &entries[..readable] {
             let pointer = e & 1 != 0 && (level >= 4 || e & (1 << 7) == 0);
             if pointer {
                 queue.push((e & addr, level - 1));
@@ -283,13 +285,12 @@ pub fn reached_tables(mem: &SparseMemory, cfg: &WalkConfig) -> BTreeMap<u64, u8>
     reached
 }
 
-/// Entries that must move (table address and index -> address-field mask), per the rule in
-/// the module documentation.
-pub fn entries_that_move(
-    mem: &SparseMemory,
-    cfg: &WalkConfig,
-    image_maps: &[u64],
-) -> BTreeMap<(u64, u64), u64> {
+/// Entries that must move: (table address, index) -> the address-field mask to add delta to.
+pub type Moving = BTreeMap<(u64, u64), u64>;
+
+/// Entries that must move, per the rule in the module documentation. Computed once per run
+/// from the memory before the move and given to [`check_copy`] and [`check_mappings`].
+pub fn entries_that_move(mem: &SparseMemory, cfg: &WalkConfig, image_maps: &[u64]) -> Moving {
     let mp = u32::from(cfg.max_phys_bits);
     let field = |low: u32| ((1u64 << mp) - 1) & !((1u64 << low) - 1);
     let mut out = BTreeMap::new();
@@ -298,10 +299,11 @@ pub fn entries_that_move(
             continue; // reached only at L1
         }
         let image_map = image_maps.contains(&table) && levels & (1 << 2) != 0;
-        for i in 0..512 {
-            let Ok(e) = mem.read(table + i * 8) else {
-                break;
-            };
+        let mut entries = [0u64; 512];
+        let readable = mem
+            .read_table(table, &mut entries)
+            .map_or_else(|(index, _)| index, |()| 512);
+        for (i, &e) in (0u64..).zip(&entries[..readable]) {
             if e & 1 == 0 {
                 continue;
             }
@@ -327,18 +329,18 @@ pub struct MappingStats {
 }
 
 /// Checks [`Property::Mappings`]: `before` with `before_cfg` against `after` with
-/// `after_cfg`.
+/// `after_cfg`; `moving` is [`entries_that_move`] of `before`.
 pub fn check_mappings(
     before: &SparseMemory,
     before_cfg: &WalkConfig,
     after: &SparseMemory,
     after_cfg: &WalkConfig,
     request: &Request,
+    moving: &Moving,
 ) -> Result<MappingStats, Violation> {
     let unwalkable = |e: crate::paging::EnumerateError| Violation::Unwalkable(e.to_string());
     let old = enumerate(before, before_cfg, DEFAULT_LEAF_LIMIT).map_err(unwalkable)?;
     let new = enumerate(after, after_cfg, DEFAULT_LEAF_LIMIT).map_err(unwalkable)?;
-    let moving = entries_that_move(before, before_cfg, &request.image_map_addrs());
     let delta = request.delta();
     let mut stats = MappingStats::default();
     let expected: Vec<Mapped> = old
@@ -414,12 +416,13 @@ pub struct CopyStats {
 }
 
 /// Checks [`Property::Copy`], [`Property::OldImageUntouched`] and
-/// [`Property::OutsideUntouched`]: `after` is memory right after copy and rebase.
+/// [`Property::OutsideUntouched`]: `after` is memory right after copy and rebase; `moving` is
+/// [`entries_that_move`] of `before`.
 pub fn check_copy(
     before: &SparseMemory,
-    before_cfg: &WalkConfig,
     after: &SparseMemory,
     request: &Request,
+    moving: &Moving,
 ) -> Vec<(Property, Result<CopyStats, Violation>)> {
     let image = request.image;
     let delta = request.delta();
@@ -427,7 +430,7 @@ pub fn check_copy(
         request.new_base.as_u64(),
         request.new_base.as_u64() + image.len(),
     );
-    let old_result = match after.first_difference(before, |pa| image.contains(pa)) {
+    let old_result = match after.first_difference(before, Scope::Inside(image)) {
         Some((phys, a, b)) => Err(Violation::OldImageChanged {
             phys,
             before: b,
@@ -435,7 +438,7 @@ pub fn check_copy(
         }),
         None => Ok(CopyStats::default()),
     };
-    let outside = match after.first_difference(before, |pa| !new.contains(pa)) {
+    let outside = match after.first_difference(before, Scope::Outside(new)) {
         Some((phys, a, b)) => Err(Violation::OutsideChanged {
             phys,
             before: b,
@@ -443,20 +446,37 @@ pub fn check_copy(
         }),
         None => Ok(CopyStats::default()),
     };
-    let moving = entries_that_move(before, before_cfg, &request.image_map_addrs());
     let mut tables_in_image: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
-    for (&(table, index), &field) in &moving {
+    for (&(table, index), &field) in moving {
         tables_in_image
             .entry(table)
             .or_default()
             .push((index, field));
     }
+    // Only pages allocated on either side can differ from zero: a page never written in the
+    // old image nor in the new copy holds zeros on both sides (a table there has no present
+    // entry, so nothing in it moves). So the cost follows written pages, not the image size.
+    let mut pages: Vec<u64> = before
+        .allocated_in(image.start, image.end)
+        .chain(
+            after
+                .allocated_in(new.start, new.end)
+                .map(|p| p.wrapping_sub(delta)),
+        )
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
     let zero = [0u64; 512];
-    let mut stats = CopyStats::default();
+    let mut stats = CopyStats {
+        entries_rebased: 0,
+        bytes_compared: image.len(),
+    };
     let mut copy = Ok(());
-    'pages: for page in (image.start..image.end).step_by(PAGE_SIZE as usize) {
+    'pages: for page in pages {
         let old = before.page(page).unwrap_or(&zero);
         let mut expected = *old;
+        // Bytes of the first or last page outside the image are not part of the copy.
+        let in_image = |i: usize| image.contains(page + i as u64 * 8);
         if let Some(entries) = tables_in_image.get(&page) {
             for &(index, field) in entries {
                 let e = expected[index as usize];
@@ -466,7 +486,7 @@ pub fn check_copy(
         }
         let got = after.page(page.wrapping_add(delta)).unwrap_or(&zero);
         if *got != expected {
-            for i in 0..512 {
+            for i in (0..512).filter(|&i| in_image(i)) {
                 if got[i] != expected[i] {
                     copy = Err(Violation::CopyMismatch {
                         phys: page.wrapping_add(delta) + i as u64 * 8,
@@ -477,7 +497,6 @@ pub fn check_copy(
                 }
             }
         }
-        stats.bytes_compared += PAGE_SIZE;
     }
     vec![
         (Property::Copy, copy.map(|()| stats)),
@@ -488,7 +507,7 @@ pub fn check_copy(
 
 /// Checks [`Property::RejectedUntouched`].
 pub fn check_untouched(before: &SparseMemory, after: &SparseMemory) -> Result<(), Violation> {
-    match after.first_difference(before, |_| true) {
+    match after.first_difference(before, Scope::All) {
         Some((phys, a, b)) => Err(Violation::RejectedChangedMemory {
             phys,
             before: b,
@@ -538,7 +557,7 @@ pub fn check_stale_reads(machine: &Machine) -> Result<(), Violation> {
 /// Checks [`Property::NaiveAgrees`]: `core` and `naive` are memories after each relocator's
 /// copy and rebase.
 pub fn check_naive(core: &SparseMemory, naive: &SparseMemory) -> Result<(), Violation> {
-    match core.first_difference(naive, |_| true) {
+    match core.first_difference(naive, Scope::All) {
         Some((phys, c, n)) => Err(Violation::NaiveDiffers {
             phys,
             core: c,

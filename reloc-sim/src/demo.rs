@@ -46,6 +46,11 @@ fn region(start: u64, end: u64, kind: u32) -> MemoryRegion {
     }
 }
 
+/// Tables a demo plan holds: a 256 GiB directmap with 2 MiB leaves takes 256 L2 tables, plus
+/// the image's and the identity map's; so every accepted `--memory` plans with either leaf
+/// size.
+pub const DEMO_PLAN_CAPACITY: usize = 512;
+
 /// The largest simulated machine the demo builds (memory is sparse, but the directmap's
 /// tables cover all of it, and a layout's directmap is at most 512 GiB).
 pub const MAX_DEMO_MEMORY: u64 = 256 * GIB;
@@ -147,7 +152,31 @@ pub fn demo_options(shares_tables: bool) -> RunOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::run_with_capacity;
     use reloc_core::{select_target, TargetRequest};
+
+    /// Issue 11: `--memory 54G` (and every size above about 48 GiB up to the 256 GiB the
+    /// option accepts) failed with TooManyTables: a 2 MiB-leaf directmap needs an L2 table
+    /// per GiB, more than a 64-table plan holds.
+    #[test]
+    fn every_accepted_memory_size_relocates_with_either_directmap_leaf() {
+        for (memory, gib_directmap) in [
+            (54 * GIB, false),
+            (MAX_DEMO_MEMORY, false),
+            (MAX_DEMO_MEMORY, true),
+        ] {
+            let config = DemoConfig {
+                memory,
+                gib_directmap,
+                ..DemoConfig::default()
+            };
+            let (input, shares) = demo_input(&config).unwrap();
+            let report = run_with_capacity::<DEMO_PLAN_CAPACITY>(input, demo_options(shares))
+                .unwrap_or_else(|e| panic!("{memory:#x}, 1 GiB leaves {gib_directmap}: {e}"));
+            assert!(report.passed(), "{:?}", report.first_violation());
+            assert!(report.apply.tables_rebased.total() > 0);
+        }
+    }
 
     #[test]
     fn qemu_maps_match_measurements() {

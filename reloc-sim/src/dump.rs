@@ -4,7 +4,27 @@
 //! [`mapped_ranges`] walks the tables from CR3 with the simulator's SDM walker (MAXPHYADDR
 //! taken as 52) and lists what is mapped, coalesced: two neighbouring pages join when they
 //! are contiguous both virtually and physically and have equal effective flags. [`leaves`]
-//! gives one entry per leaf instead (what QEMU's `info tlb` lists, at leaf granularity).
+//! gives one entry per leaf instead, with the same effective flags. [`tlb_lines`] lists the
+//! leaves as QEMU's `info tlb` does (`reloc-sim map --leaves`).
+//!
+//! A dump in which nothing is mapped (no present entry leads to a valid leaf, e.g. all bytes
+//! 0xff, where every top-level entry has reserved bits set) is [`DumpError::NothingMapped`].
+//!
+//! # `info tlb` format
+//! QEMU 7.2's `hmp_info_tlb` (`target/i386/monitor.c`, `print_pte`) prints one line per
+//! present leaf: the canonical virtual address, `: `, the leaf entry masked to its frame
+//! (`0x3fffffffff000` for 4 KiB, `0x3ffffffe00000` for 2 MiB, `0x3ffffc0000000` for 1 GiB),
+//! then nine flags of *that entry alone*: `X` (NX), `G`, `P` (PS: huge leaves only; bit 7 of
+//! a 4 KiB leaf is PAT and is cleared first), `D`, `A`, `C` (PCD), `T` (PWT), `U`, `W`, each
+//! `-` when clear:
+//!
+//! ```text
+//! ffff82d040000000: 0000000000200000 --PDA---W
+//! ```
+//!
+//! Differences from QEMU, both for tables QEMU would walk past: a leaf with reserved bits set
+//! is listed (QEMU does not check them either) but a pointer with reserved bits is not
+//! followed, and pointers are followed with MAXPHYADDR 52 where QEMU masks bits 12 to 49.
 //!
 //! # Output format
 //! One line per range ([`MappedRange`]'s `Display`):
@@ -23,7 +43,7 @@
 use std::fmt;
 
 use crate::mem::{PhysFault, PhysRead};
-use crate::paging::{enumerate, EnumerateError, WalkConfig, DEFAULT_LEAF_LIMIT};
+use crate::paging::{enumerate, EnumerateError, Mappings, WalkConfig, DEFAULT_LEAF_LIMIT};
 
 /// A dump as physical memory: byte `n` is physical `base + n`.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +142,69 @@ impl fmt::Display for MappedRange {
     }
 }
 
+/// One leaf as QEMU's `info tlb` prints it (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlbLine {
+    /// Virtual start (sign-extended).
+    pub virt: u64,
+    /// The leaf entry as read.
+    pub entry: u64,
+    /// Page size: 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+}
+
+impl TlbLine {
+    /// The entry as QEMU prints it: a 4 KiB leaf's bit 7 (PAT) cleared.
+    fn shown(&self) -> u64 {
+        if self.size == 1 << 12 {
+            self.entry & !(1 << 7)
+        } else {
+            self.entry
+        }
+    }
+
+    /// The frame as QEMU masks it.
+    pub fn frame(&self) -> u64 {
+        let mask = match self.size {
+            s if s == 1 << 30 => 0x3_ffff_c000_0000,
+            s if s == 1 << 21 => 0x3_ffff_ffe0_0000,
+            _ => 0x3_ffff_ffff_f000,
+        };
+        self.shown() & mask
+    }
+
+    /// `XGPDACTUW`, `-` for each clear bit, of the leaf entry alone.
+    pub fn flags(&self) -> String {
+        let e = self.shown();
+        [
+            (63, 'X'),
+            (8, 'G'),
+            (7, 'P'),
+            (6, 'D'),
+            (5, 'A'),
+            (4, 'C'),
+            (3, 'T'),
+            (2, 'U'),
+            (1, 'W'),
+        ]
+        .iter()
+        .map(|&(bit, c)| if e & (1 << bit) != 0 { c } else { '-' })
+        .collect()
+    }
+}
+
+impl fmt::Display for TlbLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:016x}: {:016x} {}",
+            self.virt,
+            self.frame(),
+            self.flags()
+        )
+    }
+}
+
 /// Why a dump cannot be listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DumpError {
@@ -132,6 +215,13 @@ pub enum DumpError {
     },
     /// A table is outside the dump, or the tables map too much.
     Walk(EnumerateError),
+    /// No present entry leads to a valid leaf.
+    NothingMapped {
+        /// The top-level table.
+        table: u64,
+        /// Present entries skipped because reserved bits are set.
+        reserved: usize,
+    },
 }
 
 impl fmt::Display for DumpError {
@@ -142,19 +232,18 @@ impl fmt::Display for DumpError {
                 "the top-level table at {table:#x} is not inside the dump (check --cr3 and --base)"
             ),
             DumpError::Walk(e) => write!(f, "{e}"),
+            DumpError::NothingMapped { table, reserved } => write!(
+                f,
+                "nothing is mapped from the top-level table at {table:#x}: no present entry leads to a valid leaf ({reserved} present entries have reserved bits set; check --cr3, --base and --la57)"
+            ),
         }
     }
 }
 
 impl std::error::Error for DumpError {}
 
-/// One [`MappedRange`] per leaf, in ascending virtual order.
-pub fn leaves(
-    bytes: &[u8],
-    base: u64,
-    cr3: u64,
-    la57: bool,
-) -> Result<Vec<MappedRange>, DumpError> {
+/// Every leaf and reserved-bit fault of the tables at `cr3`; an error when there is no leaf.
+fn walk_dump(bytes: &[u8], base: u64, cr3: u64, la57: bool) -> Result<Mappings, DumpError> {
     let dump = RawDump::new(bytes, base);
     let cfg = WalkConfig {
         cr3,
@@ -166,6 +255,51 @@ pub fn leaves(
         return Err(DumpError::TopTableOutside { table: top });
     }
     let maps = enumerate(&dump, &cfg, DEFAULT_LEAF_LIMIT).map_err(DumpError::Walk)?;
+    if maps.leaves.is_empty() {
+        return Err(DumpError::NothingMapped {
+            table: top,
+            reserved: maps.faults.len(),
+        });
+    }
+    Ok(maps)
+}
+
+/// One [`TlbLine`] per present leaf, as QEMU's `info tlb` lists them, in ascending virtual
+/// order: the valid leaves and the leaves with reserved bits set.
+pub fn tlb_lines(bytes: &[u8], base: u64, cr3: u64, la57: bool) -> Result<Vec<TlbLine>, DumpError> {
+    let maps = walk_dump(bytes, base, cr3, la57)?;
+    let leaf = |level: u8, entry: u64| level == 1 || (level <= 3 && entry & (1 << 7) != 0);
+    let mut lines: Vec<TlbLine> = maps
+        .leaves
+        .iter()
+        .map(|l| TlbLine {
+            virt: l.virt,
+            entry: l.site.entry,
+            size: l.size,
+        })
+        .chain(
+            maps.faults
+                .iter()
+                .filter(|f| leaf(f.site.level, f.site.entry))
+                .map(|f| TlbLine {
+                    virt: f.virt,
+                    entry: f.site.entry,
+                    size: f.size,
+                }),
+        )
+        .collect();
+    lines.sort_by_key(|l| l.virt);
+    Ok(lines)
+}
+
+/// One [`MappedRange`] per leaf, in ascending virtual order.
+pub fn leaves(
+    bytes: &[u8],
+    base: u64,
+    cr3: u64,
+    la57: bool,
+) -> Result<Vec<MappedRange>, DumpError> {
+    let maps = walk_dump(bytes, base, cr3, la57)?;
     Ok(maps
         .leaves
         .iter()
@@ -294,6 +428,47 @@ mod tests {
             mapped_ranges(&d.0, 0, 0x1000 | 0x5, false).unwrap().len(),
             8
         );
+    }
+
+    /// `map --leaves` prints what QEMU 7.2's `info tlb` prints: the leaf entry's own flags,
+    /// not the effective ones (a supervisor L4 over a user leaf still shows `U`).
+    #[test]
+    fn tlb_lines_show_the_leaf_entry_flags_as_qemu_does() {
+        let d = sample();
+        let lines: Vec<String> = tlb_lines(&d.0, 0, 0x1000, false)
+            .unwrap()
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        assert_eq!(lines.len(), 14, "{lines:#?}");
+        assert_eq!(lines[0], "0000000000000000: 0000000000100000 -------UW");
+        assert_eq!(lines[3], "0000000000003000: 0000000000200000 X------UW");
+        assert_eq!(lines[4], "0000000000200000: 0000000000400000 -GP-----W");
+        // The PS leaf with bit 13 set: listed, its frame masked as QEMU masks 2 MiB frames.
+        assert_eq!(lines[6], "0000000000600000: 0000000000800000 --P-----W");
+        // Through the supervisor L4 entry 511: effective U is clear, the leaf's U is shown.
+        assert_eq!(lines[7], "ffffff8000000000: 0000000000100000 -------UW");
+        assert_eq!(
+            leaves(&d.0, 0, 0x1000, false).unwrap()[6].flags(),
+            "-rwx-",
+            "the effective listing is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_dump_that_maps_nothing_is_an_error() {
+        let ff = vec![0xffu8; 0x2000];
+        assert_eq!(
+            mapped_ranges(&ff, 0, 0x1000, false),
+            Err(DumpError::NothingMapped {
+                table: 0x1000,
+                reserved: 512
+            })
+        );
+        assert!(matches!(
+            tlb_lines(&[0u8; 0x2000], 0, 0x1000, false),
+            Err(DumpError::NothingMapped { reserved: 0, .. })
+        ));
     }
 
     #[test]

@@ -313,6 +313,10 @@ struct Builder<'m> {
     limit: u64,
     tables: Vec<u64>,
     noise: Option<SplitMix>,
+    /// The last table [`Builder::slot`] reached: (level, `virt` above that level's index,
+    /// table). The builder only fills empty entries, so a path once walked stays; maps come
+    /// in runs through one table.
+    last_slot: Option<(u8, u64, u64)>,
 }
 
 fn shift(level: u8) -> u32 {
@@ -385,6 +389,13 @@ impl Builder<'_> {
     /// The address of the entry for `virt` in the table at `level`, creating intermediate
     /// tables above it.
     fn slot(&mut self, virt: u64, level: u8) -> Result<u64, LayoutError> {
+        let index = ((virt >> shift(level)) & 511) * 8;
+        let above = virt >> shift(level) >> 9;
+        if let Some((l, a, table)) = self.last_slot {
+            if (l, a) == (level, above) {
+                return Ok(table + index);
+            }
+        }
         let mut table = self.top;
         for l in ((level + 1)..=self.levels()).rev() {
             let at = table + ((virt >> shift(l)) & 511) * 8;
@@ -400,7 +411,8 @@ impl Builder<'_> {
                 table = e & ADDR;
             }
         }
-        Ok(table + ((virt >> shift(level)) & 511) * 8)
+        self.last_slot = Some((level, above, table));
+        Ok(table + index)
     }
 
     /// Maps `size` bytes at `virt` to `phys` with one leaf; returns the leaf's table.
@@ -520,6 +532,7 @@ impl LayoutSpec {
             limit: stack_start,
             tables: Vec::new(),
             noise: (self.flag_noise != 0).then(|| SplitMix::new(self.flag_noise)),
+            last_slot: None,
         };
         b.top = b.alloc()?;
 
@@ -654,6 +667,10 @@ pub struct RandomLayout {
     pub spec: LayoutSpec,
     /// A 2 MiB-aligned destination in RAM, clear of the image footprint.
     pub target: u64,
+    /// Garbage density divisor: garbage goes into one destination page in `2 × n` and one
+    /// page in `n` between the image end and its footprint end (1: the densest; the fuzzer,
+    /// which adds its own, uses more so that a machine has fewer pages to clone and compare).
+    pub garbage_every: u64,
 }
 
 /// What sharing a random layout may have.
@@ -802,6 +819,7 @@ pub fn random_layout(seed: u64, sharing: Sharing) -> RandomLayout {
         ram,
         spec,
         target,
+        garbage_every: 1,
     }
 }
 
@@ -810,15 +828,19 @@ pub fn random_layout(seed: u64, sharing: Sharing) -> RandomLayout {
 pub fn scribble(mem: &mut SparseMemory, range: PhysRange, seed: u64, every: u64) {
     let mut page = range.start & !(PAGE_SIZE - 1);
     let mut r = SplitMix::new(seed);
+    let mut writes = Vec::new();
     while page < range.end {
         if r.one_in(every.max(1)) {
             let at = page + r.below(512) * 8;
             if range.contains(at) && mem.is_ram(at) {
-                let _ = mem.write(at, r.next_u64() | 1);
+                writes.push((at, r.next_u64() | 1));
             }
         }
         page += PAGE_SIZE;
     }
+    // Each write as `write` alone would make it: the ones a fault would refuse are dropped.
+    writes.retain(|&(at, _)| mem.check(at, 8).is_ok());
+    let _ = mem.write_batch(&writes);
 }
 
 impl RandomLayout {
@@ -830,7 +852,7 @@ impl RandomLayout {
             &mut mem,
             PhysRange::new(self.target, self.target + fp),
             self.seed ^ 1,
-            2,
+            2 * self.garbage_every.max(1),
         );
         // Bytes between the image end and its 2 MiB footprint end must not be copied.
         scribble(
@@ -840,7 +862,7 @@ impl RandomLayout {
                 self.spec.image_base + fp,
             ),
             self.seed ^ 2,
-            1,
+            self.garbage_every.max(1),
         );
         let layout = self.spec.build(&mut mem)?;
         Ok((layout.machine(mem), layout))

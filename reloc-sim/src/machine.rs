@@ -16,6 +16,7 @@
 //! virtual read that lands in the new copy, at the alias of a lost write, and returns
 //! something else is a [`StaleRead`]: the stack-spill hazard.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -49,19 +50,33 @@ pub struct TlbEntry {
 #[derive(Clone, Debug, Default)]
 pub struct Tlb {
     entries: BTreeMap<(u64, u64), TlbEntry>,
+    /// The last two lookups: their 4 KiB page and the entry found. A result depends only
+    /// on that page, and code touches a page or two many times in a row (the stack re-copy
+    /// reads one page and writes another, qword by qword). Cleared whenever entries change.
+    recent: Cell<[Option<(u64, TlbEntry)>; 2]>,
 }
 
 const PAGE_SIZES: [u64; 3] = [1 << 12, 1 << 21, 1 << 30];
 
 impl Tlb {
-    /// The entry covering `virt`, if cached.
+    /// The entry covering `virt`, if cached (the smallest page first).
     pub fn lookup(&self, virt: u64) -> Option<TlbEntry> {
-        PAGE_SIZES
+        let page = virt & !0xfff;
+        let recent = self.recent.get();
+        if let Some((_, e)) = recent.iter().flatten().find(|(p, _)| *p == page) {
+            return Some(*e);
+        }
+        let found = PAGE_SIZES
             .iter()
-            .find_map(|&size| self.entries.get(&(virt & !(size - 1), size)).copied())
+            .find_map(|&size| self.entries.get(&(virt & !(size - 1), size)).copied());
+        if let Some(e) = found {
+            self.recent.set([Some((page, e)), recent[0]]);
+        }
+        found
     }
 
     fn insert(&mut self, entry: TlbEntry) {
+        self.recent.set([None; 2]);
         self.entries.insert((entry.page_virt, entry.size), entry);
     }
 
@@ -81,6 +96,7 @@ impl Tlb {
     }
 
     fn flush(&mut self, keep: impl Fn(&TlbEntry) -> bool) -> usize {
+        self.recent.set([None; 2]);
         let before = self.entries.len();
         self.entries.retain(|_, e| keep(e));
         before - self.entries.len()
@@ -336,6 +352,13 @@ impl Machine {
             .mem
             .read(phys)
             .map_err(|fault| AccessFault::Phys { virt, fault })?;
+        self.read_check(virt, phys, value);
+        Ok(value)
+    }
+
+    /// Records a stale read: `value` read at `phys` (from `virt`) after the switch where a
+    /// write through the old mapping left something else.
+    fn read_check(&mut self, virt: u64, phys: u64, value: u64) {
         if let Phase::Relocated { old, delta } = self.phase {
             let old_phys = phys.wrapping_sub(delta);
             if old.contains(old_phys) {
@@ -351,7 +374,6 @@ impl Machine {
                 }
             }
         }
-        Ok(value)
     }
 
     /// Writes the qword at virtual `virt`.
@@ -360,6 +382,12 @@ impl Machine {
             return Err(AccessFault::Misaligned { virt });
         }
         let phys = self.translate(virt, true)?;
+        self.write_phys_as(virt, phys, value)
+    }
+
+    /// Writes `value` at `phys`, the translation of `virt`, and records what the write means
+    /// for the critical region.
+    fn write_phys_as(&mut self, virt: u64, phys: u64, value: u64) -> Result<(), AccessFault> {
         self.mem
             .write(phys, value)
             .map_err(|fault| AccessFault::Phys { virt, fault })?;
@@ -375,6 +403,82 @@ impl Machine {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Copies the qwords of `[from, to)` to `offset` bytes above, through the TLB, as a
+    /// loop of [`Machine::read_virt`] and [`Machine::write_virt`] would (same faults, same
+    /// critical-region records), translating once per 4 KiB page on each side.
+    fn copy_virt(&mut self, from: u64, to: u64, offset: u64) -> Result<(), AccessFault> {
+        if !from.is_multiple_of(8) {
+            return Err(AccessFault::Misaligned { virt: from });
+        }
+        let mut at = from;
+        while at < to {
+            let chunk_end = to.min((at | 0xfff).saturating_add(1));
+            let dst = at.wrapping_add(offset);
+            // A destination page boundary inside the chunk: translate again there.
+            let dst_room = 0x1000 - (dst & 0xfff);
+            let chunk_end = chunk_end.min(at.saturating_add(dst_room));
+            let src_phys = self.translate(at, false)?;
+            if self.copy_chunk_fast(src_phys, dst, (chunk_end - at) / 8)? {
+                at = chunk_end;
+                continue;
+            }
+            // Translated after the first read, in the order the qword loop faults.
+            let mut dst_phys = None;
+            let mut k = 0;
+            while at + k < chunk_end {
+                let value = self
+                    .mem
+                    .read(src_phys + k)
+                    .map_err(|fault| AccessFault::Phys {
+                        virt: at + k,
+                        fault,
+                    })?;
+                self.read_check(at + k, src_phys + k, value);
+                let d = match dst_phys {
+                    Some(d) => d,
+                    None => *dst_phys.insert(self.translate(dst, true)?),
+                };
+                self.write_phys_as(dst.wrapping_add(k), d + k, value)?;
+                k += 8;
+            }
+            at = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Copies `count` qwords from `src_phys` to the translation of `dst` at once, when that
+    /// is what the qword loop would do without a fault or a critical-region record: the
+    /// source RAM, the destination writable RAM in one page outside the old image, and no
+    /// switch made yet (reads record nothing before it). `Ok(false)`: nothing done, go qword
+    /// by qword.
+    fn copy_chunk_fast(
+        &mut self,
+        src_phys: u64,
+        dst: u64,
+        count: u64,
+    ) -> Result<bool, AccessFault> {
+        let in_old = |phys: u64, old: &PhysRange| {
+            old.overlaps(&PhysRange::new(phys, phys.saturating_add(count * 8)))
+        };
+        let old = match self.phase {
+            Phase::Normal => None,
+            Phase::Critical { old, .. } => Some(old),
+            Phase::Relocated { .. } => return Ok(false),
+        };
+        let mut words = [0u64; 512];
+        let Some(words) = words.get_mut(..count as usize) else {
+            return Ok(false);
+        };
+        if self.mem.read_words(src_phys, words).is_none() {
+            return Ok(false);
+        }
+        let dst_phys = self.translate(dst, true)?;
+        if old.is_some_and(|old| in_old(dst_phys, &old)) {
+            return Ok(false);
+        }
+        Ok(self.mem.write_words(dst_phys, words).is_some())
     }
 
     /// Runs reloc-core's `Plan::apply` on this machine's memory (copy and rebase) and opens
@@ -409,13 +513,8 @@ impl Machine {
         if let (true, Some(params)) = (options.recopy_stack, stack) {
             params.check_rsp(self.rsp).map_err(SwitchFault::Refused)?;
             let top = params.stack_top().as_u64();
-            let mut at = self.rsp;
-            while at < top {
-                let v = self.read_virt(at).map_err(SwitchFault::Access)?;
-                self.write_virt(at.wrapping_add(params.stack_copy_offset()), v)
-                    .map_err(SwitchFault::Access)?;
-                at += 8;
-            }
+            self.copy_virt(self.rsp, top, params.stack_copy_offset())
+                .map_err(SwitchFault::Access)?;
             report.stack_bytes_recopied = top.saturating_sub(self.rsp);
         }
         let cr4 = self.cr4;

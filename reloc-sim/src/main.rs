@@ -2,9 +2,10 @@
 //! (`replay`), list the mappings of a raw memory dump (`map`), read and lint an image's Xen
 //! ELF notes (`notes`).
 //!
-//! Exit status: 0 success; 1 bad input (file, layout; for `notes`: not an ELF file, a
-//! malformed note, or notes libelf rejects); 2 usage; 3 relocation rejected; 4 a property
-//! check failed (for `notes`: a lint reported an error; warnings alone exit 0).
+//! Exit status: 0 success; 1 bad input (file, layout, a virtual layout the code cannot run
+//! in before the move, a dump that maps nothing; for `notes`: not an ELF file, a malformed
+//! note, or notes libelf rejects); 2 usage; 3 relocation rejected; 4 a property check failed
+//! (for `notes`: a lint reported an error; warnings alone exit 0).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -12,10 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use reloc_core::PagingMode;
-use reloc_sim::demo::{demo_input, demo_options, DemoConfig};
+use reloc_sim::demo::{demo_input, demo_options, DemoConfig, DEMO_PLAN_CAPACITY};
 use reloc_sim::dump;
 use reloc_sim::notes::NotesReport;
-use reloc_sim::run::{run, RunError, RunReport};
+use reloc_sim::run::{run, run_with_capacity, RunError, RunReport};
 use reloc_sim::scenario::{parse_u64, Hex, Scenario, Virtual};
 
 const EXIT_INPUT: u8 = 1;
@@ -85,9 +86,14 @@ enum Command {
         /// Five-level paging.
         #[arg(long)]
         la57: bool,
-        /// One line per leaf instead of coalesced ranges.
+        /// One line per leaf, as QEMU's `info tlb` prints it: the leaf entry's own flags
+        /// (XGPDACTUW), its frame as QEMU masks it.
         #[arg(long)]
         leaves: bool,
+        /// With --leaves: the old per-leaf listing with effective permissions instead (U and
+        /// W ANDed over every level, NX ORed), in the coalesced listing's format.
+        #[arg(long, requires = "leaves")]
+        effective: bool,
     },
     /// Print an image's Xen ELF notes and feature sets (libelf's rules), and lint them.
     Notes {
@@ -103,7 +109,7 @@ enum Command {
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (digits, mult) = match t.chars().last() {
-        Some('K' | 'k') if !t.starts_with("0x") => (&t[..t.len() - 1], 1u64 << 10),
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
         Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
@@ -157,7 +163,12 @@ fn main() -> ExitCode {
                     if gib_directmap { "1 GiB" } else { "2 MiB" }
                 ),
             };
-            finish(run(input, demo_options(shares)), &title, json, None)
+            finish(
+                run_with_capacity::<DEMO_PLAN_CAPACITY>(input, demo_options(shares)),
+                &title,
+                json,
+                None,
+            )
         }
         Command::Replay { file, dump, json } => {
             let text = match std::fs::read_to_string(&file) {
@@ -187,20 +198,26 @@ fn main() -> ExitCode {
             base,
             la57,
             leaves,
+            effective,
         } => {
             let bytes = match std::fs::read(&raw) {
                 Ok(b) => b,
                 Err(e) => return fail(EXIT_INPUT, format!("cannot read {}: {e}", raw.display())),
             };
-            let listed = if leaves {
+            let lines: Result<Vec<String>, _> = if leaves && !effective {
+                dump::tlb_lines(&bytes, base, cr3, la57)
+                    .map(|l| l.iter().map(ToString::to_string).collect())
+            } else if leaves {
                 dump::leaves(&bytes, base, cr3, la57)
+                    .map(|l| l.iter().map(ToString::to_string).collect())
             } else {
                 dump::mapped_ranges(&bytes, base, cr3, la57)
+                    .map(|l| l.iter().map(ToString::to_string).collect())
             };
-            match listed {
-                Ok(ranges) => {
-                    for r in ranges {
-                        println!("{r}");
+            match lines {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
                     }
                     ExitCode::SUCCESS
                 }
@@ -266,6 +283,7 @@ fn finish(
             }
             let code = match e {
                 RunError::Select(_) | RunError::Plan(_) | RunError::Switch(_) => EXIT_REJECTED,
+                RunError::Virtual(_) => EXIT_INPUT,
                 RunError::Access(_) => EXIT_CHECK_FAILED,
             };
             return fail(code, e);

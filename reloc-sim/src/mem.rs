@@ -2,11 +2,16 @@
 //!
 //! Memory is allocated in 4 KiB pages on first write; a read of RAM never written returns
 //! zero. An access outside the declared RAM is a typed [`PhysFault`], never a host panic.
-//! Copies skip unallocated source pages, so a 4 GiB machine holding an 8 MiB image costs
-//! about 8 MiB of host memory and a copy touches only the pages that exist.
+//!
+//! Every cost follows the pages that hold data, never the size of RAM or of a range: pages
+//! are shared between clones (`Arc`, copied on first write), so cloning a machine costs a
+//! reference count per written page and comparing two clones skips the pages they still
+//! share; copies and comparisons visit allocated pages only. A 16 TiB image holding a few
+//! written pages costs those pages.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use reloc_core::{MemoryFault, PhysMemory, PhysRange};
 
@@ -14,7 +19,50 @@ use reloc_core::{MemoryFault, PhysMemory, PhysRange};
 pub const PAGE_SIZE: u64 = 4096;
 const WORDS_PER_PAGE: usize = 512;
 
-type Page = Box<[u64; WORDS_PER_PAGE]>;
+type Page = Arc<[u64; WORDS_PER_PAGE]>;
+
+const ZERO_PAGE: [u64; WORDS_PER_PAGE] = [0; WORDS_PER_PAGE];
+
+/// Most pages kept for reuse per thread (16 MiB).
+const FREE_PAGES_MAX: usize = 4096;
+
+thread_local! {
+    /// Pages no memory holds any more, kept for reuse: a simulation allocates and drops
+    /// hundreds of pages per run, and the allocator (under a sanitizer above all) costs more
+    /// than copying 4 KiB.
+    static FREE_PAGES: std::cell::RefCell<Vec<Page>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A page holding `words`, reused from [`FREE_PAGES`] when one is there.
+fn new_page(words: &[u64; WORDS_PER_PAGE]) -> Page {
+    let reused = FREE_PAGES
+        .try_with(|free| free.borrow_mut().pop())
+        .ok()
+        .flatten();
+    match reused {
+        Some(mut page) => {
+            // Only unshared pages are kept (see `recycle`), so this always writes.
+            if let Some(slot) = Arc::get_mut(&mut page) {
+                *slot = *words;
+                return page;
+            }
+            Arc::new(*words)
+        }
+        None => Arc::new(*words),
+    }
+}
+
+/// Keeps `page` for reuse when nothing else holds it.
+fn recycle(mut page: Page) {
+    if Arc::get_mut(&mut page).is_some() {
+        let _ = FREE_PAGES.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < FREE_PAGES_MAX {
+                free.push(page);
+            }
+        });
+    }
+}
 
 /// An access to physical memory that no RAM range backs, or that is misaligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,15 +97,71 @@ impl std::error::Error for PhysFault {}
 pub trait PhysRead {
     /// The little-endian qword at `addr` (8-byte aligned).
     fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault>;
+
+    /// Reads the 512 qwords of the table at `table` into `out`, as 512 calls of
+    /// [`PhysRead::read_phys_u64`] would: on a fault, `out[..index]` holds the qwords before
+    /// it and the error names `index`. Implementations override it to read a whole table at
+    /// once (walkers read tables whole).
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        for (index, slot) in out.iter_mut().enumerate() {
+            *slot = self
+                .read_phys_u64(table.wrapping_add(index as u64 * 8))
+                .map_err(|fault| (index, fault))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which addresses [`SparseMemory::first_difference`] compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every address.
+    All,
+    /// The qwords that start inside this range.
+    Inside(PhysRange),
+    /// The qwords that start outside this range.
+    Outside(PhysRange),
+}
+
+/// The index of the qword holding `addr` (rounded up) in the page at `page`, up to 512.
+fn word_index(addr: u64, page: u64) -> usize {
+    ((addr - page).div_ceil(8)) as usize
 }
 
 /// Sparse physical memory: declared RAM ranges, 4 KiB pages allocated on first write.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct SparseMemory {
     /// Sorted, merged RAM ranges.
     ram: Vec<PhysRange>,
-    /// Allocated pages by page number.
-    pages: BTreeMap<u64, Page>,
+    /// Allocated pages, sorted by page number; a page may be shared with clones.
+    pages: Vec<(u64, Page)>,
+    /// Index in `pages` of the last page looked up: walkers read a table's 512 entries in a
+    /// row, so most lookups hit it without a search.
+    hint: AtomicUsize,
+    /// The hint before the last one changed it.
+    previous_hint: AtomicUsize,
+    /// Index in `ram` of the range that held the last access checked.
+    ram_hint: AtomicUsize,
+}
+
+impl Drop for SparseMemory {
+    fn drop(&mut self) {
+        for (_, page) in self.pages.drain(..) {
+            recycle(page);
+        }
+    }
+}
+
+impl Clone for SparseMemory {
+    fn clone(&self) -> Self {
+        Self {
+            ram: self.ram.clone(),
+            pages: self.pages.clone(),
+            hint: AtomicUsize::new(self.hint.load(Ordering::Relaxed)),
+            previous_hint: AtomicUsize::new(self.previous_hint.load(Ordering::Relaxed)),
+            ram_hint: AtomicUsize::new(self.ram_hint.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl SparseMemory {
@@ -75,7 +179,10 @@ impl SparseMemory {
         }
         Self {
             ram: merged,
-            pages: BTreeMap::new(),
+            pages: Vec::new(),
+            hint: AtomicUsize::new(0),
+            previous_hint: AtomicUsize::new(0),
+            ram_hint: AtomicUsize::new(0),
         }
     }
 
@@ -91,7 +198,17 @@ impl SparseMemory {
 
     /// Page-aligned addresses of the allocated pages, ascending.
     pub fn allocated(&self) -> impl Iterator<Item = u64> + '_ {
-        self.pages.keys().map(|&n| n * PAGE_SIZE)
+        self.pages.iter().map(|&(n, _)| n * PAGE_SIZE)
+    }
+
+    /// Page-aligned addresses of the allocated pages that overlap `[start, end)`, ascending.
+    pub fn allocated_in(&self, start: u64, end: u64) -> impl Iterator<Item = u64> + '_ {
+        let (first, last) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
+        let from = self.pages.partition_point(|&(n, _)| n < first);
+        let to = self.pages.partition_point(|&(n, _)| n < last);
+        self.pages[from..to.max(from)]
+            .iter()
+            .map(|&(n, _)| n * PAGE_SIZE)
     }
 
     /// `Ok` when every byte of `[start, start + len)` is RAM; otherwise the first byte that
@@ -105,6 +222,15 @@ impl SparseMemory {
                 addr: self.first_gap(start, u64::MAX),
             });
         };
+        // Most accesses fall in the range the last one did.
+        let hint = self.ram_hint.load(Ordering::Relaxed);
+        if self
+            .ram
+            .get(hint)
+            .is_some_and(|r| r.start <= start && end <= r.end)
+        {
+            return Ok(());
+        }
         let gap = self.first_gap(start, end);
         if gap < end {
             Err(PhysFault::NotRam { addr: gap })
@@ -116,13 +242,14 @@ impl SparseMemory {
     /// The first address in `[start, end)` not covered by RAM, or `end`.
     fn first_gap(&self, start: u64, end: u64) -> u64 {
         let mut at = start;
-        for r in &self.ram {
+        for (i, r) in self.ram.iter().enumerate() {
             if r.end <= at {
                 continue;
             }
             if r.start > at {
                 return at;
             }
+            self.ram_hint.store(i, Ordering::Relaxed);
             at = r.end;
             if at >= end {
                 return end;
@@ -138,6 +265,16 @@ impl SparseMemory {
 
     /// Reads the qword at `addr`.
     pub fn read(&self, addr: u64) -> Result<u64, PhysFault> {
+        // Fast path, few branches: the page and the RAM range of the last access (walkers
+        // read a table's entries in a row).
+        if let (Some((n, page)), Some(r)) = (
+            self.pages.get(self.hint.load(Ordering::Relaxed)),
+            self.ram.get(self.ram_hint.load(Ordering::Relaxed)),
+        ) {
+            if *n == addr / PAGE_SIZE && addr & 7 == 0 && r.start <= addr && addr < r.end & !7 {
+                return Ok(page[((addr % PAGE_SIZE) / 8) as usize]);
+            }
+        }
         if !addr.is_multiple_of(8) {
             return Err(PhysFault::Misaligned { addr });
         }
@@ -153,6 +290,47 @@ impl SparseMemory {
         self.check(addr, 8)?;
         self.poke(addr, value);
         Ok(())
+    }
+
+    /// Writes each `(addr, value)` qword as [`SparseMemory::write`] would, in order, stopping
+    /// at the first fault (the writes before it are made); the pages it allocates are added
+    /// to the page list in one pass rather than one insertion each (garbage scattered over a
+    /// destination allocates dozens).
+    pub fn write_batch(&mut self, writes: &[(u64, u64)]) -> Result<(), PhysFault> {
+        let mut result = Ok(());
+        let mut fresh: Vec<(u64, Page)> = Vec::new();
+        for &(addr, value) in writes {
+            if !addr.is_multiple_of(8) {
+                result = Err(PhysFault::Misaligned { addr });
+                break;
+            }
+            if let Err(fault) = self.check(addr, 8) {
+                result = Err(fault);
+                break;
+            }
+            let (n, word) = (addr / PAGE_SIZE, ((addr % PAGE_SIZE) / 8) as usize);
+            if self.find(n).is_some() {
+                self.poke(addr, value);
+                continue;
+            }
+            match fresh.iter_mut().rev().find(|(m, _)| *m == n) {
+                Some((_, page)) => Arc::make_mut(page)[word] = value,
+                None if value != 0 => {
+                    let mut page = new_page(&ZERO_PAGE);
+                    Arc::make_mut(&mut page)[word] = value;
+                    fresh.push((n, page));
+                }
+                None => {}
+            }
+        }
+        if !fresh.is_empty() {
+            self.pages.extend(fresh);
+            // Two sorted runs, mostly: the sort merges them.
+            self.pages.sort_by_key(|&(n, _)| n);
+            self.hint.store(0, Ordering::Relaxed);
+            self.previous_hint.store(0, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Reads a byte.
@@ -171,6 +349,39 @@ impl SparseMemory {
         Ok(())
     }
 
+    /// The qwords from `addr` on into `out`, all in one page of RAM (8-aligned); `None`
+    /// otherwise, for a caller to go qword by qword and meet the fault where it is.
+    pub fn read_words(&self, addr: u64, out: &mut [u64]) -> Option<()> {
+        let first = self.words_in_one_page(addr, out.len())?;
+        match self.page(addr) {
+            Some(page) => out.copy_from_slice(page.get(first..first + out.len())?),
+            None => out.fill(0),
+        }
+        Some(())
+    }
+
+    /// Writes `words` from `addr` on, all in one page of RAM (8-aligned); `None` (nothing
+    /// written) otherwise.
+    pub fn write_words(&mut self, addr: u64, words: &[u64]) -> Option<()> {
+        let first = self.words_in_one_page(addr, words.len())?;
+        if words.iter().all(|&w| w == 0) && self.page(addr).is_none() {
+            return Some(()); // Zeros over a page never written: nothing to store.
+        }
+        self.page_mut(addr / PAGE_SIZE)
+            .get_mut(first..first + words.len())?
+            .copy_from_slice(words);
+        Some(())
+    }
+
+    /// The index of `addr`'s qword in its page, when `count` qwords from `addr` are 8-aligned,
+    /// in one page, and RAM.
+    fn words_in_one_page(&self, addr: u64, count: usize) -> Option<usize> {
+        let len = u64::try_from(count).ok()?.checked_mul(8)?;
+        let first = (addr % PAGE_SIZE) / 8;
+        let fits = addr.is_multiple_of(8) && (addr % PAGE_SIZE).checked_add(len)? <= PAGE_SIZE;
+        (fits && self.check(addr, len).is_ok()).then_some(first as usize)
+    }
+
     /// Fills the page at `page` (4 KiB-aligned, RAM) from `f(qword address)`.
     pub fn fill_page(&mut self, page: u64, f: impl Fn(u64) -> u64) -> Result<(), PhysFault> {
         if !page.is_multiple_of(PAGE_SIZE) {
@@ -184,106 +395,208 @@ impl SparseMemory {
         Ok(())
     }
 
-    /// The 512 qwords of the page at `page` (4 KiB-aligned), or `None` if never written.
-    pub fn page(&self, page: u64) -> Option<&[u64; WORDS_PER_PAGE]> {
-        self.pages.get(&(page / PAGE_SIZE)).map(|p| &**p)
+    /// The 512 qwords of the page holding `addr`, or `None` if never written.
+    pub fn page(&self, addr: u64) -> Option<&[u64; WORDS_PER_PAGE]> {
+        self.find(addr / PAGE_SIZE).map(|i| &*self.pages[i].1)
+    }
+
+    /// The index in `pages` of page number `n`.
+    fn find(&self, n: u64) -> Option<usize> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        if self.pages.get(hint).is_some_and(|&(m, _)| m == n) {
+            return Some(hint);
+        }
+        // Code that copies reads one page and writes another, in turns.
+        let previous = self.previous_hint.load(Ordering::Relaxed);
+        if self.pages.get(previous).is_some_and(|&(m, _)| m == n) {
+            self.previous_hint.store(hint, Ordering::Relaxed);
+            self.hint.store(previous, Ordering::Relaxed);
+            return Some(previous);
+        }
+        let i = self.pages.binary_search_by_key(&n, |&(m, _)| m).ok()?;
+        self.previous_hint.store(hint, Ordering::Relaxed);
+        self.hint.store(i, Ordering::Relaxed);
+        Some(i)
     }
 
     /// The qword at `addr`, unchecked: zero outside allocated pages. `addr` is 8-aligned.
     fn peek(&self, addr: u64) -> u64 {
-        self.pages
-            .get(&(addr / PAGE_SIZE))
+        self.page(addr)
             .map_or(0, |p| p[((addr % PAGE_SIZE) / 8) as usize])
     }
 
     fn poke(&mut self, addr: u64, value: u64) {
-        let page = addr / PAGE_SIZE;
-        if value == 0 && !self.pages.contains_key(&page) {
+        let n = addr / PAGE_SIZE;
+        if value == 0 && self.find(n).is_none() {
             return;
         }
-        self.page_mut(page)[((addr % PAGE_SIZE) / 8) as usize] = value;
+        self.page_mut(n)[((addr % PAGE_SIZE) / 8) as usize] = value;
     }
 
-    fn page_mut(&mut self, page: u64) -> &mut [u64; WORDS_PER_PAGE] {
-        self.pages
-            .entry(page)
-            .or_insert_with(|| Box::new([0; WORDS_PER_PAGE]))
+    /// Page number `n`, allocated if it was not, and unshared from clones.
+    fn page_mut(&mut self, n: u64) -> &mut [u64; WORDS_PER_PAGE] {
+        let i = match self.find(n) {
+            Some(i) => i,
+            None => {
+                let i = self.pages.partition_point(|&(m, _)| m < n);
+                self.pages.insert(i, (n, new_page(&ZERO_PAGE)));
+                // Indices at and above `i` moved up by one.
+                let previous = self.hint.load(Ordering::Relaxed);
+                self.previous_hint
+                    .store(previous + usize::from(previous >= i), Ordering::Relaxed);
+                self.hint.store(i, Ordering::Relaxed);
+                i
+            }
+        };
+        let slot = &mut self.pages[i].1;
+        if Arc::get_mut(slot).is_none() {
+            // Shared with a clone: copy on write.
+            *slot = new_page(slot);
+        }
+        Arc::make_mut(slot)
+    }
+
+    /// Drops the allocated pages numbered `[first, end)`; returns their index.
+    fn remove_pages(&mut self, first: u64, end: u64) -> usize {
+        let from = self.pages.partition_point(|&(m, _)| m < first);
+        let to = self.pages.partition_point(|&(m, _)| m < end);
+        for (_, page) in self.pages.drain(from..to.max(from)) {
+            recycle(page);
+        }
+        self.hint.store(0, Ordering::Relaxed);
+        from
     }
 
     /// Copies `len` bytes from `src` to `dst` (both checked to be RAM). Overlap is handled
-    /// like `memmove`. Unallocated source pages are not materialised: their destination is
-    /// zeroed only where it was allocated.
+    /// like `memmove`. The cost follows the allocated pages of both ranges, not `len`:
+    /// unallocated source pages are not materialised, their destination is zeroed only where
+    /// it was allocated, and page-aligned copies share the source pages.
     pub fn copy_range(&mut self, src: u64, dst: u64, len: u64) -> Result<(), PhysFault> {
         self.check(src, len)?;
         self.check(dst, len)?;
         if len == 0 || src == dst {
             return Ok(());
         }
+        // Both ranges are RAM, so neither wraps. Snapshot the source first: memmove.
         let aligned = src.is_multiple_of(PAGE_SIZE)
             && dst.is_multiple_of(PAGE_SIZE)
             && len.is_multiple_of(PAGE_SIZE);
-        let overlapping = PhysRange::new(src, src + len).overlaps(&PhysRange::new(dst, dst + len));
-        if aligned && !overlapping {
-            for i in 0..len / PAGE_SIZE {
-                let (s, d) = (src / PAGE_SIZE + i, dst / PAGE_SIZE + i);
-                match self.pages.get(&s) {
-                    Some(page) => {
-                        let copy = page.clone();
-                        self.pages.insert(d, copy);
-                    }
-                    None => {
-                        self.pages.remove(&d);
-                    }
-                }
-            }
+        if aligned {
+            let (s, d, n) = (src / PAGE_SIZE, dst / PAGE_SIZE, len / PAGE_SIZE);
+            let moved: Vec<(u64, Page)> = {
+                let from = self.pages.partition_point(|&(m, _)| m < s);
+                let to = self.pages.partition_point(|&(m, _)| m < s + n);
+                self.pages[from..to]
+                    .iter()
+                    .map(|(m, p)| (m - s + d, Arc::clone(p)))
+                    .collect()
+            };
+            let at = self.remove_pages(d, d + n);
+            self.pages.splice(at..at, moved);
             return Ok(());
         }
-        // General path, byte by byte, in the direction that keeps overlap safe.
-        let order: Box<dyn Iterator<Item = u64>> = if dst > src {
-            Box::new((0..len).rev())
-        } else {
-            Box::new(0..len)
-        };
-        for i in order {
-            let b = self.read_byte(src + i)?;
-            self.write_byte(dst + i, b)?;
+        // General path: source bytes of allocated pages, then the destination zeroed where
+        // it was allocated, then the bytes written.
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for page in self.allocated_in(src, src + len).collect::<Vec<_>>() {
+            let (from, to) = (page.max(src), (page + PAGE_SIZE).min(src + len));
+            let bytes = (from..to).map(|a| self.peek(a & !7).to_le_bytes()[(a & 7) as usize]);
+            runs.push((from - src, bytes.collect()));
+        }
+        for page in self.allocated_in(dst, dst + len).collect::<Vec<_>>() {
+            for a in page.max(dst)..(page + PAGE_SIZE).min(dst + len) {
+                self.write_byte(a, 0)?;
+            }
+        }
+        for (offset, bytes) in runs {
+            for (i, b) in bytes.into_iter().enumerate() {
+                self.write_byte(dst + offset + i as u64, b)?;
+            }
         }
         Ok(())
     }
 
-    /// The first qword address where `self` and `other` differ, looking only at addresses for
-    /// which `in_scope` holds (never-written memory compares as zero).
-    pub fn first_difference(
-        &self,
-        other: &SparseMemory,
-        in_scope: impl Fn(u64) -> bool,
-    ) -> Option<(u64, u64, u64)> {
-        let pages: std::collections::BTreeSet<u64> = self
-            .pages
-            .keys()
-            .chain(other.pages.keys())
-            .copied()
-            .collect();
-        let zero = [0u64; WORDS_PER_PAGE];
-        for page in pages {
-            let a = self.pages.get(&page).map_or(&zero, |p| p);
-            let b = other.pages.get(&page).map_or(&zero, |p| p);
-            if a == b {
+    /// The first qword address where `self` and `other` differ within `scope` (never-written
+    /// memory compares as zero), with both values. Pages the two still share (one is a clone
+    /// of the other) and pages wholly out of scope are skipped without being read.
+    pub fn first_difference(&self, other: &SparseMemory, scope: Scope) -> Option<(u64, u64, u64)> {
+        let (mut a, mut b) = match scope {
+            // Only the pages overlapping the range.
+            Scope::Inside(r) => (
+                self.pages_overlapping(r).iter().peekable(),
+                other.pages_overlapping(r).iter().peekable(),
+            ),
+            Scope::All | Scope::Outside(_) => {
+                (self.pages.iter().peekable(), other.pages.iter().peekable())
+            }
+        };
+        loop {
+            let (n, pa, pb): (u64, &[u64; WORDS_PER_PAGE], &[u64; WORDS_PER_PAGE]) =
+                match (a.peek(), b.peek()) {
+                    (None, None) => return None,
+                    (Some(&(n, p)), None) => {
+                        a.next();
+                        (*n, p, &ZERO_PAGE)
+                    }
+                    (None, Some(&(n, p))) => {
+                        b.next();
+                        (*n, &ZERO_PAGE, p)
+                    }
+                    (Some(&(n, p)), Some(&(m, q))) => {
+                        if n < m {
+                            a.next();
+                            (*n, p, &ZERO_PAGE)
+                        } else if m < n {
+                            b.next();
+                            (*m, &ZERO_PAGE, q)
+                        } else {
+                            a.next();
+                            b.next();
+                            if Arc::ptr_eq(p, q) {
+                                continue;
+                            }
+                            (*n, p, q)
+                        }
+                    }
+                };
+            let page = PhysRange::new(n * PAGE_SIZE, n * PAGE_SIZE + PAGE_SIZE);
+            let words = match scope {
+                Scope::All => 0..WORDS_PER_PAGE,
+                Scope::Inside(r) => {
+                    let from = r.start.max(page.start).min(page.end);
+                    let to = r.end.min(page.end).max(from);
+                    word_index(from, page.start)..word_index(to, page.start)
+                }
+                Scope::Outside(r) if r.start <= page.start && page.end <= r.end => continue,
+                Scope::Outside(_) => 0..WORDS_PER_PAGE,
+            };
+            if pa[words.clone()] == pb[words.clone()] {
                 continue;
             }
-            for i in 0..WORDS_PER_PAGE {
-                let addr = page * PAGE_SIZE + i as u64 * 8;
-                if a[i] != b[i] && in_scope(addr) {
-                    return Some((addr, a[i], b[i]));
+            for i in words {
+                let addr = page.start + i as u64 * 8;
+                let excluded = matches!(scope, Scope::Outside(r) if r.contains(addr));
+                if pa[i] != pb[i] && !excluded {
+                    return Some((addr, pa[i], pb[i]));
                 }
             }
         }
-        None
+    }
+
+    /// The allocated pages overlapping `r`.
+    fn pages_overlapping(&self, r: PhysRange) -> &[(u64, Page)] {
+        let from = self
+            .pages
+            .partition_point(|&(m, _)| m < r.start / PAGE_SIZE);
+        let to = self
+            .pages
+            .partition_point(|&(m, _)| m < r.end.div_ceil(PAGE_SIZE));
+        &self.pages[from..to.max(from)]
     }
 
     /// Non-zero qwords in ascending address order.
     pub fn nonzero_words(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.pages.iter().flat_map(|(&n, p)| {
+        self.pages.iter().flat_map(|(n, p)| {
             p.iter()
                 .enumerate()
                 .filter(|(_, &w)| w != 0)
@@ -294,7 +607,7 @@ impl SparseMemory {
 
 impl PartialEq for SparseMemory {
     fn eq(&self, other: &Self) -> bool {
-        self.ram == other.ram && self.first_difference(other, |_| true).is_none()
+        self.ram == other.ram && self.first_difference(other, Scope::All).is_none()
     }
 }
 
@@ -303,6 +616,21 @@ impl Eq for SparseMemory {}
 impl PhysRead for SparseMemory {
     fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
         self.read(addr)
+    }
+
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        // A whole page of RAM: one lookup. Anything else (unaligned, partly outside RAM)
+        // qword by qword, so the fault is the same.
+        if table.is_multiple_of(PAGE_SIZE) && self.check(table, PAGE_SIZE).is_ok() {
+            *out = *self.page(table).unwrap_or(&ZERO_PAGE);
+            return Ok(());
+        }
+        for (index, slot) in out.iter_mut().enumerate() {
+            *slot = self
+                .read(table.wrapping_add(index as u64 * 8))
+                .map_err(|fault| (index, fault))?;
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +656,16 @@ impl PhysMemory for SparseMemory {
 
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
         let _ = self.copy_range(src, dst, len);
+    }
+
+    /// One lookup for the whole table when it is a page of RAM (the engine's case); qword by
+    /// qword otherwise, outside RAM reading zero as `read_u64` does.
+    fn read_table(&self, addr: u64, table: &mut [u64; 512]) {
+        if PhysRead::read_table(self, addr, table).is_err() {
+            for (i, slot) in table.iter_mut().enumerate() {
+                *slot = self.read(addr.wrapping_add(i as u64 * 8)).unwrap_or(0);
+            }
+        }
     }
 }
 
@@ -399,6 +737,36 @@ mod tests {
     }
 
     #[test]
+    fn batched_writes_equal_single_writes() {
+        let writes = [
+            (0x30_0008, 7),
+            (0x10_0000, 1),
+            (0x30_0010, 0),
+            (0x20_1000, 0),
+            (0x10_0008, 2),
+            (0x3f_fff8, 9),
+        ];
+        let mut one_by_one = mem();
+        let mut batched = mem();
+        batched.write(0x10_0010, 5).unwrap();
+        one_by_one.write(0x10_0010, 5).unwrap();
+        for &(addr, value) in &writes {
+            one_by_one.write(addr, value).unwrap();
+        }
+        batched.write_batch(&writes).unwrap();
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched.allocated_pages(), one_by_one.allocated_pages());
+        assert_eq!(batched.read(0x10_0008), Ok(2));
+        // A fault stops the batch where a loop of writes would stop.
+        assert_eq!(
+            batched.write_batch(&[(0x20_0000, 3), (0x40_0000, 4), (0x20_0008, 5)]),
+            Err(PhysFault::NotRam { addr: 0x40_0000 })
+        );
+        assert_eq!(batched.read(0x20_0000), Ok(3));
+        assert_eq!(batched.read(0x20_0008), Ok(0));
+    }
+
+    #[test]
     fn byte_copy_handles_overlap() {
         let mut m = mem();
         for i in 0..16u64 {
@@ -417,7 +785,18 @@ mod tests {
         assert_eq!(a, b);
         b.write(0x20_0010, 5).unwrap();
         assert_ne!(a, b);
-        assert_eq!(a.first_difference(&b, |_| true), Some((0x20_0010, 0, 5)));
-        assert_eq!(a.first_difference(&b, |pa| pa != 0x20_0010), None);
+        assert_eq!(a.first_difference(&b, Scope::All), Some((0x20_0010, 0, 5)));
+        let word = PhysRange::new(0x20_0010, 0x20_0018);
+        assert_eq!(a.first_difference(&b, Scope::Outside(word)), None);
+        assert_eq!(
+            a.first_difference(&b, Scope::Inside(word)),
+            Some((0x20_0010, 0, 5))
+        );
+        let below = PhysRange::new(0x10_0000, 0x20_0010);
+        assert_eq!(a.first_difference(&b, Scope::Inside(below)), None);
+        assert_eq!(
+            a.first_difference(&b, Scope::Outside(below)),
+            Some((0x20_0010, 0, 5))
+        );
     }
 }

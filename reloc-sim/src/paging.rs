@@ -429,15 +429,16 @@ impl<M: PhysRead + ?Sized> Ctx<'_, M> {
                 limit: TABLE_VISIT_LIMIT,
             });
         }
-        for index in 0..512u16 {
-            let entry = self
-                .mem
-                .read_phys_u64(table + u64::from(index) * 8)
-                .map_err(|fault| EnumerateError::Phys {
-                    level,
-                    pointer,
-                    fault,
-                })?;
+        let mut entries = [0u64; 512];
+        let (readable, fault) = match self.mem.read_table(table, &mut entries) {
+            Ok(()) => (512, None),
+            Err((index, fault)) => (index, Some(fault)),
+        };
+        // The entries before a fault are processed first, as a qword-by-qword walk would.
+        for (index, &entry) in (0u16..).zip(&entries[..readable]) {
+            if entry & P == 0 {
+                continue; // Not present: most entries of most tables.
+            }
             let virt = canonical(virt_prefix | (u64::from(index) << shift), self.cfg.la57);
             let site = EntrySite {
                 table,
@@ -470,7 +471,14 @@ impl<M: PhysRead + ?Sized> Ctx<'_, M> {
                 }
             }
         }
-        Ok(())
+        match fault {
+            Some(fault) => Err(EnumerateError::Phys {
+                level,
+                pointer,
+                fault,
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -92,6 +92,15 @@ impl Relocator {
         machine: &mut Machine,
         request: &Request,
     ) -> Result<ApplyReport, PlanError> {
+        self.relocate_with::<64>(machine, request)
+    }
+
+    /// As [`Relocator::relocate`], with plans of `N` tables.
+    pub fn relocate_with<const N: usize>(
+        self,
+        machine: &mut Machine,
+        request: &Request,
+    ) -> Result<ApplyReport, PlanError> {
         let core = request.as_core();
         if self == Relocator::EagerCopy {
             let _ = machine.mem.copy_range(
@@ -100,7 +109,7 @@ impl Relocator {
                 request.image.len(),
             );
         }
-        let plan: Plan = Plan::new(&machine.mem, &core)?;
+        let plan: Plan<N> = Plan::new(&machine.mem, &core)?;
         let delta = request.delta();
         let report = match self {
             Relocator::Core | Relocator::EagerCopy => plan.apply(&mut machine.mem),
@@ -183,9 +192,9 @@ const PS: u64 = 1 << 7;
 
 /// Rebases, in the copy, what reloc-core's plan says moves, with `rebase` doing the
 /// arithmetic; `leaves` says whether image-map leaves move too.
-fn rebase_planned(
+fn rebase_planned<const N: usize>(
     machine: &mut Machine,
-    plan: &Plan,
+    plan: &Plan<N>,
     delta: u64,
     leaves: bool,
     rebase: impl Fn(u64, u64) -> u64,
@@ -194,9 +203,9 @@ fn rebase_planned(
 }
 
 /// Rebases the planned tables located at `addr + offset`.
-fn rebase_tables_at(
+fn rebase_tables_at<const N: usize>(
     machine: &mut Machine,
-    plan: &Plan,
+    plan: &Plan<N>,
     offset: u64,
     delta: u64,
     leaves: bool,

@@ -95,6 +95,38 @@ pub enum RunError {
     Switch(SwitchError),
     /// The simulated code faulted.
     Access(AccessFault),
+    /// The virtual layout does not hold before the move: bad input, not a finding.
+    Virtual(VirtualError),
+}
+
+/// Why the code could not run in its virtual layout before the move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtualError {
+    /// The image's virtual range passes 2^64.
+    ImageWraps {
+        /// Virtual image start.
+        image_start: u64,
+        /// Image length.
+        len: u64,
+    },
+    /// Touching the image or writing the stack faulted (`rsp` misaligned, a page unmapped or
+    /// read-only, a frame outside RAM).
+    Fault(AccessFault),
+}
+
+impl fmt::Display for VirtualError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VirtualError::ImageWraps { image_start, len } => write!(
+                f,
+                "virtual image start {image_start:#x} plus the image length {len:#x} passes 2^64"
+            ),
+            VirtualError::Fault(e) => write!(
+                f,
+                "the image or stack is not usable at its virtual addresses before the move: {e}"
+            ),
+        }
+    }
 }
 
 impl RunError {
@@ -109,6 +141,7 @@ impl RunError {
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
             RunError::Access(_) => "Access",
+            RunError::Virtual(_) => "VirtualLayout",
         }
     }
 }
@@ -126,6 +159,28 @@ pub fn switch_error_kind(e: &SwitchError) -> &'static str {
         SwitchError::RspOutsideStack { .. } => "RspOutsideStack",
     }
 }
+
+/// Every [`PlanError`] variant name, as [`plan_error_kind`] gives it.
+pub const PLAN_ERROR_KINDS: [&str; 18] = [
+    "InvalidMaxPhysBits",
+    "EmptyImage",
+    "ImageMisaligned",
+    "NewBaseMisaligned",
+    "InvalidEncryptionMask",
+    "RangeBeyondMaxPhys",
+    "RangesOverlap",
+    "Inaccessible",
+    "TableMisaligned",
+    "TableOutsideImage",
+    "PointerOutsideImage",
+    "MalformedEntry",
+    "ImageLeafOutsideImage",
+    "ImageMappedBy4KiBLeaf",
+    "ImageMapNotReached",
+    "ImageMapAliased",
+    "RebasedEntryBeyondMaxPhys",
+    "TooManyTables",
+];
 
 /// The variant name of a [`PlanError`].
 pub fn plan_error_kind(e: &PlanError) -> &'static str {
@@ -158,6 +213,7 @@ impl fmt::Display for RunError {
             RunError::Plan(e) => write!(f, "relocation rejected: {e}"),
             RunError::Switch(e) => write!(f, "switch parameters rejected: {e}"),
             RunError::Access(e) => write!(f, "simulated code faulted: {e}"),
+            RunError::Virtual(e) => write!(f, "bad virtual layout: {e}"),
         }
     }
 }
@@ -228,12 +284,50 @@ impl RunReport {
     }
 }
 
+/// Reads the first qword of every page the virtual range `[start, start + len)` translates
+/// through, as running code touches its image: one read per translation (4 KiB, 2 MiB or
+/// 1 GiB), since every address under one leaf shares its TLB entry and its faults. The
+/// range must not pass 2^64 (the caller's layout check rejects that).
+fn touch_image(machine: &mut Machine, start: u64, len: u64) -> Result<(), AccessFault> {
+    let mut offset = 0u64;
+    while offset < len {
+        let va = start.wrapping_add(offset);
+        machine.read_virt(va)?;
+        let size = machine.tlb().lookup(va).map_or(4096, |e| e.size);
+        offset = offset.saturating_add(size - (va & (size - 1)));
+    }
+    Ok(())
+}
+
 /// The spill value written in the critical region.
 const SPILL: u64 = 0x5917_1000_dead_beef;
 
 /// Runs one relocation end to end. `Err` only when it could not run; property violations are
 /// in the report.
 pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> {
+    run_planned::<DEFAULT_CAPACITY>(input, options, None)
+}
+
+/// Tables a plan holds in [`run`]: reloc-core's default, what boot code would use.
+pub const DEFAULT_CAPACITY: usize = 64;
+
+/// As [`run`], with plans of `N` tables: layouts with more tables than
+/// [`DEFAULT_CAPACITY`] (a directmap of hundreds of GiB with 2 MiB leaves).
+pub fn run_with_capacity<const N: usize>(
+    input: RunInput,
+    options: RunOptions,
+) -> Result<RunReport, RunError> {
+    run_planned::<N>(input, options, None)
+}
+
+/// As [`run`], given the plan of `input`'s request made on `input`'s memory (the fuzzer plans
+/// first, to tell rejections apart): a plan for the same move (old image and new base) is
+/// used instead of walking the tables again; any other is ignored.
+pub fn run_planned<const N: usize>(
+    input: RunInput,
+    options: RunOptions,
+    planned: Option<Plan<N>>,
+) -> Result<RunReport, RunError> {
     let start = Instant::now();
     let RunInput {
         mut machine,
@@ -258,16 +352,45 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
             .map_err(RunError::Select)?;
     }
 
-    // Warm the TLB the way running code would: every image page, the stack.
-    if let Some(v) = virt {
-        let mut va = v.image_start;
-        while va < v.image_start + request.image.len() {
-            machine.read_virt(va).map_err(RunError::Access)?;
-            va += 4096;
+    // Planned before the simulated code runs (it writes to its stack), as the code itself
+    // would plan.
+    let plan: Plan<N> = match planned {
+        Some(p)
+            if p.old_image() == request.image
+                && p.new_image().start == request.new_base.as_u64() =>
+        {
+            p
         }
+        _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
+    };
+
+    // The switch's layout checks (reloc-core's typed errors) come before the simulated code
+    // runs in that layout.
+    let params = match virt {
+        Some(v) => Some(
+            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
+                .map_err(RunError::Switch)?,
+        ),
+        None => None,
+    };
+    // Warm the TLB the way running code would: every image page, the stack. A fault here is
+    // the layout's: the code could not have run there before the move.
+    if let Some(v) = virt {
+        let len = request.image.len();
+        if len
+            .checked_sub(1)
+            .is_some_and(|last| v.image_start.checked_add(last).is_none())
+        {
+            return Err(RunError::Virtual(VirtualError::ImageWraps {
+                image_start: v.image_start,
+                len,
+            }));
+        }
+        let fault = |e| RunError::Virtual(VirtualError::Fault(e));
+        touch_image(&mut machine, v.image_start, len).map_err(fault)?;
         machine
             .write_virt(machine.rsp, 0x5eed_0000_0000_0001)
-            .map_err(RunError::Access)?;
+            .map_err(fault)?;
     }
     let before = machine.mem.clone();
     let before_cfg = machine.walk_config();
@@ -277,7 +400,10 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     // the 2 MiB grid) with the same relocator.
     let mut rejected = request.clone();
     rejected.new_base = PhysAddr::new_truncate(request.new_base.as_u64().wrapping_add(4096));
-    let rejected_result = match options.relocator.relocate(&mut machine, &rejected) {
+    let rejected_result = match options
+        .relocator
+        .relocate_with::<N>(&mut machine, &rejected)
+    {
         Ok(_) => Err(Violation::Unwalkable(
             "a request with a misaligned destination was accepted".into(),
         )),
@@ -293,25 +419,24 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         result: rejected_result,
     });
 
-    let plan: Plan = Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?;
-    let params = match virt {
-        Some(v) => Some(
-            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
-                .map_err(RunError::Switch)?,
-        ),
-        None => None,
-    };
     let naive_memory = options.compare_naive.then(|| {
         let mut m = machine.clone();
-        let _ = Relocator::NaiveXen.relocate(&mut m, &request);
+        let _ = Relocator::NaiveXen.relocate_with::<N>(&mut m, &request);
         m.mem
     });
 
-    let apply = options
-        .relocator
-        .relocate(&mut machine, &request)
-        .map_err(RunError::Plan)?;
-    for (property, result) in check::check_copy(&before, &before_cfg, &machine.mem, &request) {
+    // reloc-core's relocator applies the plan just made (planning again would read the same
+    // memory to the same plan); the others plan their own way.
+    let apply = if options.relocator == Relocator::Core {
+        machine.apply(&plan)
+    } else {
+        options
+            .relocator
+            .relocate_with::<N>(&mut machine, &request)
+            .map_err(RunError::Plan)?
+    };
+    let moving = check::entries_that_move(&before, &before_cfg, &request.image_map_addrs());
+    for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
         properties.push(PropertyOutcome {
             property,
             result: result.map(|s| match property {
@@ -363,12 +488,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
     if let Some(v) = virt {
         let mut touch = || -> Result<(), AccessFault> {
             machine.read_virt(spill_at)?;
-            let mut va = v.image_start;
-            while va < v.image_start + request.image.len() {
-                machine.read_virt(va)?;
-                va += 4096;
-            }
-            Ok(())
+            touch_image(&mut machine, v.image_start, request.image.len())
         };
         crash = touch().err();
     }
@@ -394,6 +514,7 @@ pub fn run(input: RunInput, options: RunOptions) -> Result<RunReport, RunError> 
         &machine.mem,
         &machine.walk_config(),
         &request,
+        &moving,
     );
     let (ranges_verified, leaves_verified) =
         mapping.as_ref().map_or((0, 0), |s| (s.ranges, s.leaves));

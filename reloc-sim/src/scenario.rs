@@ -3,7 +3,8 @@
 //!
 //! # Format
 //! Numbers that are addresses or raw values are strings, hex with `0x` or decimal; plain
-//! JSON numbers are accepted too.
+//! JSON numbers are accepted too (`target` included). A negative number, a fraction, a number
+//! past 2^64 - 1 or a boolean is an error naming it.
 //!
 //! ```json
 //! {
@@ -37,9 +38,12 @@
 //! - `target`: `"auto"` (reloc-core's selection over `memmap`, avoiding the image) or a base.
 //! - `virtual` (optional): where the image and directmap are mapped, the stack top and
 //!   `rsp`. With it the run warms the TLB, spills to the stack in the critical region, and
-//!   re-copies the stack at the switch; without it the switch only loads CR3.
+//!   re-copies the stack at the switch; without it the switch only loads CR3. A layout the
+//!   code cannot run in before the move (`image_start` plus the image length past 2^64, `rsp`
+//!   misaligned or unmapped, the image not mapped there) is bad input, as `RunError::Virtual`.
 //! - `tables`: page tables by physical address, entries by index (`"0"`..`"511"`);
-//!   unlisted entries are zero.
+//!   unlisted entries are zero. An index given twice, or two keys naming one index (`"5"` and
+//!   `"05"`), is an error.
 //! - `data`: raw qwords from `addr` on.
 
 use std::collections::BTreeMap;
@@ -47,6 +51,7 @@ use std::fmt;
 
 use reloc_core::select::E820_RAM;
 use reloc_core::{MemoryRegion, PagingMode, PhysAddr, PhysRange};
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::check::reached_tables;
@@ -68,17 +73,106 @@ impl Serialize for Hex {
 
 impl<'de> Deserialize<'de> for Hex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Str(String),
+        d.deserialize_any(NumberVisitor).map(Hex)
+    }
+}
+
+/// Reads a u64 from a JSON number or a string (hex with `0x`, or decimal), naming what is
+/// wrong with anything else: a negative number, a fraction, a number past 2^64 (JSON reads
+/// it as a float), a boolean.
+struct NumberVisitor;
+
+/// What a number field accepts, for error messages.
+const NUMBER_EXPECTED: &str =
+    "a whole number from 0 to 2^64 - 1, or a string of one (hex with 0x, or decimal)";
+
+impl<'de> Visitor<'de> for NumberVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(NUMBER_EXPECTED)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(format!("{v} is negative: expected {NUMBER_EXPECTED}")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        Err(E::custom(format!(
+            "{v} is not a whole number from 0 to 2^64 - 1 (a fraction, or too large; write large values as strings)"
+        )))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        parse_u64(v).map_err(E::custom)
+    }
+}
+
+/// `target`: `"auto"`, or an address as a string or a plain JSON number.
+fn target_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct TargetVisitor;
+    impl<'de> Visitor<'de> for TargetVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "\"auto\" or {NUMBER_EXPECTED}")
         }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(Hex(n)),
-            Raw::Str(s) => parse_u64(&s).map(Hex).map_err(serde::de::Error::custom),
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            NumberVisitor.visit_i64(v).map(|n| n.to_string())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            NumberVisitor.visit_f64(v).map(|n| n.to_string())
         }
     }
+    d.deserialize_any(TargetVisitor)
+}
+
+/// A table's `entries`: each index once. JSON allows a key twice, and `"5"` and `"05"` name
+/// the same entry; either would let key order pick the value, so both are errors.
+fn unique_entries<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Hex>, D::Error> {
+    struct EntriesVisitor;
+    impl<'de> Visitor<'de> for EntriesVisitor {
+        type Value = BTreeMap<String, Hex>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map from entry index (\"0\" to \"511\") to the entry's value")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            let mut by_index: BTreeMap<u64, String> = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, Hex>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format!("entry `{key}` is given twice")));
+                }
+                if let Ok(index) = key.parse::<u64>() {
+                    if let Some(first) = by_index.insert(index, key.clone()) {
+                        return Err(de::Error::custom(format!(
+                            "keys `{first}` and `{key}` both name entry {index}"
+                        )));
+                    }
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(EntriesVisitor)
 }
 
 /// Parses `0x...` hex or decimal, with optional `_` separators.
@@ -136,7 +230,8 @@ pub struct Virtual {
 pub struct Table {
     /// Physical address.
     pub addr: Hex,
-    /// Entries by index (as a decimal string key).
+    /// Entries by index (as a decimal string key), each index once.
+    #[serde(deserialize_with = "unique_entries")]
     pub entries: BTreeMap<String, Hex>,
 }
 
@@ -178,7 +273,8 @@ pub struct Scenario {
     pub image: Range,
     /// Image-map tables.
     pub image_maps: Vec<Hex>,
-    /// `auto` or an address.
+    /// `auto` or an address (a string, or a plain JSON number).
+    #[serde(deserialize_with = "target_text")]
     pub target: String,
     /// Virtual layout.
     #[serde(default, rename = "virtual", skip_serializing_if = "Option::is_none")]

@@ -280,3 +280,34 @@ fn relocate_image_rounded_length_wraps() {
         relocate::Outcome::Rejected("RangeBeyondMaxPhys")
     );
 }
+
+/// Every `PlanError` variant is reached by a checked-in `relocate` seed, except those listed
+/// unreachable with their reason; a listed one must indeed not be reached.
+#[test]
+fn relocate_seeds_reach_every_plan_error() {
+    use reloc_sim::run::PLAN_ERROR_KINDS;
+    let mut reached = std::collections::BTreeMap::new();
+    for (name, bytes) in inputs("corpus", "relocate", "seed-") {
+        if let relocate::Outcome::Rejected(kind) = relocate::check_bytes(&bytes) {
+            reached.entry(kind).or_insert(name);
+        }
+    }
+    let unreached: Vec<&str> = relocate::PLAN_ERRORS_UNREACHED
+        .iter()
+        .map(|(kind, _)| *kind)
+        .collect();
+    for kind in PLAN_ERROR_KINDS {
+        if unreached.contains(&kind) {
+            assert!(
+                !reached.contains_key(kind),
+                "{kind} is listed unreachable but {} reaches it",
+                reached[kind]
+            );
+        } else {
+            assert!(
+                reached.contains_key(kind),
+                "no relocate seed reaches {kind}: {reached:?}"
+            );
+        }
+    }
+}

@@ -80,7 +80,7 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
     })?;
     step(
         &format!("fuzz: every target for {} s", fuzz::DEFAULT_SECONDS),
-        &mut || fuzz::run_targets(fuzz::DEFAULT_SECONDS, &[]),
+        &mut || fuzz::run_targets(fuzz::DEFAULT_SECONDS, false, &[]),
     )?;
     Ok(())
 }

@@ -6,6 +6,12 @@
 //! checks on) with 16 codegen units, which keeps it short on two cores. New inputs go to a
 //! scratch corpus, so the tree is not written; a finding is printed in hex and copied to
 //! `fuzz/artifacts/<target>/` for `cargo fuzz run <target> <file>`.
+//!
+//! With `--coverage` (a campaign option; `cargo xtask ci` runs without it, to stay within
+//! CI's time), each target's corpus (the run's and the seeds) is then replayed by
+//! `cargo fuzz coverage` and `llvm-cov report` summarises reloc-core's sources: one line
+//! per target, the full report in `fuzz/coverage/<target>/reloc-core.txt`, and a line for
+//! all targets together (profiles merged) in `fuzz/coverage/reloc-core.txt`.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -17,8 +23,13 @@ use crate::{describe, output, run, seconds, setup, step, succeeds, workspace_roo
 /// Seconds per target when none are given (also what CI runs).
 pub const DEFAULT_SECONDS: u64 = 60;
 
-/// Runs `targets` (empty: all) for `seconds` each.
-pub fn run_targets(seconds_per_target: u64, targets: &[String]) -> Result<(), Error> {
+/// Runs `targets` (empty: all) for `seconds` each, then, with `coverage`, reports reloc-core's
+/// coverage by each target's corpus.
+pub fn run_targets(
+    seconds_per_target: u64,
+    coverage: bool,
+    targets: &[String],
+) -> Result<(), Error> {
     let start = Instant::now();
     cargo_fuzz_installed()?;
     let nightly = setup::has_nightly();
@@ -120,15 +131,197 @@ pub fn run_targets(seconds_per_target: u64, targets: &[String]) -> Result<(), Er
         summary.push(format!("{target}: {outcome}; {}", Stats::parse(&log)));
     }
 
+    let mut coverage_lines = Vec::new();
+    if coverage {
+        llvm_tools_installed()?;
+        for target in &targets {
+            let corpus = scratch.path().join(format!("corpus-{target}"));
+            coverage_lines.push(coverage_report(target, &corpus)?);
+        }
+        if targets.len() > 1 {
+            coverage_lines.push(format!("all targets: {}", union_report(&targets)?));
+        }
+    }
+
     println!("\n== fuzz summary ({seconds_per_target} s per target)");
     for line in &summary {
         println!("{line}");
+    }
+    if coverage {
+        println!("== reloc-core coverage (regions, functions, lines) by each target's corpus");
+        for line in &coverage_lines {
+            println!("{line}");
+        }
     }
     println!("fuzz: total {}", seconds(start.elapsed()));
     if failed.is_empty() {
         Ok(())
     } else {
         Err(Error::FuzzFindings { targets: failed })
+    }
+}
+
+/// The nightly toolchain's `llvm-cov` (from `llvm-tools-preview`): the LLVM that built the
+/// coverage binaries.
+fn llvm_cov() -> Result<std::path::PathBuf, Error> {
+    let sysroot = output(
+        Command::new("rustc")
+            .args(["+nightly", "--print", "sysroot"])
+            .current_dir(workspace_root()),
+    )?;
+    Ok(Path::new(sysroot.trim())
+        .join("lib/rustlib/x86_64-unknown-linux-gnu/bin")
+        .join("llvm-cov"))
+}
+
+fn llvm_tools_installed() -> Result<(), Error> {
+    if llvm_cov()?.exists() {
+        step("llvm-tools-preview (nightly): installed");
+        return Ok(());
+    }
+    let mut install = Command::new("rustup");
+    install.args([
+        "component",
+        "add",
+        "--toolchain",
+        "nightly",
+        "llvm-tools-preview",
+    ]);
+    step(&format!(
+        "llvm-tools-preview: missing, {}",
+        describe(&install)
+    ));
+    run(&mut install)
+}
+
+/// `cargo fuzz coverage` over `corpus` and the seeds, then `llvm-cov report` restricted to
+/// reloc-core's sources; the report goes to `fuzz/coverage/<target>/reloc-core.txt` and the
+/// summary line is returned.
+fn coverage_report(target: &str, corpus: &Path) -> Result<String, Error> {
+    let fuzz_dir = workspace_root().join("fuzz");
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(&fuzz_dir)
+        .args(["+nightly", "fuzz", "coverage", target])
+        .arg(corpus)
+        .arg(format!("corpus/{target}"));
+    step(&describe(&build));
+    run(&mut build)?;
+    let binary = fuzz_dir
+        .join("target/x86_64-unknown-linux-gnu/coverage/x86_64-unknown-linux-gnu/release")
+        .join(target);
+    let profile = fuzz_dir
+        .join("coverage")
+        .join(target)
+        .join("coverage.profdata");
+    let mut report = Command::new(llvm_cov()?);
+    report
+        .arg("report")
+        .arg(&binary)
+        .arg(format!("-instr-profile={}", profile.display()))
+        .arg(workspace_root().join("reloc-core/src"));
+    let text = output(&mut report)?;
+    let saved = fuzz_dir
+        .join("coverage")
+        .join(target)
+        .join("reloc-core.txt");
+    if let Err(e) = fs::write(&saved, &text) {
+        println!("xtask: cannot write {}: {e}", saved.display());
+    }
+    Ok(format!("{target}: {}", CoverageTotal::parse(&text)))
+}
+
+/// reloc-core's coverage by every target together: the targets' profiles merged with
+/// `llvm-profdata`, reported over all their binaries; the report goes to
+/// `fuzz/coverage/reloc-core.txt`.
+fn union_report(targets: &[String]) -> Result<CoverageTotal, Error> {
+    let fuzz_dir = workspace_root().join("fuzz");
+    let tools = llvm_cov()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let merged = fuzz_dir.join("coverage").join("all.profdata");
+    let mut merge = Command::new(tools.join("llvm-profdata"));
+    merge.args(["merge", "-sparse", "-o"]).arg(&merged);
+    for target in targets {
+        merge.arg(
+            fuzz_dir
+                .join("coverage")
+                .join(target)
+                .join("coverage.profdata"),
+        );
+    }
+    run(&mut merge)?;
+    let binaries =
+        fuzz_dir.join("target/x86_64-unknown-linux-gnu/coverage/x86_64-unknown-linux-gnu/release");
+    let mut report = Command::new(llvm_cov()?);
+    report.arg("report").arg(binaries.join(&targets[0]));
+    for target in &targets[1..] {
+        report.arg("-object").arg(binaries.join(target));
+    }
+    report
+        .arg(format!("-instr-profile={}", merged.display()))
+        .arg(workspace_root().join("reloc-core/src"));
+    let text = output(&mut report)?;
+    let saved = fuzz_dir.join("coverage").join("reloc-core.txt");
+    if let Err(e) = fs::write(&saved, &text) {
+        println!("xtask: cannot write {}: {e}", saved.display());
+    }
+    Ok(CoverageTotal::parse(&text))
+}
+
+/// The TOTAL line of an `llvm-cov report`: covered and total regions, functions and lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CoverageTotal {
+    /// (covered, total) regions.
+    pub regions: Option<(u64, u64)>,
+    /// (covered, total) functions.
+    pub functions: Option<(u64, u64)>,
+    /// (covered, total) lines.
+    pub lines: Option<(u64, u64)>,
+}
+
+impl CoverageTotal {
+    /// Reads the `TOTAL` row: for regions, functions, lines and branches the total, the
+    /// missed count and a percentage, in that order.
+    pub fn parse(report: &str) -> Self {
+        let Some(row) = report.lines().find(|l| l.starts_with("TOTAL")) else {
+            return Self::default();
+        };
+        let numbers: Vec<u64> = row
+            .split_whitespace()
+            .skip(1)
+            .filter(|w| !w.ends_with('%') && *w != "-")
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let pair = |at: usize| {
+            let (total, missed) = (*numbers.get(at)?, *numbers.get(at + 1)?);
+            Some((total.checked_sub(missed)?, total))
+        };
+        Self {
+            regions: pair(0),
+            functions: pair(2),
+            lines: pair(4),
+        }
+    }
+}
+
+impl std::fmt::Display for CoverageTotal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |what: &str, pair: Option<(u64, u64)>| match pair {
+            Some((covered, total)) if total > 0 => format!(
+                "{what} {covered}/{total} ({:.1} %)",
+                covered as f64 * 100.0 / total as f64
+            ),
+            _ => format!("{what} ?"),
+        };
+        write!(
+            f,
+            "{}, {}, {}",
+            show("regions", self.regions),
+            show("functions", self.functions),
+            show("lines", self.lines)
+        )
     }
 }
 
@@ -266,6 +459,36 @@ stat::peak_rss_mb:              420
         assert_eq!(
             stats.to_string(),
             "3756059 execs, 6249 exec/s, cov 428 ft 1237"
+        );
+    }
+
+    /// The end of an `llvm-cov report` (LLVM 19+: regions, functions, lines, branches).
+    const REPORT: &str = "\
+Filename                      Regions    Missed Regions     Cover   Functions  Missed Functions  Executed       Lines      Missed Lines     Cover    Branches   Missed Branches     Cover
+-----------------------------------------------------------------------------------------------------------------------------------------------------------------------------------
+plan/walk.rs                      400                40    90.00%          30                 3    90.00%         600                60    90.00%           0                 0         -
+-----------------------------------------------------------------------------------------------------------------------------------------------------------------------------------
+TOTAL                            1200               300    75.00%         100                20    80.00%        2000               400    80.00%           0                 0         -
+";
+
+    #[test]
+    fn coverage_total_reads_the_total_row() {
+        let total = CoverageTotal::parse(REPORT);
+        assert_eq!(
+            total,
+            CoverageTotal {
+                regions: Some((900, 1200)),
+                functions: Some((80, 100)),
+                lines: Some((1600, 2000)),
+            }
+        );
+        assert_eq!(
+            total.to_string(),
+            "regions 900/1200 (75.0 %), functions 80/100 (80.0 %), lines 1600/2000 (80.0 %)"
+        );
+        assert_eq!(
+            CoverageTotal::parse("no report").to_string(),
+            "regions ?, functions ?, lines ?"
         );
     }
 

@@ -21,7 +21,7 @@
 //!   exist, then calls this.
 //! - `cargo xtask miri`: reloc-core's tests under Miri with strict provenance, installing the
 //!   nightly toolchain and its `miri` and `rust-src` components when missing.
-//! - `cargo xtask fuzz [--seconds N] [TARGET]...`: builds the cargo-fuzz targets in `fuzz/`
+//! - `cargo xtask fuzz [--seconds N] [--coverage] [TARGET]...`: builds the cargo-fuzz targets in `fuzz/`
 //!   and runs each (default: all) for N seconds (default 60) from the checked-in seeds,
 //!   installing cargo-fuzz when missing. Any crash, timeout, leak or out-of-memory fails it.
 //!   Details in `fuzz/README.md`.
@@ -66,6 +66,11 @@ enum Task {
         /// Seconds per target.
         #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
         seconds: u64,
+        /// Then a coverage report of reloc-core's sources per target: `cargo fuzz coverage`
+        /// over the run's corpus and the seeds, then `llvm-cov report` (installs nightly's
+        /// llvm-tools-preview if missing). A campaign option: CI runs without it.
+        #[arg(long)]
+        coverage: bool,
         /// Targets to run (default: every target `cargo fuzz list` names).
         targets: Vec<String>,
     },
@@ -77,7 +82,11 @@ fn main() -> ExitCode {
         Task::Test => setup::for_tests().and_then(|()| run_tests()),
         Task::Ci { quick } => ci::run_all(quick),
         Task::Miri => setup::for_miri().and_then(|()| run_miri()),
-        Task::Fuzz { seconds, targets } => fuzz::run_targets(seconds, &targets),
+        Task::Fuzz {
+            seconds,
+            coverage,
+            targets,
+        } => fuzz::run_targets(seconds, coverage, &targets),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

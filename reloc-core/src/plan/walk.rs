@@ -319,6 +319,18 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                     }
                     record.reached = record.reached.with(level);
                     record.image_map |= is_image_map;
+                    // A declared image map reached both as an L2 and higher is aliased: say
+                    // so now, before scanning it as an L2 reads its L3 entries as L2 ones
+                    // (and names the levels wrongly in another error).
+                    let declared = request.image_maps.iter().any(|m| m.as_u64() == addr);
+                    if let Some(higher) = record.reached.highest().filter(|&l| {
+                        declared && l > Level::L2 && record.reached.contains(Level::L2)
+                    }) {
+                        return Err(PlanError::ImageMapAliased {
+                            table: PhysAddr::new_truncate(addr),
+                            level: higher,
+                        });
+                    }
                 }
                 return Ok(());
             }

@@ -23,12 +23,23 @@ use crate::layout::VirtLayout;
 
 use super::{Reader, Writer};
 use crate::check;
-use crate::layout::{data_pattern, random_layout, Sharing, MIB};
+use crate::layout::{data_pattern, random_layout, BootLayout, RandomLayout, Sharing, MIB};
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
-use crate::mem::{SparseMemory, PAGE_SIZE};
+use crate::mem::{PhysRead, SparseMemory, PAGE_SIZE};
 use crate::paging::{enumerate, walk, WalkConfig};
 use crate::relocators::{Relocator, Request};
-use crate::run::{plan_error_kind, run, RunInput, RunOptions, Target};
+use crate::run::{plan_error_kind, run_planned, RunInput, RunOptions, Target};
+
+/// `PlanError` variants no `relocate` input can reach, with the reason; every other variant
+/// is reached by a checked-in seed (`reloc-sim/tests/fuzz_regressions.rs` checks both).
+pub const PLAN_ERRORS_UNREACHED: &[(&str, &str)] = &[(
+    "InvalidEncryptionMask",
+    "a description has no encryption mask (requests carry 0); the scenario \
+     err-encryption-mask.json and reloc-core's unit tests cover it",
+)];
+
+/// Destination pages (from the first) that get garbage before the move, one in 16.
+const GARBAGE_PAGES: u64 = 10 * MIB / PAGE_SIZE;
 
 /// Most extra tables.
 pub const MAX_TABLES: usize = 24;
@@ -184,7 +195,17 @@ pub struct Description {
     /// byte (bit 0) then two u64s, only for a bare base, so inputs from before it decode as
     /// they did.
     pub wide_image: Option<(u64, u64)>,
+    /// Bare base: `(table, count)`: `count` more empty tables, in image pages counted down
+    /// from the last, linked from entries `0..count` of table `table`. Enough of them make
+    /// more distinct tables than a plan holds (`TooManyTables`). Encoded after
+    /// `wide_image`, as bit 1 of the same flag byte then two bytes.
+    pub fan_out: Option<(u8, u8)>,
 }
+
+/// Flag byte after the edits (bare base): a wide image follows.
+const FLAG_WIDE: u8 = 1;
+/// Flag byte after the edits (bare base): a fan-out follows.
+const FLAG_FAN_OUT: u8 = 1 << 1;
 
 fn read_entry(r: &mut Reader) -> EntryDesc {
     match r.u8() % 8 {
@@ -298,9 +319,16 @@ impl Description {
                 value: read_entry(&mut r),
             })
             .collect();
-        if d.mode & MODE_LAYOUT == 0 && r.u8() & 1 != 0 {
-            let start = r.u64();
-            d.wide_image = Some((start, r.u64()));
+        if d.mode & MODE_LAYOUT == 0 {
+            let flags = r.u8();
+            if flags & FLAG_WIDE != 0 {
+                let start = r.u64();
+                d.wide_image = Some((start, r.u64()));
+            }
+            if flags & FLAG_FAN_OUT != 0 {
+                let table = r.u8();
+                d.fan_out = Some((table, r.u8()));
+            }
         }
         d
     }
@@ -345,10 +373,18 @@ impl Description {
             write_entry(&mut w, e.value);
         }
         // Absent means no flag byte: missing bytes decode as zero, so seeds stay as they were.
-        if let (0, Some((start, end))) = (self.mode & MODE_LAYOUT, self.wide_image) {
-            w.u8(1);
-            w.u64(start);
-            w.u64(end);
+        if self.mode & MODE_LAYOUT == 0 && (self.wide_image.is_some() || self.fan_out.is_some()) {
+            let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+            w.u8(flag(self.wide_image.is_some(), FLAG_WIDE)
+                | flag(self.fan_out.is_some(), FLAG_FAN_OUT));
+            if let Some((start, end)) = self.wide_image {
+                w.u64(start);
+                w.u64(end);
+            }
+            if let Some((table, count)) = self.fan_out {
+                w.u8(table);
+                w.u8(count);
+            }
         }
         w.0
     }
@@ -413,11 +449,7 @@ impl Description {
     pub fn build(&self) -> Option<Built> {
         let (mut machine, mut request, memmap, default_target, virt, mut tables);
         if self.mode & MODE_LAYOUT != 0 {
-            let mut rl = random_layout(self.seed, Sharing::Allowed);
-            // Data in one image page in 16 (at least): every allocated page is cloned and
-            // compared several times per run, and the copy check needs only some data.
-            rl.spec.data_every = rl.spec.data_every.max(16);
-            let (m, layout) = rl.build().ok()?;
+            let (rl, m, layout) = built_layout(self.seed)?;
             machine = m;
             request = Request {
                 paging: layout.paging,
@@ -583,6 +615,17 @@ impl Description {
             };
             let _ = machine.mem.write(at, value);
         }
+        if let (0, Some((from, count))) = (self.mode & MODE_LAYOUT, self.fan_out) {
+            let parent = table(from);
+            for k in 0..u64::from(count) {
+                let child = first_page.wrapping_add(((pages - 1 - k % pages) % pages) * PAGE_SIZE);
+                let _ = machine.mem.fill_page(child, |_| 0);
+                let _ = machine.mem.write(
+                    parent.wrapping_add(8 * k),
+                    child | flag_bits(0x62, false, max_phys),
+                );
+            }
+        }
         let cr3_flags = if self.mode & MODE_CR3_FLAGS != 0 {
             0x18
         } else {
@@ -624,6 +667,48 @@ impl Description {
     }
 }
 
+/// Random layouts most recently built, newest last: a fuzzer mutates the bytes after the
+/// seed far more often than the seed, so most inputs reuse one. A clone shares the memory
+/// pages (copy on write), so a reuse costs a reference count per page.
+const LAYOUT_CACHE: usize = 16;
+
+type CachedLayout = (RandomLayout, Machine, BootLayout);
+
+thread_local! {
+    static LAYOUTS: std::cell::RefCell<Vec<(u64, Option<CachedLayout>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The random layout of `seed` as the fuzzer uses it, built (or reused from
+/// [`LAYOUT_CACHE`]); `None` when it cannot be built. Building is deterministic, so a reused
+/// layout is the one a fresh build gives.
+fn built_layout(seed: u64) -> Option<CachedLayout> {
+    LAYOUTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(at) = cache.iter().position(|(s, _)| *s == seed) {
+            let hit = cache.remove(at);
+            let out = hit.1.clone();
+            cache.push(hit);
+            return out;
+        }
+        let mut rl = random_layout(seed, Sharing::Allowed);
+        // Data in one image page in 64 (at least, 8 to 16 pages): the copy check needs only
+        // some data, and filling pages is most of a layout's build.
+        rl.spec.data_every = rl.spec.data_every.max(64);
+        // Garbage in one destination page in 16 (`check` adds its own, as sparse) and one
+        // footprint-tail page in 8.
+        rl.garbage_every = 8;
+        let built = rl.build().ok().map(|(m, layout)| (rl, m, layout));
+        if LAYOUT_CACHE > 0 {
+            if cache.len() >= LAYOUT_CACHE {
+                cache.remove(0);
+            }
+            cache.push((seed, built.clone()));
+        }
+        built
+    })
+}
+
 /// `len` rounded up to 2 MiB, modulo 2^64 (a wide image's length may round past it).
 fn wrapping_round_up_2m(len: u64) -> u64 {
     len.wrapping_add(2 * MIB - 1) & !(2 * MIB - 1)
@@ -655,10 +740,11 @@ pub fn mapping_cost(mem: &SparseMemory, cfg: &WalkConfig) -> (u64, u64) {
             return c;
         }
         let (mut visits, mut leaves) = (1u64, 0u64);
-        for i in 0..512 {
-            let Ok(e) = mem.read(table + i * 8) else {
-                break;
-            };
+        let mut entries = [0u64; 512];
+        let readable = mem
+            .read_table(table, &mut entries)
+            .map_or_else(|(index, _)| index, |()| 512);
+        for &e in &entries[..readable] {
             if e & P == 0 {
                 continue;
             }
@@ -720,15 +806,29 @@ fn virt_usable(machine: &Machine, request: &Request, v: &VirtLayout) -> bool {
         walk(&machine.mem, &cfg, va)
             .is_ok_and(|t| t.phys == pa && (!write || t.perms.writable) && machine.mem.is_ram(pa))
     };
+    // Every image page mapped at its place: one walk per leaf, since the pages under one
+    // leaf translate contiguously with its permissions; each page's frame must be RAM.
     let pages = len.div_ceil(PAGE_SIZE);
-    if !(0..pages).all(|k| {
-        maps(
-            v.image_start.wrapping_add(k * PAGE_SIZE),
-            request.image.start + k * PAGE_SIZE,
-            false,
-        )
-    }) {
-        return false;
+    let mut k = 0;
+    while k < pages {
+        let va = v.image_start.wrapping_add(k * PAGE_SIZE);
+        let pa = request.image.start.wrapping_add(k * PAGE_SIZE);
+        let Ok(t) = walk(&machine.mem, &cfg, va) else {
+            return false;
+        };
+        if t.phys != pa {
+            return false;
+        }
+        let in_leaf = (t.page_size - (va & (t.page_size - 1))) / PAGE_SIZE;
+        let end = pages.min(k.saturating_add(in_leaf.max(1)));
+        if !(k..end).all(|j| {
+            machine
+                .mem
+                .is_ram(request.image.start.wrapping_add(j * PAGE_SIZE))
+        }) {
+            return false;
+        }
+        k = end;
     }
     let rsp = machine.rsp;
     if rsp < v.image_start || v.stack_top > v.image_start.wrapping_add(len) || rsp >= v.stack_top {
@@ -796,15 +896,39 @@ pub fn check(d: &Description) -> Outcome {
     } else {
         wrapping_round_up_2m(request.image.len())
     };
-    for k in (0..footprint / PAGE_SIZE).step_by(16) {
-        if let Some(at) = request
-            .new_base
-            .as_u64()
-            .checked_add(k * PAGE_SIZE + 8 * (k % 512))
-        {
-            let _ = machine.mem.write(at, data_pattern(at) | 1);
+    // At most the first 10 MiB (a bare image's largest footprint): a wide image's may be
+    // gigabytes, and garbage in its first pages shows a copy that skips them as well.
+    let garbage: Vec<(u64, u64)> = (0..(footprint / PAGE_SIZE).min(GARBAGE_PAGES))
+        .step_by(16)
+        .filter_map(|k| {
+            let at = request
+                .new_base
+                .as_u64()
+                .checked_add(k * PAGE_SIZE + 8 * (k % 512))?;
+            // Only RAM: as separate writes would, skipping the faulting ones.
+            machine
+                .mem
+                .check(at, 8)
+                .is_ok()
+                .then(|| (at, data_pattern(at) | 1))
+        })
+        .collect();
+    let _ = machine.mem.write_batch(&garbage);
+    // Planning only reads; a rejection must also leave memory bit-identical when the
+    // relocator (plan, then apply) runs with write access.
+    let planned = Plan::<64>::new(&machine.mem, &request.as_core());
+    if let Err(e) = planned {
+        let before = machine.mem.clone();
+        let again = Relocator::Core.relocate(&mut machine, &request).err();
+        assert_eq!(again, Some(e), "planning is not deterministic");
+        if let Err(v) = check::check_untouched(&before, &machine.mem) {
+            panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
         }
+        assert!(!e.to_string().is_empty());
+        return Outcome::Rejected(plan_error_kind(&e));
     }
+    // Warming the TLB and checking the virtual layout only read memory: done for accepted
+    // requests only.
     let cfg = machine.walk_config();
     let (visits, leaves) = mapping_cost(&machine.mem, &cfg);
     let affordable = visits <= VISIT_BUDGET && leaves <= LEAF_BUDGET;
@@ -823,19 +947,6 @@ pub fn check(d: &Description) -> Outcome {
         }
     }
 
-    // Planning only reads; a rejection must also leave memory bit-identical when the
-    // relocator (plan, then apply) runs with write access.
-    let planned = Plan::<64>::new(&machine.mem, &request.as_core());
-    if let Err(e) = planned {
-        let before = machine.mem.clone();
-        let again = Relocator::Core.relocate(&mut machine, &request).err();
-        assert_eq!(again, Some(e), "planning is not deterministic");
-        if let Err(v) = check::check_untouched(&before, &machine.mem) {
-            panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
-        }
-        assert!(!e.to_string().is_empty());
-        return Outcome::Rejected(plan_error_kind(&e));
-    }
     // The fuzzer may declare tables other than the real image map, so that the leaves mapping
     // the running image would not move: the switch must refuse that layout (the code would
     // go on running the old copy). A refused layout runs the relocation without one.
@@ -848,10 +959,11 @@ pub fn check(d: &Description) -> Outcome {
     if !affordable {
         // Too many mappings to enumerate: check the copy only.
         let before = machine.mem.clone();
-        if let Err(e) = Relocator::Core.relocate(&mut machine, &request) {
-            panic!("planning accepted, then rejected: {e}\n{d:?}");
+        if let Ok(plan) = &planned {
+            machine.apply(plan);
         }
-        for (property, result) in check::check_copy(&before, &cfg, &machine.mem, &request) {
+        let moving = check::entries_that_move(&before, &cfg, &request.image_map_addrs());
+        for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
             if let Err(v) = result {
                 panic!("{property} violated: {v}\n{d:?}");
             }
@@ -865,7 +977,7 @@ pub fn check(d: &Description) -> Outcome {
         target,
         virt,
     };
-    let report = match run(input, RunOptions::default()) {
+    let report = match run_planned(input, RunOptions::default(), planned.ok()) {
         Ok(r) => r,
         Err(e) => panic!("an accepted request failed to run: {e}\n{d:?}"),
     };
@@ -1019,8 +1131,120 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
             },
         ),
     ];
-    vec![
-        ("bare-xen-like", xen_like),
+    // One seed per rejection the bare base can show (see `PLAN_ERRORS_UNREACHED` for the
+    // rest), each a small change of `xen_like`.
+    let rejected = |change: &dyn Fn(&mut Description)| {
+        let mut d = xen_like.clone();
+        change(&mut d);
+        d
+    };
+    let rejections = vec![
+        (
+            "reject-invalid-max-phys-bits",
+            rejected(&|d| d.max_phys = 0xf5),
+        ),
+        (
+            "reject-empty-image",
+            rejected(&|d| {
+                d.wide_image = Some((4 * MIB, 4 * MIB));
+                d.target = TargetDesc::Units(32);
+            }),
+        ),
+        (
+            "reject-image-rounds-past-2-64",
+            rejected(&|d| {
+                d.wide_image = Some((u64::MAX - 2 * MIB + 1, u64::MAX - 0xfff));
+                d.target = TargetDesc::Units(32);
+            }),
+        ),
+        (
+            "reject-image-misaligned",
+            rejected(&|d| d.mode |= MODE_IMAGE_START_OFF),
+        ),
+        (
+            "reject-new-base-misaligned",
+            rejected(&|d| d.target = TargetDesc::Raw(0x80_1000)),
+        ),
+        (
+            "reject-ranges-overlap",
+            rejected(&|d| d.target = TargetDesc::Units(3)),
+        ),
+        (
+            "reject-inaccessible",
+            rejected(&|d| d.target = TargetDesc::Units(200)),
+        ),
+        ("reject-table-misaligned", rejected(&|d| d.top = 0xf8)),
+        (
+            "reject-table-outside-image",
+            rejected(&|d| {
+                d.tables.push(0xc3);
+                d.edits.push(edit(6, 0, ptr(1)));
+                d.top = 6;
+            }),
+        ),
+        (
+            "reject-malformed-entry",
+            rejected(&|d| {
+                d.edits.push(edit(
+                    0,
+                    7,
+                    EntryDesc::Pointer {
+                        table: 1,
+                        flags: RW_A_D | 0x2000,
+                    },
+                ))
+            }),
+        ),
+        (
+            "reject-image-leaf-outside-image",
+            rejected(&|d| {
+                d.edits.push(edit(
+                    2,
+                    5,
+                    EntryDesc::Leaf2M {
+                        slot: 40,
+                        flags: RW_A_D,
+                    },
+                ))
+            }),
+        ),
+        (
+            "reject-image-map-not-reached",
+            rejected(&|d| {
+                d.tables.push(7);
+                d.image_maps.push(6);
+            }),
+        ),
+        (
+            "reject-image-map-aliased",
+            // A second, empty image map, reached as an L2 and as an L3.
+            rejected(&|d| {
+                d.tables.push(8);
+                d.image_maps.push(6);
+                d.edits.push(edit(1, 322, ptr(6)));
+                d.edits.push(edit(0, 3, ptr(6)));
+            }),
+        ),
+        (
+            "reject-too-many-tables",
+            rejected(&|d| d.fan_out = Some((0, 80))),
+        ),
+        // The new image passes 2^36: the first entry that would leave the address field is
+        // named (reloc-core checks the new range after the walk, to name it).
+        (
+            "reject-rebased-entry-beyond-max-phys",
+            rejected(&|d| {
+                d.max_phys = 36;
+                d.ram.push(RamRange {
+                    start: 0x7ffe,
+                    len: 7,
+                });
+                d.target = TargetDesc::Units(0x8000);
+            }),
+        ),
+    ];
+    [
+        ("bare-xen-like", xen_like.clone()),
         ("bare-recursive", recursive),
         ("bare-five-level", five_level),
         ("bare-image-4k-leaf", image_4k_leaf),
@@ -1035,6 +1259,9 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("layout-3-five-level-or-not", layout(3)),
         ("layout-edited", layout_edited),
     ]
+    .into_iter()
+    .chain(rejections)
+    .collect()
 }
 
 #[cfg(test)]
@@ -1084,8 +1311,10 @@ mod tests {
 
     #[test]
     fn inputs_without_wide_image_encode_as_before() {
-        for (name, d) in seeds() {
-            assert_eq!(d.wide_image, None, "{name}");
+        for (name, d) in seeds()
+            .into_iter()
+            .filter(|(_, d)| d.wide_image.is_none() && d.fan_out.is_none())
+        {
             let mut bytes = d.encode();
             // A trailing zero flag byte (or none at all) is no wide image.
             bytes.push(0);
