@@ -12,6 +12,14 @@ use crate::multiboot2::Multiboot2Info;
 use crate::phys::PhysRange;
 use crate::select::MemoryRegion;
 
+/// True when `cmdline` holds `word` as a whitespace-separated token: the one rule both
+/// loaders' `cmdline_has_word` follow.
+pub(crate) fn has_word(cmdline: &[u8], word: &str) -> bool {
+    cmdline
+        .split(|b| b.is_ascii_whitespace())
+        .any(|token| token == word.as_bytes())
+}
+
 /// Boot data a loader handed over, reduced to what relocation needs.
 pub trait LoaderInfo {
     /// The most ranges [`LoaderInfo::avoid_ranges`] can yield.
@@ -28,9 +36,7 @@ pub trait LoaderInfo {
 
     /// True when the command line holds `word` as a whitespace-separated token.
     fn cmdline_has_word(&self, word: &str) -> bool {
-        self.cmdline()
-            .split(|b| b.is_ascii_whitespace())
-            .any(|token| token == word.as_bytes())
+        has_word(self.cmdline(), word)
     }
 
     /// Every non-empty range of boot data a relocation target must not overlap.

@@ -573,9 +573,7 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
 
     /// True when the command line holds `word` as a whitespace-separated token.
     pub fn cmdline_has_word(&self, word: &str) -> bool {
-        self.cmdline()
-            .split(|b| b.is_ascii_whitespace())
-            .any(|token| token == word.as_bytes())
+        crate::boot::has_word(self.cmdline(), word)
     }
 
     /// Where `hvm_start_info` is.
