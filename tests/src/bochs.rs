@@ -49,17 +49,7 @@ pub const INSTALL_HINT: &str = "apt-get install -y bochs bochsbios vgabios bochs
 
 /// `Ok` when Bochs and everything it needs here is installed; otherwise what is missing.
 pub fn check_installed(path_var: &std::ffi::OsStr) -> Result<(), String> {
-    let missing: Vec<String> = NEEDS
-        .iter()
-        .filter(|(what, _)| {
-            if what.starts_with('/') {
-                !Path::new(what).exists()
-            } else {
-                !std::env::split_paths(path_var).any(|dir| dir.join(what).is_file())
-            }
-        })
-        .map(|(what, package)| format!("{what} ({package})"))
-        .collect();
+    let missing = crate::missing_tools(&NEEDS, path_var);
     if missing.is_empty() {
         Ok(())
     } else {

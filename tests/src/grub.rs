@@ -24,17 +24,7 @@ pub const INSTALL_HINT: &str = "apt-get install -y grub-pc-bin grub-common xorri
 /// `Ok` when every program (on `path_var`) and file `grub-mkrescue` needs is there;
 /// otherwise which are missing and how to install them.
 pub fn check_tools(path_var: &std::ffi::OsStr) -> Result<(), String> {
-    let missing: Vec<String> = NEEDS
-        .iter()
-        .filter(|(what, _)| {
-            if what.starts_with('/') {
-                !Path::new(what).exists()
-            } else {
-                !std::env::split_paths(path_var).any(|dir| dir.join(what).is_file())
-            }
-        })
-        .map(|(what, package)| format!("{what} ({package})"))
-        .collect();
+    let missing = crate::missing_tools(&NEEDS, path_var);
     if missing.is_empty() {
         Ok(())
     } else {

@@ -18,3 +18,19 @@ pub mod bochs;
 pub mod grub;
 pub mod output;
 pub mod qemu;
+
+/// Which of `needs` (a program looked up on `path_var`, or an absolute file path, each with
+/// the Debian package that provides it) are missing, as `"what (package)"`.
+pub fn missing_tools(needs: &[(&str, &str)], path_var: &std::ffi::OsStr) -> Vec<String> {
+    needs
+        .iter()
+        .filter(|(what, _)| {
+            if what.starts_with('/') {
+                !std::path::Path::new(what).exists()
+            } else {
+                !std::env::split_paths(path_var).any(|dir| dir.join(what).is_file())
+            }
+        })
+        .map(|(what, package)| format!("{what} ({package})"))
+        .collect()
+}
