@@ -200,6 +200,27 @@ pub struct Finished {
     pub elapsed: Duration,
 }
 
+impl Finished {
+    /// Panics unless QEMU (run with `args`) exited with [`status::SUCCESS`] before the
+    /// timeout; then the stub's parsed output. The message carries the serial output.
+    pub fn expect_success(&self, args: &[&str]) -> crate::output::StubOutput {
+        assert!(
+            !self.timed_out,
+            "QEMU {args:?} timed out; serial:\n{}",
+            self.serial
+        );
+        assert_eq!(
+            self.status,
+            Some(status::SUCCESS),
+            "QEMU {args:?} exit status; serial:\n{}\nstderr:\n{}",
+            self.serial,
+            self.stderr
+        );
+        crate::output::StubOutput::parse(&self.serial)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.serial))
+    }
+}
+
 fn collect<R: Read + Send + 'static>(source: R, sink: Arc<Mutex<String>>) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(source);

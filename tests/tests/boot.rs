@@ -39,19 +39,7 @@ fn boot_ok(args: &[&str]) -> (StubOutput, Finished) {
 /// One boot with `args`: success and [`check_relocation`].
 fn boot_ok_once(args: &[&str]) -> (StubOutput, Finished) {
     let run = qemu::boot(args);
-    assert!(
-        !run.timed_out,
-        "QEMU {args:?} timed out; serial:\n{}",
-        run.serial
-    );
-    assert_eq!(
-        run.status,
-        Some(status::SUCCESS),
-        "QEMU {args:?} exit status; serial:\n{}\nstderr:\n{}",
-        run.serial,
-        run.stderr
-    );
-    let out = StubOutput::parse(&run.serial).unwrap_or_else(|e| panic!("{e}\n{}", run.serial));
+    let out = run.expect_success(args);
     check_relocation(&out, &run.serial);
     eprintln!(
         "{args:?}: {} in {:?}",

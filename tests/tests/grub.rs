@@ -27,19 +27,7 @@ fn image(stub_args: &str, modules: &[Module]) -> GrubImage {
 /// Boots `iso` with `args`; checks success and the relocation; returns the parsed output.
 fn boot_ok_with(iso: &GrubImage, args: &[&str], timeout: Duration) -> (StubOutput, Finished) {
     let run = qemu::boot_medium(&iso.medium(), args, timeout);
-    assert!(
-        !run.timed_out,
-        "QEMU {args:?} timed out; serial:\n{}",
-        run.serial
-    );
-    assert_eq!(
-        run.status,
-        Some(status::SUCCESS),
-        "QEMU {args:?} exit status; serial:\n{}\nstderr:\n{}",
-        run.serial,
-        run.stderr
-    );
-    let out = StubOutput::parse(&run.serial).unwrap_or_else(|e| panic!("{e}\n{}", run.serial));
+    let out = run.expect_success(args);
     assert!(
         matches!(out.entry, Some(Entry::Multiboot2(_))),
         "not entered through multiboot2:\n{}",

@@ -306,10 +306,7 @@ pub fn check_bytes(data: &[u8]) -> Outcome {
 /// compares with the oracle; panics on a violation.
 pub fn check(d: &Description) -> Outcome {
     let bytes = d.bytes();
-    let mut words: Vec<u64> = bytes
-        .chunks(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("whole qwords")))
-        .collect();
+    let mut words = super::qwords(&bytes);
     let base = d.phys_base();
     let si = d.start_paddr();
     let oracle = Oracle {

@@ -73,3 +73,12 @@ impl Writer {
         self.u8(n as u8);
     }
 }
+
+/// `bytes` (a whole number of qwords) as little-endian qwords: the backing of a
+/// `DirectMap::from_slice` that the boot-data targets parse.
+pub(crate) fn qwords(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("whole qwords")))
+        .collect()
+}
