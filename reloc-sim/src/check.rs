@@ -17,7 +17,7 @@ use std::fmt;
 use reloc_core::PhysRange;
 
 use crate::machine::Machine;
-use crate::mem::{PhysRead, Scope, SparseMemory};
+use crate::mem::{Scope, SparseMemory, TableView};
 use crate::paging::{enumerate, walk, LeafMapping, Perms, WalkConfig, DEFAULT_LEAF_LIMIT};
 use crate::relocators::Request;
 
@@ -270,12 +270,8 @@ pub fn reached_tables(mem: &SparseMemory, cfg: &WalkConfig) -> BTreeMap<u64, u8>
         if level == 1 {
             continue;
         }
-        let mut entries = [0u64; 512];
         // Entries up to the first one outside RAM.
-        let readable = mem
-            .read_table(table, &mut entries)
-            .map_or_else(|(index, _)| index, |()| 512);
-        for &e in &entries[..readable] {
+        for &e in TableView::read(mem, table).readable() {
             let pointer = e & 1 != 0 && (level >= 4 || e & (1 << 7) == 0);
             if pointer {
                 queue.push((e & addr, level - 1));
@@ -299,11 +295,7 @@ pub fn entries_that_move(mem: &SparseMemory, cfg: &WalkConfig, image_maps: &[u64
             continue; // reached only at L1
         }
         let image_map = image_maps.contains(&table) && levels & (1 << 2) != 0;
-        let mut entries = [0u64; 512];
-        let readable = mem
-            .read_table(table, &mut entries)
-            .map_or_else(|(index, _)| index, |()| 512);
-        for (i, &e) in (0u64..).zip(&entries[..readable]) {
+        for (i, &e) in (0u64..).zip(TableView::read(mem, table).readable()) {
             if e & 1 == 0 {
                 continue;
             }

@@ -22,6 +22,8 @@ const WORDS_PER_PAGE: usize = 512;
 type Page = Arc<[u64; WORDS_PER_PAGE]>;
 
 const ZERO_PAGE: [u64; WORDS_PER_PAGE] = [0; WORDS_PER_PAGE];
+/// What a lent page of RAM never written holds (a `static`, so it can be lent).
+static ZEROS: [u64; WORDS_PER_PAGE] = [0; WORDS_PER_PAGE];
 
 /// Most pages kept for reuse per thread (16 MiB).
 const FREE_PAGES_MAX: usize = 4096;
@@ -109,6 +111,58 @@ pub trait PhysRead {
                 .map_err(|fault| (index, fault))?;
         }
         Ok(())
+    }
+
+    /// The table at `table` in place, when all of it is readable and this memory can lend
+    /// it: walkers then read it with no copy. The default, `None`, makes [`TableView::read`]
+    /// take a snapshot with [`PhysRead::read_table`].
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        let _ = table;
+        None
+    }
+}
+
+/// A table as walkers read it: lent in place ([`PhysRead::table_ref`]) or a snapshot on the
+/// heap ([`PhysRead::read_table`]), never 4 KiB on the stack (walkers recurse, and under
+/// AddressSanitizer every large frame is a heap-like allocation).
+#[derive(Debug)]
+pub enum TableView<'a> {
+    /// All 512 entries, in place.
+    Lent(&'a [u64; 512]),
+    /// A snapshot: the entries before `fault` (all 512 when there is none).
+    Read {
+        /// The qwords read; those from the fault on are zero.
+        entries: Box<[u64; 512]>,
+        /// The index of the first qword that could not be read, and why.
+        fault: Option<(usize, PhysFault)>,
+    },
+}
+
+impl<'a> TableView<'a> {
+    /// The table at `table` in `mem`.
+    pub fn read<M: PhysRead + ?Sized>(mem: &'a M, table: u64) -> Self {
+        if let Some(entries) = mem.table_ref(table) {
+            return TableView::Lent(entries);
+        }
+        let mut entries = Box::new([0u64; 512]);
+        let fault = mem.read_table(table, &mut entries).err();
+        TableView::Read { entries, fault }
+    }
+
+    /// The entries readable before the first fault, in order.
+    pub fn readable(&self) -> &[u64] {
+        match self {
+            TableView::Lent(entries) => &entries[..],
+            TableView::Read { entries, fault } => &entries[..fault.map_or(512, |(index, _)| index)],
+        }
+    }
+
+    /// The fault that ended the table early, if one did.
+    pub fn fault(&self) -> Option<PhysFault> {
+        match self {
+            TableView::Lent(_) => None,
+            TableView::Read { fault, .. } => fault.map(|(_, f)| f),
+        }
     }
 }
 
@@ -400,6 +454,13 @@ impl SparseMemory {
         self.find(addr / PAGE_SIZE).map(|i| &*self.pages[i].1)
     }
 
+    /// The page at `addr` when `addr` starts a page of RAM: its 512 qwords, zeros if never
+    /// written.
+    fn ram_page(&self, addr: u64) -> Option<&[u64; WORDS_PER_PAGE]> {
+        (addr.is_multiple_of(PAGE_SIZE) && self.check(addr, PAGE_SIZE).is_ok())
+            .then(|| self.page(addr).unwrap_or(&ZEROS))
+    }
+
     /// The index in `pages` of page number `n`.
     fn find(&self, n: u64) -> Option<usize> {
         let hint = self.hint.load(Ordering::Relaxed);
@@ -632,6 +693,11 @@ impl PhysRead for SparseMemory {
         }
         Ok(())
     }
+
+    /// A whole page of RAM, in place (a page never written reads as zeros).
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        self.ram_page(table)
+    }
 }
 
 /// reloc-core's view: the same memory, unchanged engine code. Per the trait contract,
@@ -656,6 +722,11 @@ impl PhysMemory for SparseMemory {
 
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
         let _ = self.copy_range(src, dst, len);
+    }
+
+    /// A whole page of RAM, in place: planning decodes it with no copy.
+    fn table(&self, addr: u64) -> Option<&[u64; 512]> {
+        self.ram_page(addr)
     }
 
     /// One lookup for the whole table when it is a page of RAM (the engine's case); qword by
@@ -707,6 +778,58 @@ mod tests {
         assert_eq!(
             m.check(u64::MAX - 3, 8),
             Err(PhysFault::NotRam { addr: u64::MAX - 3 })
+        );
+    }
+
+    /// What 512 single reads give: the entries before the first fault, and the fault.
+    fn qword_by_qword(m: &SparseMemory, table: u64) -> (Vec<u64>, Option<PhysFault>) {
+        let mut entries = Vec::new();
+        for i in 0..512 {
+            match m.read(table.wrapping_add(i * 8)) {
+                Ok(v) => entries.push(v),
+                Err(f) => return (entries, Some(f)),
+            }
+        }
+        (entries, None)
+    }
+
+    #[test]
+    fn table_views_lend_pages_of_ram_and_read_the_rest_as_single_reads_would() {
+        let mut m = mem();
+        m.write(0x1000, 0xaaaa).unwrap();
+        m.write(0x1ff8, 0xbbbb).unwrap();
+        m.write(0x9_f000, 0xcccc).unwrap();
+        let pages_before = m.allocated_pages();
+        // (table, lent in place?)
+        let cases = [
+            (0x1000, true),    // written page
+            (0x3000, true),    // RAM never written: zeros, nothing allocated
+            (0x20_0000, true), // a page of the merged range
+            (0x9_f000, false), // RAM ends at 0x9_fc00, inside the table
+            (0x1008, false),   // not page-aligned
+            (0x1004, false),   // misaligned: the first read faults
+            (0x40_0000, false),
+            (!0xfff, false),
+        ];
+        for (table, lent) in cases {
+            let view = TableView::read(&m, table);
+            assert_eq!(matches!(view, TableView::Lent(_)), lent, "{table:#x}");
+            assert_eq!(
+                (view.readable().to_vec(), view.fault()),
+                qword_by_qword(&m, table),
+                "{table:#x}"
+            );
+            // reloc-core's view lends exactly the same pages.
+            assert_eq!(PhysMemory::table(&m, table).is_some(), lent, "{table:#x}");
+            if let Some(t) = PhysMemory::table(&m, table) {
+                assert_eq!(&t[..], view.readable(), "{table:#x}");
+            }
+        }
+        assert_eq!(TableView::read(&m, 0x1000).readable()[511], 0xbbbb);
+        assert_eq!(
+            m.allocated_pages(),
+            pages_before,
+            "lending allocates nothing"
         );
     }
 

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::mem::{PhysFault, PhysRead};
+use crate::mem::{PhysFault, PhysRead, TableView};
 
 const P: u64 = 1;
 const RW: u64 = 1 << 1;
@@ -429,13 +429,9 @@ impl<M: PhysRead + ?Sized> Ctx<'_, M> {
                 limit: TABLE_VISIT_LIMIT,
             });
         }
-        let mut entries = [0u64; 512];
-        let (readable, fault) = match self.mem.read_table(table, &mut entries) {
-            Ok(()) => (512, None),
-            Err((index, fault)) => (index, Some(fault)),
-        };
+        let view = TableView::read(self.mem, table);
         // The entries before a fault are processed first, as a qword-by-qword walk would.
-        for (index, &entry) in (0u16..).zip(&entries[..readable]) {
+        for (index, &entry) in (0u16..).zip(view.readable()) {
             if entry & P == 0 {
                 continue; // Not present: most entries of most tables.
             }
@@ -471,7 +467,7 @@ impl<M: PhysRead + ?Sized> Ctx<'_, M> {
                 }
             }
         }
-        match fault {
+        match view.fault() {
             Some(fault) => Err(EnumerateError::Phys {
                 level,
                 pointer,

@@ -530,7 +530,10 @@ TOTAL                            1200               300    75.00%         100   
             .into_iter()
             .filter(|a| a != TRACE)
             .collect();
-        assert_eq!(sim, expected, "reloc-sim keeps every flag but compare tracing");
+        assert_eq!(
+            sim, expected,
+            "reloc-sim keeps every flag but compare tracing"
+        );
 
         for other in ["reloc_core", "reloc_fuzz", "arbitrary", "reloc_simulator"] {
             assert_eq!(wrapped(&args(other)), args(other), "{other}");

@@ -25,7 +25,7 @@ use super::{Reader, Writer};
 use crate::check;
 use crate::layout::{data_pattern, random_layout, BootLayout, RandomLayout, Sharing, MIB};
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
-use crate::mem::{PhysRead, SparseMemory, PAGE_SIZE};
+use crate::mem::{SparseMemory, TableView, PAGE_SIZE};
 use crate::paging::{enumerate, walk, WalkConfig};
 use crate::relocators::{Relocator, Request};
 use crate::run::{plan_error_kind, run_planned, RunInput, RunOptions, Target};
@@ -740,11 +740,7 @@ pub fn mapping_cost(mem: &SparseMemory, cfg: &WalkConfig) -> (u64, u64) {
             return c;
         }
         let (mut visits, mut leaves) = (1u64, 0u64);
-        let mut entries = [0u64; 512];
-        let readable = mem
-            .read_table(table, &mut entries)
-            .map_or_else(|(index, _)| index, |()| 512);
-        for &e in &entries[..readable] {
+        for &e in TableView::read(mem, table).readable() {
             if e & P == 0 {
                 continue;
             }
