@@ -7,7 +7,7 @@
 # from reloc-sim's compilation only (clang's `-fsanitize-coverage-ignorelist` does the same
 # for C). reloc-sim keeps everything else: AddressSanitizer and its edge counters, so its
 # input decoder and its checks still guide libFuzzer. Its compare hooks fired on every table
-# entry and memory word the oracle scans (36 % of `relocate`'s time) and gave libFuzzer's
+# entry and memory word the oracle scans (45 % of `relocate`'s time) and gave libFuzzer's
 # compare table only the oracle's own constants. reloc-core and every other crate are built
 # as cargo-fuzz asks.
 #
