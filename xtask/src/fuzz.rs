@@ -4,9 +4,11 @@
 //! Nightly with AddressSanitizer when a nightly toolchain is installed, else the pinned stable
 //! with `-s none`. The build is cargo-fuzz's default (optimised, debug assertions and overflow
 //! checks on, one codegen unit), as OSS-Fuzz builds it, through `fuzz/.cargo/config.toml`'s
-//! rustc wrapper (`fuzz/sancov-scope.sh`: no compare tracing in reloc-sim, the simulator and
-//! oracle). One codegen unit builds as fast as 16 here (28 s against 29 s from scratch) and
-//! runs `relocate` a third faster. New inputs go to a scratch corpus, so the tree is not written; a finding is printed in hex and copied to
+//! rustc wrapper (`fuzz/sancov-scope.sh`: reloc-sim, the simulator and oracle, is built without
+//! compare tracing and with function-entry counters instead of edge counters). One codegen unit
+//! builds as fast as 16 here (28 s against 29 s from scratch) and runs `relocate` a third
+//! faster. New inputs go to a scratch corpus, so the tree is not written; a finding is printed
+//! in hex and copied to
 //! `fuzz/artifacts/<target>/` for `cargo fuzz run <target> <file>`.
 //!
 //! With `--coverage` (a campaign option; `cargo xtask ci` runs without it, to stay within
@@ -510,11 +512,14 @@ TOTAL                            1200               300    75.00%         100   
     }
 
     #[test]
-    fn compare_tracing_is_dropped_for_reloc_sim_only() {
+    fn reloc_sim_alone_loses_compare_tracing_and_edge_counters() {
         const TRACE: &str = "-Cllvm-args=-sanitizer-coverage-trace-compares";
+        const EDGES: &str = "-Cllvm-args=-sanitizer-coverage-level=4";
+        const FUNCTIONS: &str = "-Cllvm-args=-sanitizer-coverage-level=1";
         let flags = [
             "-Cpasses=sancov-module",
-            "-Cllvm-args=-sanitizer-coverage-level=4",
+            EDGES,
+            "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
             TRACE,
             "-Zsanitizer=address",
         ];
@@ -529,10 +534,11 @@ TOTAL                            1200               300    75.00%         100   
         let expected: Vec<String> = args("reloc_sim")
             .into_iter()
             .filter(|a| a != TRACE)
+            .map(|a| if a == EDGES { FUNCTIONS.to_owned() } else { a })
             .collect();
         assert_eq!(
             sim, expected,
-            "reloc-sim keeps every flag but compare tracing"
+            "reloc-sim keeps every flag but compare tracing, and counts functions, not edges"
         );
 
         for other in ["reloc_core", "reloc_fuzz", "arbitrary", "reloc_simulator"] {

@@ -1171,6 +1171,17 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ),
         ("reject-table-misaligned", rejected(&|d| d.top = 0xf8)),
         (
+            "reject-image-map-misaligned",
+            rejected(&|d| d.image_maps = vec![0xf1]),
+        ),
+        (
+            "reject-image-outside-ram",
+            rejected(&|d| {
+                d.mode |= MODE_IMAGE_NOT_RAM;
+                d.ram = vec![RamRange { start: 8, len: 55 }];
+            }),
+        ),
+        (
             "reject-table-outside-image",
             rejected(&|d| {
                 d.tables.push(0xc3);
@@ -1295,6 +1306,16 @@ mod tests {
             find("layout-1"),
             Outcome::Relocated { virt: true, .. }
         ));
+        // A role each: the image map (not the top table) misaligned, the image (not the
+        // destination) outside RAM.
+        assert_eq!(
+            find("reject-image-map-misaligned"),
+            Outcome::Rejected("TableMisaligned")
+        );
+        assert_eq!(
+            find("reject-image-outside-ram"),
+            Outcome::Rejected("Inaccessible")
+        );
     }
 
     /// xorshift64*: deterministic pseudo-random bytes without a dependency.
