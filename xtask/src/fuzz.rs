@@ -8,8 +8,7 @@
 //! compare tracing and with function-entry counters instead of edge counters). One codegen unit
 //! builds as fast as 16 here (28 s against 29 s from scratch) and runs `relocate` a third
 //! faster. New inputs go to a scratch corpus, so the tree is not written; a finding is printed
-//! in hex and copied to
-//! `fuzz/artifacts/<target>/` for `cargo fuzz run <target> <file>`.
+//! in hex and copied to `fuzz/artifacts/<target>/` for `cargo fuzz run <target> <file>`.
 //!
 //! With `--coverage` (a campaign option; `cargo xtask ci` runs without it, to stay within
 //! CI's time), each target's corpus (the run's and the seeds) is then replayed by

@@ -1306,8 +1306,9 @@ mod tests {
             find("layout-1"),
             Outcome::Relocated { virt: true, .. }
         ));
-        // A role each: the image map (not the top table) misaligned, the image (not the
-        // destination) outside RAM.
+        // Seeds for a second role of two variants: the image map (not the top table)
+        // misaligned, the image (not the destination) outside RAM. The outcome names only the
+        // variant; `cargo xtask fuzz --coverage` shows which role's path the seed takes.
         assert_eq!(
             find("reject-image-map-misaligned"),
             Outcome::Rejected("TableMisaligned")
