@@ -215,6 +215,7 @@ impl fmt::Display for BootData {
 
 /// Why the boot information was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BootInfoError {
     /// Memory cannot serve a piece of boot data.
     Unreadable {

@@ -108,6 +108,7 @@ fn tag_name(tag_type: u32) -> &'static str {
 
 /// What is wrong with one tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TagProblem {
     /// `size` is below the least a tag of this type holds.
     TooSmall {
@@ -231,6 +232,7 @@ impl fmt::Display for TagProblem {
 
 /// Why the multiboot2 boot information was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Multiboot2Error {
     /// The MBI address is not 8-byte aligned.
     Misaligned {

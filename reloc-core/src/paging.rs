@@ -253,6 +253,7 @@ pub enum EntryKind {
 
 /// Why a present entry is malformed: the CPU would raise a reserved-bit page fault on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Malformed {
     /// PS (bit 7) set in an L4 or L5 entry.
     PageSizeAtTopLevels,

@@ -132,6 +132,7 @@ impl<'a> TargetRequest<'a> {
 
 /// Why no target was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SelectError {
     /// Nothing to place.
     EmptyImage,

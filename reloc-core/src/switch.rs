@@ -47,6 +47,7 @@ pub struct VirtualLayout {
 
 /// Why switch parameters, or the switch itself, were refused. Memory is untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SwitchError {
     /// The stack `[stack_bottom, stack_top)` is empty, or not inside the image's virtual
     /// range (the stack must move with the image).

@@ -137,6 +137,8 @@ impl RunError {
                 SelectError::EmptyImage => "SelectEmptyImage",
                 SelectError::BadAlignment { .. } => "BadAlignment",
                 SelectError::NoRoom { .. } => "NoRoom",
+                // `SelectError` is `#[non_exhaustive]`: a variant added later.
+                _ => "SelectOther",
             },
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
@@ -157,6 +159,8 @@ pub fn switch_error_kind(e: &SwitchError) -> &'static str {
         SwitchError::DirectMapMismatch { .. } => "DirectMapMismatch",
         SwitchError::NonCanonical { .. } => "NonCanonical",
         SwitchError::RspOutsideStack { .. } => "RspOutsideStack",
+        // `SwitchError` is `#[non_exhaustive]`: a variant added later.
+        _ => "SwitchOther",
     }
 }
 
@@ -203,6 +207,9 @@ pub fn plan_error_kind(e: &PlanError) -> &'static str {
         PlanError::ImageMapAliased { .. } => "ImageMapAliased",
         PlanError::RebasedEntryBeyondMaxPhys { .. } => "RebasedEntryBeyondMaxPhys",
         PlanError::TooManyTables { .. } => "TooManyTables",
+        // `PlanError` is `#[non_exhaustive]`: a variant added later (name it here and in
+        // `PLAN_ERROR_KINDS`).
+        _ => "PlanOther",
     }
 }
 
