@@ -48,7 +48,7 @@ pub use error::Error;
 pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
-pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
+pub use phys::{DirectMap, DirectMapLayout, LentTable, MemoryFault, PhysMemory, PhysRange};
 pub use plan::{
     ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RangeRole,
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,

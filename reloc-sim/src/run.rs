@@ -368,7 +368,7 @@ pub fn run_planned<const N: usize>(
         {
             p
         }
-        _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
+        _ => Plan::new_with_capacity(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
     };
 
     // The switch's layout checks (reloc-core's typed errors) come before the simulated code
