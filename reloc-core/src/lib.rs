@@ -53,7 +53,7 @@ pub use plan::{
     ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RangeRole,
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
-pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};
+pub use select::{select_target, select_target_for, MemoryRegion, SelectError, TargetRequest};
 pub use switch::{SwitchError, SwitchParams, VirtualLayout};
 pub use x86_64::PhysAddr;
 
