@@ -51,5 +51,7 @@ pub use plan::{
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
 pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};
-pub use switch::{SwitchError, SwitchParams, VirtualLayout};
+pub use switch::{
+    DirectMapped, RelocateError, SimulatedDirectMap, SwitchError, SwitchParams, VirtualLayout,
+};
 pub use x86_64::PhysAddr;
