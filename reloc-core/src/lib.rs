@@ -41,8 +41,8 @@ pub mod plan;
 pub mod select;
 pub mod switch;
 
-pub use boot::LoaderInfo;
-pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
+pub use boot::{BootModule, LoaderInfo};
+pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
 pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
