@@ -705,31 +705,36 @@ mod tests {
     use super::*;
     use crate::phys::DirectMap;
     use crate::select::{select_target, TargetRequest};
+    use crate::testing::{PhysWriter, PvhModule, PvhStartInfo};
     use std::string::ToString;
     use std::vec;
     use std::vec::Vec;
 
-    /// A little-endian byte image of low memory, starting at physical 0.
+    /// Low memory from physical 0, written through `testing::PhysWriter`.
     struct Blob {
-        bytes: Vec<u8>,
+        words: Vec<u64>,
     }
 
     impl Blob {
         fn new(size: usize) -> Self {
             Self {
-                bytes: vec![0; size],
+                words: vec![0; size / 8],
             }
         }
+        fn writer(&mut self) -> PhysWriter<'_> {
+            PhysWriter::new(&mut self.words, 0)
+        }
         fn put(&mut self, at: u64, data: &[u8]) {
-            let at = at as usize;
-            self.bytes[at..at + data.len()].copy_from_slice(data);
+            self.writer().write_bytes(at, data).unwrap();
         }
         fn put_u32(&mut self, at: u64, v: u32) {
-            self.put(at, &v.to_le_bytes());
+            self.writer().write_u32(at, v).unwrap();
         }
         fn put_u64(&mut self, at: u64, v: u64) {
-            self.put(at, &v.to_le_bytes());
+            self.writer().write_u64(at, v).unwrap();
         }
+        /// A start-info header alone, anywhere (the writer places only well-formed,
+        /// 8-aligned ones).
         fn start_info(&mut self, at: u64, version: u32, memmap: u64, entries: u32) {
             self.put_u32(at, START_INFO_MAGIC);
             self.put_u32(at + 4, version);
@@ -745,20 +750,19 @@ mod tests {
             }
         }
         fn words(&self) -> Vec<u64> {
-            self.bytes
-                .chunks(8)
-                .map(|c| {
-                    let mut w = [0u8; 8];
-                    w[..c.len()].copy_from_slice(c);
-                    u64::from_le_bytes(w)
-                })
-                .collect()
+            self.words.clone()
         }
         fn parse(&self, at: u32) -> Result<BootInfo, BootInfoError> {
             let mut words = self.words();
             let mem = DirectMap::from_slice(&mut words, 0);
             BootInfo::parse(&mem, at)
         }
+    }
+
+    fn regions(map: &[(u64, u64, u32)]) -> Vec<MemoryRegion> {
+        map.iter()
+            .map(|&(start, len, kind)| MemoryRegion { start, len, kind })
+            .collect()
     }
 
     const SEABIOS_MAP: [(u64, u64, u32); 5] = [
@@ -769,14 +773,25 @@ mod tests {
         (0xfffc0000, 0x40000, 2),
     ];
 
-    /// Layout as SeaBIOS leaves it under QEMU: start_info at 0x21e0, memmap at 0x5a8,
-    /// command line after the start info.
+    /// Where `seabios_blob` puts things: the start info where SeaBIOS leaves it under QEMU,
+    /// then (as the writer lays them out) the memory map and the command line.
+    const SI: u64 = 0x21e0;
+    const MEMMAP: u64 = SI + 56;
+    const CMDLINE: u64 = MEMMAP + 5 * 24;
+
+    /// SeaBIOS's map and `cmdline` (a NUL is added), in 16 KiB from physical 0.
     fn seabios_blob(cmdline: &[u8]) -> Blob {
         let mut blob = Blob::new(0x4000);
-        blob.start_info(0x21e0, 1, 0x5a8, SEABIOS_MAP.len() as u32);
-        blob.memmap(0x5a8, &SEABIOS_MAP);
-        blob.put_u64(0x21e0 + 24, 0x2300);
-        blob.put(0x2300, cmdline);
+        let map = regions(&SEABIOS_MAP);
+        let mut writer = blob.writer();
+        writer.set_cursor(SI);
+        let ebx = PvhStartInfo {
+            cmdline: Some(cmdline),
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut writer)
+        .unwrap();
+        assert_eq!(u64::from(ebx), SI);
         blob
     }
 
@@ -785,7 +800,7 @@ mod tests {
 
     #[test]
     fn parse_in_place_matches_parse_and_is_emptied_by_an_error() {
-        let blob = seabios_blob(b"hold verbose\0");
+        let blob = seabios_blob(b"hold verbose");
         let mut words = blob.words();
         let mem = DirectMap::from_slice(&mut words, 0);
         let by_value = BootInfo::parse(&mem, 0x21e0).unwrap();
@@ -798,9 +813,9 @@ mod tests {
         assert!(in_place.avoid_ranges().eq(by_value.avoid_ranges()));
         // A failed parse (here: no NUL before the end of memory) leaves `empty()`, not the
         // half-read structure of this attempt nor the previous one.
-        let mut bad = seabios_blob(b"\0");
-        let end = bad.bytes.len() as u64;
-        bad.put_u64(0x21e0 + 24, end - 4);
+        let mut bad = seabios_blob(b"");
+        let end = bad.words.len() as u64 * 8;
+        bad.put_u64(SI + 24, end - 4);
         bad.put(end - 4, b"word");
         let mut words = bad.words();
         let mem = DirectMap::from_slice(&mut words, 0);
@@ -826,7 +841,7 @@ mod tests {
 
     #[test]
     fn seabios_like_blob() {
-        let blob = seabios_blob(b"hold  verbose\0");
+        let blob = seabios_blob(b"hold  verbose");
         let info = blob.parse(0x21e0).unwrap();
         assert_eq!(info.header.version, 1);
         let map: Vec<_> = info
@@ -843,9 +858,9 @@ mod tests {
         assert_eq!(
             avoid,
             [
-                PhysRange::new(0x21e0, 0x21e0 + 56),
-                PhysRange::new(0x5a8, 0x5a8 + 5 * 24),
-                PhysRange::new(0x2300, 0x2300 + 14),
+                PhysRange::new(SI, SI + 56),
+                PhysRange::new(MEMMAP, MEMMAP + 5 * 24),
+                PhysRange::new(CMDLINE, CMDLINE + 14),
             ]
         );
         // The pick for this map with a 2 MiB image at 2 MiB: 0x7fe0000 rounds to 0x7e00000.
@@ -865,17 +880,31 @@ mod tests {
             (0, 0, 0),
         ];
         let mut blob = Blob::new(0x8000);
-        blob.start_info(0x6000, 1, 0x6100, qboot.len() as u32);
-        blob.memmap(0x6100, &qboot);
+        let map = regions(&qboot);
         // Two modules, the second with a command line.
-        blob.put_u32(0x6000 + 12, 2);
-        blob.put_u64(0x6000 + 16, 0x6400);
-        blob.put_u64(0x6400, 0x300000);
-        blob.put_u64(0x6408, 0x1234);
-        blob.put_u64(0x6420, 0x500000);
-        blob.put_u64(0x6428, 0x10);
-        blob.put_u64(0x6430, 0x6500);
-        blob.put(0x6500, b"initrd\0");
+        let modules = [
+            PvhModule {
+                paddr: 0x300000,
+                size: 0x1234,
+                cmdline: None,
+            },
+            PvhModule {
+                paddr: 0x500000,
+                size: 0x10,
+                cmdline: Some(b"initrd"),
+            },
+        ];
+        let mut writer = blob.writer();
+        writer.set_cursor(0x6000);
+        PvhStartInfo {
+            modules: &modules,
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut writer)
+        .unwrap();
+        // The writer's layout: start info, map, module list, then the module's string.
+        let modlist = 0x6000 + 56 + 5 * 24;
+        let initrd = modlist + 2 * 32;
         let info = blob.parse(0x6000).unwrap();
         assert_eq!(info.memory_map().len(), 5);
         assert_eq!(info.memory_map()[4].len, 0);
@@ -889,13 +918,13 @@ mod tests {
                 },
                 BootModule {
                     range: PhysRange::new(0x500000, 0x500010),
-                    cmdline: PhysRange::new(0x6500, 0x6507)
+                    cmdline: PhysRange::new(initrd, initrd + 7)
                 },
             ]
         );
         let avoid: Vec<_> = info.avoid_ranges().collect();
         assert_eq!(avoid.len(), 6, "{avoid:?}");
-        assert!(avoid.contains(&PhysRange::new(0x6400, 0x6440)));
+        assert!(avoid.contains(&PhysRange::new(modlist, modlist + 0x40)));
         assert!(avoid.contains(&PhysRange::new(0x300000, 0x301234)));
         assert!(info.cmdline().is_empty());
         assert!(!info.cmdline_has_word("hold"));
@@ -903,7 +932,7 @@ mod tests {
 
     #[test]
     fn bad_magic() {
-        let mut blob = seabios_blob(b"\0");
+        let mut blob = seabios_blob(b"");
         blob.put_u32(0x21e0, 0x1234_5678);
         let err = blob.parse(0x21e0).unwrap_err();
         assert_eq!(err, BootInfoError::BadMagic { found: 0x1234_5678 });
@@ -912,7 +941,7 @@ mod tests {
 
     #[test]
     fn version_0_rejected_with_clear_message() {
-        let mut blob = seabios_blob(b"\0");
+        let mut blob = seabios_blob(b"");
         blob.put_u32(0x21e4, 0);
         let err = blob.parse(0x21e0).unwrap_err();
         assert_eq!(err, BootInfoError::UnsupportedVersion { version: 0 });
@@ -934,14 +963,14 @@ mod tests {
 
     #[test]
     fn later_versions_accepted() {
-        let mut blob = seabios_blob(b"\0");
+        let mut blob = seabios_blob(b"");
         blob.put_u32(0x21e4, 2);
         assert_eq!(blob.parse(0x21e0).unwrap().header.version, 2);
     }
 
     #[test]
     fn unreadable_start_info_and_tables() {
-        let blob = seabios_blob(b"\0");
+        let blob = seabios_blob(b"");
         let err = blob.parse(0x10_0000).unwrap_err();
         assert!(
             matches!(
@@ -954,8 +983,8 @@ mod tests {
             ),
             "{err:?}"
         );
-        let mut far_map = seabios_blob(b"\0");
-        far_map.put_u64(0x21e0 + 40, 0x10_0000);
+        let mut far_map = seabios_blob(b"");
+        far_map.put_u64(SI + 40, 0x10_0000);
         assert!(matches!(
             far_map.parse(0x21e0),
             Err(BootInfoError::Unreadable {
@@ -963,8 +992,8 @@ mod tests {
                 ..
             })
         ));
-        let mut far_cmdline = seabios_blob(b"\0");
-        far_cmdline.put_u64(0x21e0 + 24, 0x3fff);
+        let mut far_cmdline = seabios_blob(b"");
+        far_cmdline.put_u64(SI + 24, 0x3fff);
         far_cmdline.put(0x3fff, b"x");
         assert!(matches!(
             far_cmdline.parse(0x21e0),
@@ -996,11 +1025,11 @@ mod tests {
 
     #[test]
     fn empty_and_missing_tables() {
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u32(0x21e0 + 48, 0);
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 48, 0);
         assert_eq!(blob.parse(0x21e0).unwrap_err(), BootInfoError::NoMemoryMap);
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u64(0x21e0 + 40, 0);
+        let mut blob = seabios_blob(b"");
+        blob.put_u64(SI + 40, 0);
         assert_eq!(
             blob.parse(0x21e0).unwrap_err(),
             BootInfoError::MissingTable {
@@ -1008,8 +1037,8 @@ mod tests {
                 count: 5
             }
         );
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u32(0x21e0 + 12, 1);
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 12, 1);
         assert_eq!(
             blob.parse(0x21e0).unwrap_err(),
             BootInfoError::MissingTable {
@@ -1021,8 +1050,8 @@ mod tests {
 
     #[test]
     fn too_many_entries() {
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u32(0x21e0 + 48, 129);
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 48, 129);
         let err = blob.parse(0x21e0).unwrap_err();
         assert_eq!(
             err,
@@ -1033,9 +1062,9 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("129"), "{err}");
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u32(0x21e0 + 12, 17);
-        blob.put_u64(0x21e0 + 16, 0x3000);
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 12, 17);
+        blob.put_u64(SI + 16, 0x3000);
         assert_eq!(
             blob.parse(0x21e0).unwrap_err(),
             BootInfoError::TooManyEntries {
@@ -1045,7 +1074,7 @@ mod tests {
             }
         );
         // A smaller parser capacity applies too.
-        let blob = seabios_blob(b"\0");
+        let blob = seabios_blob(b"");
         let mut words = blob.words();
         let mem = DirectMap::from_slice(&mut words, 0);
         assert!(matches!(
@@ -1056,8 +1085,8 @@ mod tests {
 
     #[test]
     fn wrapping_ranges() {
-        let mut blob = seabios_blob(b"\0");
-        blob.memmap(0x5a8, &[(u64::MAX - 0x10, 0x20, 1)]);
+        let mut blob = seabios_blob(b"");
+        blob.memmap(MEMMAP, &[(u64::MAX - 0x10, 0x20, 1)]);
         assert_eq!(
             blob.parse(0x21e0).unwrap_err(),
             BootInfoError::RangeWraps {
@@ -1066,8 +1095,8 @@ mod tests {
                 len: 0x20
             }
         );
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u64(0x21e0 + 40, u64::MAX - 8);
+        let mut blob = seabios_blob(b"");
+        blob.put_u64(SI + 40, u64::MAX - 8);
         assert!(matches!(
             blob.parse(0x21e0),
             Err(BootInfoError::RangeWraps {
@@ -1075,9 +1104,9 @@ mod tests {
                 ..
             })
         ));
-        let mut blob = seabios_blob(b"\0");
-        blob.put_u32(0x21e0 + 12, 1);
-        blob.put_u64(0x21e0 + 16, 0x3000);
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 12, 1);
+        blob.put_u64(SI + 16, 0x3000);
         blob.put_u64(0x3000, u64::MAX);
         blob.put_u64(0x3008, 2);
         assert!(matches!(
@@ -1091,19 +1120,19 @@ mod tests {
 
     #[test]
     fn unterminated_cmdline() {
-        let mut blob = seabios_blob(b"\0");
-        blob.put(0x2300, &[b'x'; CMDLINE_CAPACITY + 1]);
+        let mut blob = seabios_blob(b"");
+        blob.put(CMDLINE, &[b'x'; CMDLINE_CAPACITY + 1]);
         assert_eq!(
             blob.parse(0x21e0).unwrap_err(),
             BootInfoError::Unterminated {
                 what: BootData::CommandLine,
-                paddr: 0x2300,
+                paddr: CMDLINE,
                 max: CMDLINE_CAPACITY
             }
         );
         // Exactly the capacity fits.
-        let mut blob = seabios_blob(b"\0");
-        blob.put(0x2300, &[b'x'; CMDLINE_CAPACITY]);
+        let mut blob = seabios_blob(b"");
+        blob.put(CMDLINE, &[b'x'; CMDLINE_CAPACITY]);
         assert_eq!(
             blob.parse(0x21e0).unwrap().cmdline().len(),
             CMDLINE_CAPACITY

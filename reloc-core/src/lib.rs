@@ -40,6 +40,8 @@ pub mod phys;
 pub mod plan;
 pub mod select;
 pub mod switch;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use boot::{BootModule, LoaderInfo};
 pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};

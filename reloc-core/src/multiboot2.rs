@@ -77,6 +77,43 @@ pub const TAG_MODULE: u32 = 3;
 pub const TAG_BASIC_MEMINFO: u32 = 4;
 /// Tag type: memory map.
 pub const TAG_MEMORY_MAP: u32 = 6;
+/// Tag type: the EFI memory map (`u32 descriptor_size`, `u32 descriptor_version`, then
+/// `EFI_MEMORY_DESCRIPTOR`s), which GRUB-EFI passes.
+pub const TAG_EFI_MEMORY_MAP: u32 = 17;
+
+/// Size of an `EFI_MEMORY_DESCRIPTOR` as the UEFI specification lays it out: the least
+/// `descriptor_size` accepted (firmware may use more, as OVMF's 48 does).
+pub const EFI_MEMORY_DESCRIPTOR_SIZE: u32 = 40;
+
+/// One `EFI_MEMORY_DESCRIPTOR` (UEFI specification, `GetMemoryMap()`): `u32 Type`, 4 bytes
+/// of padding, `u64 PhysicalStart`, `u64 VirtualStart`, `u64 NumberOfPages` (4 KiB pages),
+/// `u64 Attribute`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EfiMemoryDescriptor {
+    /// `EFI_MEMORY_TYPE` (7 is `EfiConventionalMemory`).
+    pub kind: u32,
+    /// First byte.
+    pub physical_start: u64,
+    /// The firmware's virtual address for runtime services (not used here).
+    pub virtual_start: u64,
+    /// Length in 4 KiB pages.
+    pub number_of_pages: u64,
+    /// `EFI_MEMORY_*` attribute bits (`EFI_MEMORY_WB` = 0x8, `EFI_MEMORY_RUNTIME` = 1 << 63).
+    pub attribute: u64,
+}
+
+impl EfiMemoryDescriptor {
+    /// The descriptor's 40 bytes, little-endian, padding zero.
+    pub fn to_bytes(&self) -> [u8; EFI_MEMORY_DESCRIPTOR_SIZE as usize] {
+        let mut bytes = [0u8; EFI_MEMORY_DESCRIPTOR_SIZE as usize];
+        bytes[0..4].copy_from_slice(&self.kind.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.physical_start.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.virtual_start.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.number_of_pages.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.attribute.to_le_bytes());
+        bytes
+    }
+}
 
 /// Size of the MBI's fixed header (`total_size`, reserved) and of a tag header (type, size).
 pub const HEADER_SIZE: u32 = 8;
@@ -878,9 +915,10 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::boot::LoaderInfo;
-    use crate::hvm::{BootInfo, START_INFO_MAGIC};
+    use crate::hvm::BootInfo;
     use crate::phys::DirectMap;
     use crate::select::{select_target, TargetRequest};
+    use crate::testing::{MbiWriter, PhysWriter, PvhModule, PvhStartInfo};
     use ::multiboot2::{
         BasicMemoryInfoTag, BootInformation, BootInformationHeader, BootLoaderNameTag, Builder,
         CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag,
@@ -895,13 +933,13 @@ mod tests {
 
     /// A little-endian byte image of low memory, starting at physical 0.
     struct Blob {
-        bytes: Vec<u8>,
+        words: Vec<u64>,
     }
 
     impl Blob {
         fn new() -> Self {
             Self {
-                bytes: vec![0; MEMORY],
+                words: vec![0; MEMORY / 8],
             }
         }
         fn with_mbi(mbi: &[u8]) -> Self {
@@ -910,14 +948,12 @@ mod tests {
             blob
         }
         fn put(&mut self, at: u64, data: &[u8]) {
-            let at = at as usize;
-            self.bytes[at..at + data.len()].copy_from_slice(data);
+            PhysWriter::new(&mut self.words, 0)
+                .write_bytes(at, data)
+                .unwrap();
         }
         fn words(&self) -> Vec<u64> {
-            self.bytes
-                .chunks(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                .collect()
+            self.words.clone()
         }
         fn parse_with<const MAP: usize, const MODS: usize>(
             &self,
@@ -1083,6 +1119,29 @@ mod tests {
         assert_eq!(in_place.avoid_ranges().count(), 0);
     }
 
+    /// `testing::MbiWriter` lays out byte for byte what the crate's builder does.
+    #[test]
+    fn the_mbi_writer_agrees_with_the_crate_builder() {
+        let theirs = grub_like();
+        let map = regions(&QEMU_3G);
+        let mut memory = vec![0u64; 0x100];
+        let mut writer = PhysWriter::new(&mut memory, AT);
+        let mut mbi = MbiWriter::begin(&mut writer);
+        mbi.cmdline(b"console=com1 hold")
+            .bootloader_name(b"GRUB 2.06-13+deb12u1");
+        for (start, end, string) in MODULES {
+            mbi.module(start, end, string.as_bytes());
+        }
+        let ebx = mbi
+            .basic_meminfo(639, 3_144_576)
+            .memory_map(24, 0, &map)
+            .end()
+            .unwrap();
+        assert_eq!(u64::from(ebx), AT);
+        let ours: Vec<u8> = memory.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(&ours[..theirs.len()], &theirs[..]);
+    }
+
     #[test]
     fn grub_like_mbi_built_by_the_crate() {
         let mbi = grub_like();
@@ -1198,33 +1257,27 @@ mod tests {
     #[test]
     fn same_target_as_the_equivalent_pvh_boot_data() {
         let mut blob = Blob::with_mbi(&grub_like());
-        // The PVH equivalent at 0x1000: start info, memory map at 0x1100, module list at
-        // 0x1400, strings at 0x1500.
+        // The PVH equivalent at 0x1000 (start info, map, module list, command line).
         let si = 0x1000;
-        let put32 = |b: &mut Blob, at: u64, v: u32| b.put(at, &v.to_le_bytes());
-        let put64 = |b: &mut Blob, at: u64, v: u64| b.put(at, &v.to_le_bytes());
-        put32(&mut blob, si, START_INFO_MAGIC);
-        put32(&mut blob, si + 4, 1);
-        put32(&mut blob, si + 12, MODULES.len() as u32);
-        put64(&mut blob, si + 16, 0x1400);
-        put64(&mut blob, si + 24, 0x1500);
-        put64(&mut blob, si + 40, 0x1100);
-        put32(&mut blob, si + 48, QEMU_3G.len() as u32);
-        for (i, &(base, len, kind)) in QEMU_3G.iter().enumerate() {
-            let e = 0x1100 + 24 * i as u64;
-            put64(&mut blob, e, base);
-            put64(&mut blob, e + 8, len);
-            put32(&mut blob, e + 16, kind);
+        let map = regions(&QEMU_3G);
+        let modules = MODULES.map(|(start, end, _)| PvhModule {
+            paddr: start.into(),
+            size: (end - start).into(),
+            cmdline: None,
+        });
+        let mut writer = PhysWriter::new(&mut blob.words, 0);
+        writer.set_cursor(si);
+        let pvh_ebx = PvhStartInfo {
+            modules: &modules,
+            cmdline: Some(b"console=com1 hold"),
+            ..PvhStartInfo::new(&map)
         }
-        blob.put(0x1500, b"console=com1 hold\0");
-        for (i, (start, end, _)) in MODULES.into_iter().enumerate() {
-            let e = 0x1400 + 32 * i as u64;
-            put64(&mut blob, e, start.into());
-            put64(&mut blob, e + 8, (end - start).into());
-        }
+        .write(&mut writer)
+        .unwrap();
+        assert!(writer.cursor() < AT, "the PVH data ran into the MBI");
         let mut words = blob.words();
         let mem = DirectMap::from_slice(&mut words, 0);
-        let pvh = BootInfo::parse(&mem, si as u32).unwrap();
+        let pvh = BootInfo::parse(&mem, pvh_ebx).unwrap();
         let mb2 = Multiboot2Info::parse(&mem, AT as u32).unwrap();
         assert_eq!(pvh.memory_map(), mb2.memory_map());
 
