@@ -1,7 +1,8 @@
 //! One error type for the whole boot path, so that a caller's `?` needs no `From` of its own.
 //!
 //! Each step keeps its own error type for those who match on it ([`BootInfoError`],
-//! [`Multiboot2Error`], [`SelectError`], [`PlanError`], [`SwitchError`]); every one of them
+//! [`Multiboot2Error`], [`SelectError`], [`PlanError`], [`SwitchError`], [`RelocateError`]);
+//! every one of them
 //! converts into [`Error`], which names the step that failed, prints the step's own message
 //! and hands the step's error back through [`core::error::Error::source`].
 //!
@@ -25,7 +26,7 @@ use crate::hvm::BootInfoError;
 use crate::multiboot2::Multiboot2Error;
 use crate::plan::PlanError;
 use crate::select::SelectError;
-use crate::switch::SwitchError;
+use crate::switch::{RelocateError, SwitchError};
 
 /// Why a step of the boot path failed: which step, and the step's own error.
 ///
@@ -47,6 +48,8 @@ pub enum Error {
     Plan(PlanError),
     /// The switch parameters were refused ([`crate::switch::SwitchParams::new`]).
     Switch(SwitchError),
+    /// The relocation refused to start ([`crate::switch::relocate`]): memory is untouched.
+    Relocate(RelocateError),
 }
 
 impl fmt::Display for Error {
@@ -59,6 +62,7 @@ impl fmt::Display for Error {
             Error::Select(e) => write!(f, "target selection: {e}"),
             Error::Plan(e) => write!(f, "relocation plan: {e}"),
             Error::Switch(e) => write!(f, "switch parameters: {e}"),
+            Error::Relocate(e) => write!(f, "relocation: {e}"),
         }
     }
 }
@@ -73,6 +77,7 @@ impl core::error::Error for Error {
             Error::Select(e) => e,
             Error::Plan(e) => e,
             Error::Switch(e) => e,
+            Error::Relocate(e) => e,
         })
     }
 }
@@ -109,6 +114,12 @@ impl From<SwitchError> for Error {
     }
 }
 
+impl From<RelocateError> for Error {
+    fn from(e: RelocateError) -> Self {
+        Error::Relocate(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -127,6 +138,10 @@ mod tests {
         let plan = PlanError::TooManyTables { capacity: 3 };
         let switch = SwitchError::StackMisaligned {
             stack: (VirtAddr::new(0x1001), VirtAddr::new(0x2000)),
+        };
+        let relocate = RelocateError::RspOutsideStack {
+            rsp: 0x3000,
+            stack: (VirtAddr::new(0x1000), VirtAddr::new(0x2000)),
         };
         let cases = [
             #[cfg(feature = "hvm")]
@@ -148,6 +163,7 @@ mod tests {
             ),
             (plan.into(), plan.to_string(), "relocation plan: "),
             (switch.into(), switch.to_string(), "switch parameters: "),
+            (relocate.into(), relocate.to_string(), "relocation: "),
         ];
         for (error, inner, step) in cases {
             assert_eq!(error.to_string(), std::format!("{step}{inner}"));
@@ -156,5 +172,6 @@ mod tests {
         }
         assert_eq!(Error::from(select), Error::Select(select));
         assert_eq!(Error::from(plan), Error::Plan(plan));
+        assert_eq!(Error::from(relocate), Error::Relocate(relocate));
     }
 }
