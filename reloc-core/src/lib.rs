@@ -33,7 +33,9 @@
 
 pub mod boot;
 pub mod error;
+#[cfg(feature = "hvm")]
 pub mod hvm;
+#[cfg(feature = "multiboot2")]
 pub mod multiboot2;
 #[cfg(feature = "notes")]
 pub mod notes;
@@ -47,7 +49,9 @@ pub mod testing;
 
 pub use boot::{BootModule, LoaderInfo};
 pub use error::Error;
+#[cfg(feature = "hvm")]
 pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
+#[cfg(feature = "multiboot2")]
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
 pub use phys::{DirectMap, DirectMapLayout, LentTable, MemoryFault, PhysMemory, PhysRange};

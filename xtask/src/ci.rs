@@ -7,9 +7,9 @@ use crate::setup::BARE_TARGET;
 use crate::{cargo, fuzz, run, seconds, setup, Error};
 
 /// Every combination of reloc-core's optional features, each built on its own (with
-/// `--no-default-features`): a module gated by one feature must never need another. The
-/// last is the default set.
-const RELOC_CORE_FEATURE_SETS: [&str; 8] = [
+/// `--no-default-features`): a module gated by one feature must never need another. Then the
+/// default set, and `test-util` (which turns on `hvm` and `multiboot2`).
+const RELOC_CORE_FEATURE_SETS: [&str; 9] = [
     "",
     "hvm",
     "multiboot2",
@@ -18,6 +18,7 @@ const RELOC_CORE_FEATURE_SETS: [&str; 8] = [
     "hvm,notes",
     "multiboot2,notes",
     "hvm,multiboot2,notes",
+    "test-util",
 ];
 
 /// Runs every step; `quick` skips Miri and fuzzing.
