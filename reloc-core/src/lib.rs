@@ -75,12 +75,14 @@ pub use x86_64::PhysAddr;
 ///
 /// # How it is measured
 /// - From the object code: `cargo build --release --target x86_64-unknown-none` of a crate
-///   calling each entry point, then `objdump -dr` and, per function, 8 bytes of return
-///   address, 8 per `push` and the prologue's `sub $N,%rsp`, summed along the deepest chain
-///   of calls. On 2026-12-06 (rustc 1.95.0): [`Plan::new_in_place`] 992 bytes, [`select_target_for`] over a PVH `BootInfo` 1,216,
-///   [`select_target`] 376, [`SwitchParams::new`] 344, [`switch::relocate`] 280 (its copy
-///   and rebase). Memory that lends no table ([`PhysMemory::table`] returns `None`) adds two
-///   4 KiB snapshots to planning: the budget does not cover it.
+///   calling each entry point through [`DirectMap`], then `objdump -dr` and, per function,
+///   8 bytes of return address, 8 per `push` and the prologue's `sub $N,%rsp`, summed along
+///   the deepest chain of calls. On 2026-12-06 (rustc 1.95.0): [`Plan::new_in_place`]
+///   1,360 bytes, [`select_target_for`] over a PVH `BootInfo` 1,216, [`select_target`] 328,
+///   [`SwitchParams::new`] 472, [`switch::relocate`] 280 (its copy and rebase included);
+///   the parsers' figures are in their `parse_in_place` docs. Memory that lends no table
+///   ([`PhysMemory::table`] returns `None`) adds two 4 KiB snapshots to planning (9,664
+///   bytes in all): the budget does not cover it.
 /// - On real boots: boot-stub paints its stack at entry and prints the high-water mark of
 ///   the whole path (`stack: high-water mark N bytes (parse + select + plan + switch)`) on
 ///   every QEMU boot, and a test fails when `N` exceeds this budget.

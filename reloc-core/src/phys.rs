@@ -192,20 +192,31 @@ impl LentTable<'_> {
     /// Reads entries `first..first + N` into `out`, each once (entries past the table read 0).
     pub fn read_entries<const N: usize>(&self, first: usize, out: &mut [u64; N]) {
         match self {
-            LentTable::Live(entries) => {
-                let entries = entries.get(first..).unwrap_or(&[]);
-                out.fill(0);
-                for (slot, entry) in out.iter_mut().zip(entries) {
-                    *slot = entry.load(Ordering::Relaxed);
+            LentTable::Live(entries) => match entries.get(first..first.saturating_add(N)) {
+                // The whole span inside the table (planning's case): one load per entry.
+                Some(entries) => {
+                    for (slot, entry) in out.iter_mut().zip(entries) {
+                        *slot = entry.load(Ordering::Relaxed);
+                    }
                 }
-            }
-            LentTable::Stable(entries) => {
-                let entries = entries.get(first..).unwrap_or(&[]);
-                out.fill(0);
-                for (slot, &entry) in out.iter_mut().zip(entries) {
-                    *slot = entry;
+                None => {
+                    let entries = entries.get(first..).unwrap_or(&[]);
+                    out.fill(0);
+                    for (slot, entry) in out.iter_mut().zip(entries) {
+                        *slot = entry.load(Ordering::Relaxed);
+                    }
                 }
-            }
+            },
+            LentTable::Stable(entries) => match entries.get(first..first.saturating_add(N)) {
+                Some(entries) => out.copy_from_slice(entries),
+                None => {
+                    let entries = entries.get(first..).unwrap_or(&[]);
+                    out.fill(0);
+                    for (slot, &entry) in out.iter_mut().zip(entries) {
+                        *slot = entry;
+                    }
+                }
+            },
         }
     }
 }

@@ -280,7 +280,7 @@ where
 /// handled, and no RAM at or above [`PHYS_ADDR_END`] is used.
 ///
 /// # Stack
-/// About 400 bytes (376 measured from the object code for the bare target, see
+/// About 350 bytes (328 measured from the object code for the bare target, see
 /// [`crate::STACK_BUDGET`]), whatever the map's size: the map and the avoided ranges are read
 /// in place.
 pub fn select_target(
