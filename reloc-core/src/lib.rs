@@ -1,7 +1,5 @@
-//! reloc-core: move a running x86_64 image to a new physical base, the way Xen's
-//! `move_xen()` does, with every check done before the first write.
-//!
-//! # The relocation
+#![doc = include_str!("../README.md")]
+//! # The relocation, step by step
 //! 1. [`select::select_target`] picks the destination from the firmware memory map.
 //! 2. [`Plan::new`] walks the page tables reachable from the top-level table through a
 //!    [`PhysMemory`] and either returns a [`Plan`] or a [`PlanError`] naming the table, the
