@@ -707,8 +707,8 @@ pub fn check(d: &Description) -> Outcome {
 }
 
 /// Named seeds: a boot-stub-like ELF64 PVH image, an ELF32 image with the Xen 4.1 FEATURES
-/// string and a PHYS32_RELOC note, notes only in a section (fallback), and an unknown
-/// required feature.
+/// string and a PHYS32_RELOC note, notes only in a section (fallback), an unknown required
+/// feature, and libelf's edges (sizes rounding past 2^32, an over-long string, a short tail).
 pub fn seeds() -> Vec<(&'static str, Description)> {
     let entry = |e: u32| note("Xen", 18, &e.to_le_bytes());
     let mut pvh = ElfWriter::new(true);
@@ -750,6 +750,23 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
     unknown
         .note_segments
         .push(xen_string(10, "writable_page_tables|!no_such_feature"));
+    // libelf's edges (issue 19, 2d, 2f, 2g): a name size and a descriptor size that round up
+    // past 2^32 (stepping 0 bytes), an over-long FEATURES string (skipped), the entry, then
+    // 4 bytes of padding (a tail shorter than a header).
+    let header = |namesz: u32, descsz: u32, n_type: u32| {
+        [namesz, descsz, n_type].map(u32::to_le_bytes).concat()
+    };
+    let mut edges = ElfWriter::new(true);
+    edges.note_segments.push(
+        [
+            header(0xffff_fffd, 0, 6),
+            [header(4, 0xffff_ffff, 19), b"Xen\0".to_vec()].concat(),
+            xen_string(10, &("!no_such_feature|".to_string() + &"a".repeat(4096))),
+            entry(0x10_0000),
+            vec![0; 4],
+        ]
+        .concat(),
+    );
     let fixed = |w: &ElfWriter| Description {
         flags: FIX_IDENT,
         file: w.build(),
@@ -759,6 +776,7 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("xen-4.1-features-elf32", fixed(&linux32)),
         ("section-fallback", fixed(&sections_only)),
         ("unknown-required-feature", fixed(&unknown)),
+        ("libelf-edges", fixed(&edges)),
     ]
 }
 
@@ -800,6 +818,12 @@ mod tests {
                     entry: true
                 },
                 Outcome::Rejected,
+                // The wrapped-name note, the wrapped-descriptor PHYS32_RELOC, FEATURES, entry.
+                Outcome::Read {
+                    notes: 4,
+                    xen: 3,
+                    entry: true
+                },
             ]
         );
     }
