@@ -378,7 +378,7 @@ stack_top:
     mb2_magic = const MULTIBOOT2_HEADER_MAGIC,
     mb2_bootloader_magic = const MULTIBOOT2_BOOTLOADER_MAGIC,
     start_info_magic = const reloc_core::hvm::START_INFO_MAGIC,
-    cmdline_max = const reloc_core::hvm::CMDLINE_CAPACITY,
+    cmdline_max = const reloc_core::boot::CMDLINE_CAPACITY,
     cr4_pae = const 1u32 << 5,
     cr4_pge = const 1u32 << 7,
     cr4_la57 = const 1u32 << 12,

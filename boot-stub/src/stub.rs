@@ -84,7 +84,7 @@ pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
     } else {
         println!("boot-stub: PVH entry, hvm_start_info at {info_paddr:#x}");
     }
-    match run(entry, loader_eax, u64::from(info_paddr)) {
+    match run(entry, loader_eax, info_paddr) {
         Ok(Outcome::Exit) => exit(ExitCode::Success),
         Ok(Outcome::Hold) => {
             println!("reloc: holding");
@@ -164,7 +164,7 @@ impl Checks {
     }
 }
 
-fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure> {
+fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure> {
     // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
     // leaves held in tables inside the image, so the mapping stays valid after the switch.
     // The engine writes only the destination, which no Rust reference points into; it reads
