@@ -549,10 +549,8 @@ fn fold(notes: &[OracleNote]) -> Result<XenSummary, Option<Vec<u8>>> {
         // `descsz % unitsz || idx >= descsz / unitsz` (elf_note_numeric_array), on descsz.
         let dsz = u128::from(n.descsz);
         match n.n_type {
-            5..=9 | 11 => {
-                if string(&n.tail).map_err(|()| None)?.is_none() {
-                    s.strings_too_long += 1;
-                }
+            5..=9 | 11 if string(&n.tail).map_err(|()| None)?.is_none() => {
+                s.strings_too_long += 1;
             }
             10 => match string(&n.tail).map_err(|()| None)? {
                 Some(text) => {
