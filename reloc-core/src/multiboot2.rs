@@ -16,7 +16,10 @@
 //!   is not 8, are errors; so is running out of bytes before an end tag. Bytes after the end
 //!   tag (within `total_size`) are ignored.
 //! - Read: command line (type 1) and boot loader name (type 2), NUL-terminated within their
-//!   tag; every module (type 3: `u32 mod_start`, `u32 mod_end`, string); basic meminfo (type
+//!   tag, of any length (GRUB sets no limit on the command line): the first
+//!   [`CMDLINE_CAPACITY`] / [`BOOTLOADER_NAME_CAPACITY`] bytes are copied, a longer string is
+//!   accepted with its copy cut ([`Multiboot2Info::cmdline_truncated`]), and
+//!   [`Multiboot2Info::cmdline_has_word`] searches the whole line in memory; every module (type 3: `u32 mod_start`, `u32 mod_end`, string); basic meminfo (type
 //!   4: `mem_lower`/`mem_upper` in KiB); memory map (type 6: `u32 entry_size`, `u32
 //!   entry_version`, entries). For types 1, 2, 4 and 6 only the first tag is read; later ones
 //!   and every other type are skipped by size.
@@ -56,8 +59,7 @@
 use core::fmt;
 
 use crate::boot::{
-    has_word, BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY,
-    DEFAULT_MODULE_CAPACITY,
+    BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY, DEFAULT_MODULE_CAPACITY,
 };
 use crate::phys::{MemoryFault, PhysMemory, PhysRange};
 use crate::select::{MemoryRegion, E820_RAM};
@@ -121,7 +123,8 @@ pub const HEADER_SIZE: u32 = 8;
 /// Size of a version-0 memory-map entry: the least `entry_size` accepted.
 pub const MEMORY_MAP_ENTRY_V0_SIZE: u32 = 24;
 
-/// Longest boot loader name (without its NUL) the parser accepts and copies.
+/// Bytes of the boot loader name the parser copies; a longer name is accepted and its copy
+/// cut ([`Multiboot2Info::bootloader_name_truncated`]).
 pub const BOOTLOADER_NAME_CAPACITY: usize = 256;
 
 /// Tag alignment inside the MBI, and the MBI's own.
@@ -171,13 +174,6 @@ pub enum TagProblem {
     },
     /// A string with no NUL before the tag ends.
     Unterminated,
-    /// A string longer than the parser copies.
-    StringTooLong {
-        /// Its length without the NUL.
-        len: u32,
-        /// The longest accepted.
-        capacity: usize,
-    },
     /// A memory-map `entry_size` below [`MEMORY_MAP_ENTRY_V0_SIZE`].
     EntrySizeTooSmall {
         /// The `entry_size` found.
@@ -231,12 +227,6 @@ impl fmt::Display for TagProblem {
             }
             TagProblem::EndTagSize { size } => write!(f, "end tag size is {size}, not 8"),
             TagProblem::Unterminated => f.write_str("string has no NUL within the tag"),
-            TagProblem::StringTooLong { len, capacity } => {
-                write!(
-                    f,
-                    "string of {len} bytes is longer than the {capacity} supported"
-                )
-            }
             TagProblem::EntrySizeTooSmall { entry_size } => write!(
                 f,
                 "entry_size {entry_size} is below {MEMORY_MAP_ENTRY_V0_SIZE}"
@@ -419,9 +409,11 @@ pub struct Multiboot2Info<
     cmdline_range: PhysRange,
     cmdline: [u8; CMDLINE_CAPACITY],
     cmdline_len: usize,
+    cmdline_truncated: bool,
     name_range: PhysRange,
     name: [u8; BOOTLOADER_NAME_CAPACITY],
     name_len: usize,
+    name_truncated: bool,
 }
 
 /// The MBI's bytes, read through [`PhysMemory`] in aligned qwords after one `check_range`
@@ -486,32 +478,42 @@ impl TagAt {
     }
 
     /// The NUL-terminated string from `start` (an offset inside the tag) to the tag's end:
-    /// its offset in the MBI and its length without the NUL. Copied into `out` when given,
-    /// which bounds the length.
+    /// its offset in the MBI and its length without the NUL. Its first `out.len()` bytes are
+    /// copied into `out` when given; the result says how many.
     fn string<M: PhysMemory + ?Sized>(
         &self,
         mbi: &Mbi<'_, M>,
         start: u32,
         out: Option<&mut [u8]>,
-    ) -> Result<(u64, u32), Multiboot2Error> {
+    ) -> Result<TagString, Multiboot2Error> {
         let first = u64::from(self.offset) + u64::from(start);
         let end = u64::from(self.offset) + u64::from(self.size);
         let len = (first..end)
             .position(|offset| mbi.byte(offset) == 0)
             .ok_or(self.error(TagProblem::Unterminated))?;
-        // Below the tag size, a u32.
-        let len = len as u32;
+        let mut copied = 0;
         if let Some(out) = out {
-            let capacity = out.len();
-            let dst = out
-                .get_mut(..len as usize)
-                .ok_or(self.error(TagProblem::StringTooLong { len, capacity }))?;
-            for (offset, byte) in (first..).zip(dst.iter_mut()) {
+            for (offset, byte) in (first..first + len as u64).zip(out.iter_mut()) {
                 *byte = mbi.byte(offset);
+                copied += 1;
             }
         }
-        Ok((first, len))
+        Ok(TagString {
+            range: mbi.range(first, len as u64 + 1),
+            copied,
+            truncated: copied < len,
+        })
     }
+}
+
+/// A string inside a tag as [`TagAt::string`] found it.
+struct TagString {
+    /// Where it is in memory, NUL included.
+    range: PhysRange,
+    /// Bytes copied.
+    copied: usize,
+    /// Only the first `copied` bytes were copied (the caller asked for a copy).
+    truncated: bool,
 }
 
 impl Multiboot2Info {
@@ -551,9 +553,11 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
             cmdline_range: PhysRange::new(0, 0),
             cmdline: [0; CMDLINE_CAPACITY],
             cmdline_len: 0,
+            cmdline_truncated: false,
             name_range: PhysRange::new(0, 0),
             name: [0; BOOTLOADER_NAME_CAPACITY],
             name_len: 0,
+            name_truncated: false,
         }
     }
 
@@ -603,9 +607,11 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
         self.cmdline_range = PhysRange::default();
         self.cmdline.fill(0);
         self.cmdline_len = 0;
+        self.cmdline_truncated = false;
         self.name_range = PhysRange::default();
         self.name.fill(0);
         self.name_len = 0;
+        self.name_truncated = false;
     }
 
     fn read<M: PhysMemory + ?Sized>(
@@ -671,15 +677,17 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
                 }
                 TAG_CMDLINE if !seen_cmdline => {
                     seen_cmdline = true;
-                    let (at, len) = tag.string(&mbi, HEADER_SIZE, Some(&mut info.cmdline))?;
-                    info.cmdline_range = mbi.range(at, u64::from(len) + 1);
-                    info.cmdline_len = len as usize;
+                    let line = tag.string(&mbi, HEADER_SIZE, Some(&mut info.cmdline))?;
+                    info.cmdline_range = line.range;
+                    info.cmdline_len = line.copied;
+                    info.cmdline_truncated = line.truncated;
                 }
                 TAG_BOOTLOADER_NAME if !seen_name => {
                     seen_name = true;
-                    let (at, len) = tag.string(&mbi, HEADER_SIZE, Some(&mut info.name))?;
-                    info.name_range = mbi.range(at, u64::from(len) + 1);
-                    info.name_len = len as usize;
+                    let name = tag.string(&mbi, HEADER_SIZE, Some(&mut info.name))?;
+                    info.name_range = name.range;
+                    info.name_len = name.copied;
+                    info.name_truncated = name.truncated;
                 }
                 TAG_MODULE => info.read_module(&mbi, tag)?,
                 TAG_BASIC_MEMINFO if meminfo.is_none() => {
@@ -713,14 +721,14 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
         if end < start {
             return Err(tag.error(TagProblem::ModuleEndsBeforeStart { start, end }));
         }
-        let (at, len) = tag.string(mbi, MODULE_FIXED, None)?;
+        let string = tag.string(mbi, MODULE_FIXED, None)?;
         let slot = self
             .modules
             .get_mut(self.module_count)
             .ok_or(tag.error(TagProblem::TooManyModules { capacity: MODS }))?;
         *slot = BootModule {
             range: PhysRange::new(u64::from(start), u64::from(end)),
-            cmdline: mbi.range(at, u64::from(len) + 1),
+            cmdline: string.range,
         };
         self.module_count += 1;
         Ok(())
@@ -829,19 +837,42 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
         self.modules.get(..self.module_count).unwrap_or(&[])
     }
 
-    /// The kernel command line without its NUL (empty when absent).
+    /// The copy of the kernel command line without its NUL (empty when absent): the whole
+    /// line, or its first [`CMDLINE_CAPACITY`] bytes when
+    /// [`Multiboot2Info::cmdline_truncated`].
     pub fn cmdline(&self) -> &[u8] {
         self.cmdline.get(..self.cmdline_len).unwrap_or(&[])
     }
 
-    /// True when the command line holds `word` as a whitespace-separated token.
-    pub fn cmdline_has_word(&self, word: &str) -> bool {
-        has_word(self.cmdline(), word)
+    /// True when the line was longer than [`CMDLINE_CAPACITY`] and
+    /// [`Multiboot2Info::cmdline`] holds only its start. The line was accepted whole;
+    /// [`Multiboot2Info::cmdline_range`] is all of it.
+    pub fn cmdline_truncated(&self) -> bool {
+        self.cmdline_truncated
     }
 
-    /// The boot loader's name without its NUL (empty when absent).
+    /// Where the whole command line is (inside the MBI), NUL included (empty when absent).
+    pub fn cmdline_range(&self) -> PhysRange {
+        self.cmdline_range
+    }
+
+    /// True when the whole command line holds `word` as a whitespace-separated token: the
+    /// copy when the line fits, else the line read again through `mem` (see
+    /// [`LoaderInfo::cmdline_has_word`]).
+    pub fn cmdline_has_word<M: PhysMemory + ?Sized>(&self, mem: &M, word: &str) -> bool {
+        LoaderInfo::cmdline_has_word(self, mem, word)
+    }
+
+    /// The copy of the boot loader's name without its NUL (empty when absent): the whole
+    /// name, or its first [`BOOTLOADER_NAME_CAPACITY`] bytes when
+    /// [`Multiboot2Info::bootloader_name_truncated`].
     pub fn bootloader_name(&self) -> &[u8] {
         self.name.get(..self.name_len).unwrap_or(&[])
+    }
+
+    /// True when the boot loader's name was longer than [`BOOTLOADER_NAME_CAPACITY`].
+    pub fn bootloader_name_truncated(&self) -> bool {
+        self.name_truncated
     }
 
     /// Where the MBI is: `total_size` bytes from the address parsed.
@@ -878,6 +909,14 @@ impl<const MAP: usize, const MODS: usize> LoaderInfo for Multiboot2Info<MAP, MOD
 
     fn cmdline(&self) -> &[u8] {
         Multiboot2Info::cmdline(self)
+    }
+
+    fn cmdline_truncated(&self) -> bool {
+        self.cmdline_truncated
+    }
+
+    fn cmdline_range(&self) -> PhysRange {
+        self.cmdline_range
     }
 
     fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
@@ -1155,8 +1194,11 @@ mod tests {
             }
         );
         assert_eq!(info.cmdline(), b"console=com1 hold");
-        assert!(info.cmdline_has_word("hold"));
-        assert!(!info.cmdline_has_word("hol"));
+        let blob = Blob::with_mbi(&mbi);
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        assert!(info.cmdline_has_word(&mem, "hold"));
+        assert!(!info.cmdline_has_word(&mem, "hol"));
         assert_eq!(info.bootloader_name(), b"GRUB 2.06-13+deb12u1");
         assert_eq!(info.mbi_range(), PhysRange::new(AT, AT + mbi.len() as u64));
         let modules: Vec<_> = info.modules().iter().map(|m| m.range).collect();
@@ -1667,9 +1709,40 @@ mod tests {
         ));
     }
 
+    /// Issue 19 item 1: GRUB puts the whole command line in tag 1, with no length limit.
+    /// An 8 KiB line is accepted (before: `StringTooLong`, "bad boot info"), its copy is cut
+    /// and says so, and a word at its end is found through memory.
+    #[test]
+    fn an_8_kib_command_line_is_accepted_and_its_last_word_found() {
+        let mut line = vec![b'x'; 0x2000 - 5];
+        line.extend_from_slice(b" la57");
+        let mut memory = vec![0u64; 0x3000 / 8];
+        let mut writer = PhysWriter::new(&mut memory, AT);
+        let ebx = MbiWriter::begin(&mut writer)
+            .cmdline(&line)
+            .memory_map(24, 0, &regions(&SMALL_MAP))
+            .end()
+            .unwrap();
+        let mem = DirectMap::from_slice(&mut memory, AT);
+        let info = Multiboot2Info::parse(&mem, ebx).unwrap();
+        assert!(info.cmdline_truncated());
+        assert_eq!(info.cmdline(), &line[..CMDLINE_CAPACITY]);
+        // Tag 1 at offset 8: the string starts 8 bytes into it.
+        assert_eq!(
+            info.cmdline_range(),
+            PhysRange::new(AT + 16, AT + 16 + 0x2001)
+        );
+        assert!(info.cmdline_has_word(&mem, "la57"));
+        assert!(LoaderInfo::cmdline_has_word(&info, &mem, "la57"));
+        for absent in ["la5", "57", "x", ""] {
+            assert!(!info.cmdline_has_word(&mem, absent), "{absent:?}");
+        }
+        assert_eq!(info.memory_map(), regions(&SMALL_MAP));
+    }
+
     #[test]
     fn strings_are_checked() {
-        // Exactly the capacity fits; one more is too long.
+        // Exactly the capacity is copied whole; a longer one is cut, and says so.
         let fits = vec![b'x'; CMDLINE_CAPACITY];
         let info = parse(
             &RawMbi::new()
@@ -1680,38 +1753,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(info.cmdline(), &fits[..]);
-        let long = vec![b'x'; CMDLINE_CAPACITY + 1];
-        let err = parse(
+        assert!(!info.cmdline_truncated());
+        let long = vec![b'G'; BOOTLOADER_NAME_CAPACITY + 1];
+        let info = parse(
             &RawMbi::new()
-                .cmdline(&long)
+                .tag(TAG_BOOTLOADER_NAME, &[&long[..], b"\0"].concat())
                 .map(24, 0, &SMALL_MAP)
                 .end()
                 .done(),
         )
-        .unwrap_err();
+        .unwrap();
+        assert!(info.bootloader_name_truncated());
+        assert_eq!(info.bootloader_name(), &long[..BOOTLOADER_NAME_CAPACITY]);
         assert_eq!(
-            err,
-            Multiboot2Error::Tag {
-                tag_type: TAG_CMDLINE,
-                offset: 8,
-                problem: TagProblem::StringTooLong {
-                    len: CMDLINE_CAPACITY as u32 + 1,
-                    capacity: CMDLINE_CAPACITY
-                }
-            }
+            info.avoid_ranges().nth(1).unwrap().len(),
+            long.len() as u64 + 1
         );
-        let long = vec![b'G'; BOOTLOADER_NAME_CAPACITY + 1];
-        let err = parse(
-            &RawMbi::new()
-                .tag(TAG_BOOTLOADER_NAME, &[&long[..], b"\0"].concat())
-                .end()
-                .done(),
-        )
-        .unwrap_err();
-        assert!(matches!(
-            tag_error(err),
-            (TAG_BOOTLOADER_NAME, 8, TagProblem::StringTooLong { .. })
-        ));
         // No NUL inside the tag, though the padding after it is zero.
         for tag_type in [TAG_CMDLINE, TAG_BOOTLOADER_NAME] {
             let mbi = RawMbi::new().tag(tag_type, b"abc").end().done();

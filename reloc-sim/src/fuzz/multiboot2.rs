@@ -123,7 +123,9 @@ struct Expected {
     source: MemoryMapSource,
     modules: Vec<(PhysRange, PhysRange)>,
     cmdline: Vec<u8>,
+    cmdline_truncated: bool,
     name: Vec<u8>,
+    name_truncated: bool,
     avoid: Vec<PhysRange>,
 }
 
@@ -216,22 +218,22 @@ fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<
     }
     let first = |kind: u128| tags.iter().copied().find(|t| t.0 == kind);
 
-    let (mut cmdline, mut cmd_range) = (Vec::new(), PhysRange::default());
+    // Strings of any length are accepted; the copy holds the first CAPACITY bytes.
+    let (mut cmdline, mut cmd_range, mut cmdline_truncated) =
+        (Vec::new(), PhysRange::default(), false);
     if let Some((_, at, size)) = first(1) {
-        let (off, s) = string(b, at + 8, at + size)?;
-        if s.len() > CMDLINE_CAPACITY {
-            return None;
-        }
+        let (off, mut s) = string(b, at + 8, at + size)?;
         cmd_range = phys(off, s.len() as u128 + 1);
+        cmdline_truncated = s.len() > CMDLINE_CAPACITY;
+        s.truncate(CMDLINE_CAPACITY);
         cmdline = s;
     }
-    let (mut name, mut name_range) = (Vec::new(), PhysRange::default());
+    let (mut name, mut name_range, mut name_truncated) = (Vec::new(), PhysRange::default(), false);
     if let Some((_, at, size)) = first(2) {
-        let (off, s) = string(b, at + 8, at + size)?;
-        if s.len() > BOOTLOADER_NAME_CAPACITY {
-            return None;
-        }
+        let (off, mut s) = string(b, at + 8, at + size)?;
         name_range = phys(off, s.len() as u128 + 1);
+        name_truncated = s.len() > BOOTLOADER_NAME_CAPACITY;
+        s.truncate(BOOTLOADER_NAME_CAPACITY);
         name = s;
     }
     let mut modules = Vec::new();
@@ -324,7 +326,9 @@ fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<
         source: source?,
         modules,
         cmdline,
+        cmdline_truncated,
         name,
+        name_truncated,
         avoid,
     })
 }
@@ -340,7 +344,9 @@ fn actual<const MAP: usize, const MODS: usize>(info: &Multiboot2Info<MAP, MODS>)
             .map(|m| (m.range, m.cmdline))
             .collect(),
         cmdline: info.cmdline().to_vec(),
+        cmdline_truncated: info.cmdline_truncated(),
         name: info.bootloader_name().to_vec(),
+        name_truncated: info.bootloader_name_truncated(),
         avoid: info.avoid_ranges().collect(),
     }
 }
@@ -419,6 +425,10 @@ pub fn check(d: &Description) -> Outcome {
         }
     }
     if let Ok(info) = &parsed {
+        let range = info.cmdline_range();
+        if let Some(line) = oracle.get(range.start, range.len().saturating_sub(1)) {
+            super::boot_info::check_words(line, |word| info.cmdline_has_word(&mem, word), d);
+        }
         assert!(info.avoid_ranges().count() <= Multiboot2Info::<128, 16>::MAX_AVOID_RANGES);
     }
     match parsed {
@@ -514,6 +524,14 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
             &[639u32.to_le_bytes(), 130_048u32.to_le_bytes()].concat(),
         )
         .done();
+    // GRUB puts the whole command line in tag 1, however long (issue 19 item 1).
+    let mut long_line = b"console=com1 ".to_vec();
+    long_line.resize(0x2000 - 5, b'x');
+    long_line.extend_from_slice(b" la57\0");
+    let long_cmdline = SeedMbi::new()
+        .tag(1, &long_line)
+        .map(24, 0, &qemu_3g)
+        .done();
     let mut corrupt = grub.clone();
     // The first module tag (after the 32-byte command line and name tags) claims 4 KiB.
     corrupt[8 + 32 + 32 + 4..8 + 32 + 32 + 8].copy_from_slice(&0x1000u32.to_le_bytes());
@@ -522,6 +540,7 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("entry-size-32-version-1", described(0, wide)),
         ("basic-meminfo-only", described(0, meminfo)),
         ("module-tag-past-total-size", described(0, corrupt)),
+        ("cmdline-8k-la57", described(0, long_cmdline)),
     ]
 }
 
@@ -562,6 +581,11 @@ mod tests {
                     meminfo: true
                 },
                 Outcome::Rejected,
+                Outcome::Parsed {
+                    entries: 6,
+                    modules: 0,
+                    meminfo: false
+                },
             ]
         );
     }
