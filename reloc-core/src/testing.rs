@@ -505,8 +505,9 @@ impl<'w, 'a> MbiWriter<'w, 'a> {
     }
 
     /// The EFI memory map (type 17) of `descriptor_size`-byte descriptors: each the 40-byte
-    /// `EFI_MEMORY_DESCRIPTOR`, then zeros up to `descriptor_size` (OVMF's are 48 bytes).
-    /// A `descriptor_size` below 40 writes each descriptor's first `descriptor_size` bytes.
+    /// `EFI_MEMORY_DESCRIPTOR`, then bytes of 0xee up to `descriptor_size` (OVMF's are 48
+    /// bytes), so a reader that ignores `descriptor_size` reads garbage. A `descriptor_size`
+    /// below 40 writes each descriptor's first `descriptor_size` bytes.
     pub fn efi_memory_map(
         &mut self,
         descriptor_size: u32,
@@ -518,7 +519,7 @@ impl<'w, 'a> MbiWriter<'w, 'a> {
         self.payload(&descriptor_size.to_le_bytes());
         self.payload(&descriptor_version.to_le_bytes());
         for descriptor in descriptors {
-            self.entry(&descriptor.to_bytes(), descriptor_size, 0);
+            self.entry(&descriptor.to_bytes(), descriptor_size, 0xee);
         }
         self
     }
