@@ -467,8 +467,8 @@ impl BootInfo {
     /// `static` or caller-provided storage instead.
     ///
     /// # Stack
-    /// About 5.3 KiB: the returned value (4.7 KiB) lives in the caller's frame, plus
-    /// [`BootInfo::parse_in_place`]'s 0.5 KiB. (Measured: release build for
+    /// About 5.3 KiB (5,296 bytes measured): the returned value (4.7 KiB) lives in the
+    /// caller's frame, plus [`BootInfo::parse_in_place`]'s 0.5 KiB. (Measured: release build for
     /// `x86_64-unknown-none` over a [`crate::DirectMap`], the `sub $N,%rsp` of the function
     /// and its deepest callees in `objdump -d`.)
     pub fn parse<M: PhysMemory + ?Sized>(mem: &M, ebx: u32) -> Result<Self, BootInfoError> {
@@ -514,7 +514,7 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
     /// [`BootInfo::empty`].
     ///
     /// # Stack
-    /// About 0.5 KiB (496 bytes measured: release build for `x86_64-unknown-none` over a
+    /// About 0.5 KiB (512 bytes measured: release build for `x86_64-unknown-none` over a
     /// [`crate::DirectMap`], the `sub $N,%rsp` and pushes of the function and its deepest
     /// callees in `objdump -d`), whatever `MAP` and `MODS` are.
     pub fn parse_in_place<M: PhysMemory + ?Sized>(
