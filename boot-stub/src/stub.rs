@@ -5,7 +5,7 @@ use core::fmt;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
+use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
     select_target, DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
     PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr, IMAGE_ALIGN,
@@ -37,6 +37,7 @@ enum Failure {
     Layout(&'static str, u64),
     Plan(PlanError),
     Switch(SwitchError),
+    Relocate(RelocateError),
     Verify(u32),
 }
 
@@ -45,7 +46,9 @@ impl Failure {
         match self {
             Failure::BootInfo(_) => ExitCode::BadBootInfo,
             Failure::NoRoom(_) => ExitCode::NoRoom,
-            Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) => ExitCode::PlanError,
+            Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) | Failure::Relocate(_) => {
+                ExitCode::PlanError
+            }
             Failure::Verify(_) => ExitCode::VerifyFailed,
         }
     }
@@ -59,6 +62,7 @@ impl fmt::Display for Failure {
             Failure::Layout(what, value) => write!(f, "plan error: unexpected {what} {value:#x}"),
             Failure::Plan(e) => write!(f, "plan error: {e}"),
             Failure::Switch(e) => write!(f, "plan error: switch parameters: {e}"),
+            Failure::Relocate(e) => write!(f, "plan error: switch refused: {e}"),
             Failure::Verify(n) => write!(f, "verification failed: {n} check(s) differ"),
         }
     }
@@ -254,7 +258,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         stack_bottom: VirtAddr::new(stack_bottom),
         stack_top: VirtAddr::new(stack_top),
     };
-    let params = SwitchParams::new(&plan, &mem, mem.layout(), &layout).map_err(Failure::Switch)?;
+    let params = SwitchParams::new(&plan, &mem, &layout).map_err(Failure::Switch)?;
     if x86_64::instructions::interrupts::are_enabled() {
         return Err(Failure::Layout("RFLAGS.IF", 1));
     }
@@ -282,7 +286,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         // SWITCH_MARK is a static of the image.
         let (report, probed) =
             unsafe { fault::relocate_split(&params, &mut mem, &SWITCH_MARK, toggle) }
-                .map_err(Failure::Switch)?;
+                .map_err(Failure::Relocate)?;
         split_probe = Some(probed);
         report
     } else {
@@ -293,7 +297,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         // lie in the image. Nothing wrote the page tables since planning, and `l2_xenmap`
         // maps the image's own code, so the code after the CR3 load runs at the same virtual
         // address from the copy.
-        unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Switch)?
+        unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Relocate)?
     };
     let apply_cycles = tsc().wrapping_sub(tsc_apply);
     // Printed after the switch: nothing but the relocation runs in between. Under QEMU's TCG
