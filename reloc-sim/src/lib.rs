@@ -28,6 +28,7 @@
 pub mod check;
 pub mod demo;
 pub mod dump;
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod layout;
 pub mod machine;

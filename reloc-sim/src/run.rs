@@ -12,7 +12,7 @@ use reloc_core::{
 };
 
 use crate::check::{self, Property, Violation};
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 use crate::machine::{AccessFault, Machine, SwitchFault, SwitchOptions, SwitchReport};
 use crate::relocators::{Relocator, Request};
 
@@ -38,7 +38,7 @@ pub struct RunInput {
     pub target: Target,
     /// Virtual layout for the switch; without it the stack is not re-copied and no spill is
     /// simulated.
-    pub virt: Option<VirtLayout>,
+    pub virt: Option<SwitchAddresses>,
 }
 
 impl RunInput {

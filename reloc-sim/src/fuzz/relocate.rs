@@ -19,7 +19,7 @@ use reloc_core::{
     select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SwitchParams, TargetRequest,
 };
 
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 
 use super::{Reader, Writer};
 use crate::check;
@@ -402,7 +402,7 @@ pub struct Built {
     /// The target.
     pub target: Target,
     /// The virtual layout, when the base has one.
-    pub virt: Option<VirtLayout>,
+    pub virt: Option<SwitchAddresses>,
     /// Every table of the description (base tables, then extra ones).
     pub tables: Vec<u64>,
 }
@@ -795,7 +795,7 @@ pub fn check_bytes(data: &[u8]) -> Outcome {
 /// mapped at `image_start`, the stack is writable, and the directmap maps the destination's
 /// stack pages writable. Without them the simulated code itself would fault: not a
 /// relocation property.
-fn virt_usable(machine: &Machine, request: &Request, v: &VirtLayout) -> bool {
+fn virt_usable(machine: &Machine, request: &Request, v: &SwitchAddresses) -> bool {
     let cfg = machine.walk_config();
     let len = request.image.len();
     let maps = |va: u64, pa: u64, write: bool| {
