@@ -25,7 +25,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod case;
 pub mod check;
+pub use check::{check, Expectation, Report, Snapshot};
 pub mod demo;
 pub mod dump;
 #[cfg(feature = "fuzz")]

@@ -220,14 +220,7 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// The outcome of one property.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PropertyOutcome {
-    /// Which.
-    pub property: Property,
-    /// What was verified, or the violation.
-    pub result: Result<String, Violation>,
-}
+pub use crate::check::PropertyOutcome;
 
 /// Everything a run did and found.
 #[derive(Clone, Debug)]

@@ -22,7 +22,7 @@ use reloc_core::{
 use crate::layout::SwitchAddresses;
 
 use super::{Reader, Writer};
-use crate::check;
+use crate::check::{check_copy, check_untouched, entries_that_move};
 use crate::layout::{data_pattern, random_layout, BootLayout, RandomLayout, Sharing, MIB};
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
 use crate::mem::{SparseMemory, TableView, PAGE_SIZE};
@@ -917,7 +917,7 @@ pub fn check(d: &Description) -> Outcome {
         let before = machine.mem.clone();
         let again = Relocator::Core.relocate(&mut machine, &request).err();
         assert_eq!(again, Some(e), "planning is not deterministic");
-        if let Err(v) = check::check_untouched(&before, &machine.mem) {
+        if let Err(v) = check_untouched(&before, &machine.mem) {
             panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
         }
         assert!(!e.to_string().is_empty());
@@ -958,8 +958,8 @@ pub fn check(d: &Description) -> Outcome {
         if let Ok(plan) = &planned {
             machine.apply(plan);
         }
-        let moving = check::entries_that_move(&before, &cfg, &request.image_map_addrs());
-        for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
+        let moving = entries_that_move(&before, &cfg, &request.image_map_addrs());
+        for (property, result) in check_copy(&before, &machine.mem, &request, &moving) {
             if let Err(v) = result {
                 panic!("{property} violated: {v}\n{d:?}");
             }
