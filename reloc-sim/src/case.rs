@@ -176,7 +176,7 @@ const TWO_MIB: u64 = 2 * MIB;
 fn slots(ram: &[PhysRange], footprint: u64) -> impl Iterator<Item = u64> + '_ {
     ram.iter().flat_map(move |r| {
         let first = r.start.next_multiple_of(TWO_MIB);
-        let last = r.end.checked_sub(footprint).unwrap_or(0);
+        let last = r.end.saturating_sub(footprint);
         (first..=last)
             .step_by(TWO_MIB as usize)
             .filter(move |&t| t + footprint <= r.end && r.end >= footprint)
@@ -222,8 +222,8 @@ impl CaseSpec {
         };
         let base = match self.image_base {
             Some(base) => {
-                let fits = base.is_multiple_of(TWO_MIB)
-                    && ram.iter().any(|r| r.contains_span(base, size));
+                let fits =
+                    base.is_multiple_of(TWO_MIB) && ram.iter().any(|r| r.contains_span(base, size));
                 fits.then_some(base)
                     .ok_or(CaseError::NoRoomForImage { size })?
             }
@@ -326,10 +326,26 @@ impl Case {
         for (i, &page) in self.extra.image_pages.iter().enumerate() {
             let virt = EXTRA_VIRT + i as u64 * PAGE_SIZE;
             let phys = self.image.start + page * PAGE_SIZE;
-            map(mem, top_table, levels, virt, 1, phys | SMALL_FLAGS, alloc_table)?;
+            map(
+                mem,
+                top_table,
+                levels,
+                virt,
+                1,
+                phys | SMALL_FLAGS,
+                alloc_table,
+            )?;
         }
         if self.extra.gib_leaf {
-            map(mem, top_table, levels, EXTRA_VIRT + GIB, 3, 0x83, alloc_table)?;
+            map(
+                mem,
+                top_table,
+                levels,
+                EXTRA_VIRT + GIB,
+                3,
+                0x83,
+                alloc_table,
+            )?;
         }
         Ok(())
     }
@@ -345,7 +361,8 @@ fn map<M: PhysMemory + ?Sized>(
     entry: u64,
     alloc: &mut dyn FnMut() -> u64,
 ) -> Result<(), LayoutError> {
-    let slot = |table: u64, level: u8| table + ((virt >> (12 + 9 * (u32::from(level) - 1))) & 511) * 8;
+    let slot =
+        |table: u64, level: u8| table + ((virt >> (12 + 9 * (u32::from(level) - 1))) & 511) * 8;
     let in_mem = |mem: &M, at: u64| {
         mem.check_range(at, 8)
             .map_err(|f| LayoutError::Memory(crate::mem::PhysFault::NotRam { addr: f.addr }))
@@ -414,7 +431,10 @@ mod tests {
                 let fp = case.footprint();
                 let dest = PhysRange::new(case.target, case.target + fp.len());
                 assert!(case.ram.iter().any(|r| r.contains_span(fp.start, fp.len())));
-                assert!(case.ram.iter().any(|r| r.contains_span(dest.start, dest.len())));
+                assert!(case
+                    .ram
+                    .iter()
+                    .any(|r| r.contains_span(dest.start, dest.len())));
                 assert!(!dest.overlaps(&fp), "{case:?}");
                 assert!(case.image.start.is_multiple_of(TWO_MIB));
                 assert!(case.target.is_multiple_of(TWO_MIB));

@@ -618,7 +618,9 @@ impl Snapshot {
             let mut page = r.start & !(PAGE_SIZE - 1);
             while page < r.end {
                 let whole = page >= r.start && page + PAGE_SIZE <= r.end;
-                if whole {
+                if let Some(lent) = mem.table_ref(page).filter(|_| whole) {
+                    *words = *lent;
+                } else if whole {
                     mem.read_table(page, &mut words).map_err(|(_, f)| f)?;
                 } else {
                     // A page RAM covers in part (RAM is byte-granular): its qwords in RAM.
