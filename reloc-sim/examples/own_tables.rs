@@ -48,6 +48,12 @@ fn relocate_and_check(case: &Case, switch: SwitchOptions) -> Report {
     machine
         .switch(&plan, None, switch)
         .expect("the switch runs");
+    // The code after the switch runs on: its image translates through the TLB again.
+    for offset in (0..case.image.len()).step_by(0x1000) {
+        machine
+            .read_virt(KERNEL_VIRT + offset)
+            .expect("the image is mapped");
+    }
     check(
         &before,
         &after.with_switch(&machine),
