@@ -63,6 +63,20 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))
     })?;
+    // What crates.io would receive: packages them (README, licence files), builds each
+    // from its package alone, and stops before the upload. No `--allow-dirty`: CI's clone
+    // is clean, and a file the build leaves behind is worth a failure. Needs the crates.io
+    // index (network).
+    step("publish dry run: reloc-core, reloc-sim", &mut || {
+        run(cargo().args([
+            "publish",
+            "--dry-run",
+            "-p",
+            "reloc-core",
+            "-p",
+            "reloc-sim",
+        ]))
+    })?;
     step(&format!("build reloc-core for {BARE_TARGET}"), &mut || {
         run(cargo().args(["build", "-p", "reloc-core"]).args(bare))
     })?;
