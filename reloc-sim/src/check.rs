@@ -16,7 +16,7 @@
 //! [`check`] checks every property of one relocation: a [`Snapshot`] of memory before it,
 //! one after it, and the [`Expectation`] (the move that was asked for, or a rejection). The
 //! snapshots come from reloc-sim's [`Machine`], its [`SparseMemory`], a `DirectMap` buffer or
-//! any [`PhysRead`](crate::mem::PhysRead) memory, so the tables can be written and relocated
+//! any [`PhysRead`] memory, so the tables can be written and relocated
 //! by any code. It returns a [`Report`] of every property, held, violated or not checked
 //! (and why not).
 //!

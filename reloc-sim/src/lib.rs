@@ -12,7 +12,8 @@
 //!   virtual accesses through the TLB, and the critical region between copy and switch.
 //! - [`layout`]: Xen-like and random boot layouts.
 //! - [`relocators`]: reloc-core, plus deliberately broken relocators the checks must catch.
-//! - [`check`]: the properties every relocation must satisfy.
+//! - [`mod@check`]: the properties every relocation must satisfy, and [`check()`], all of them
+//!   in one call.
 //! - [`run`]: one relocation end to end (select, plan, apply, switch, verify): what `demo`
 //!   and `replay` run.
 //! - [`demo`]: the main command's machine (Xen-like image on QEMU `pc`).
