@@ -20,7 +20,7 @@ use crate::layout::{
     STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{cpu, entry, fault, println, serial};
+use crate::{cpu, entry, fault, println, serial, stack};
 
 /// A global written before the copy (in the old image) and again after the switch (which must
 /// land in the new copy only).
@@ -80,7 +80,9 @@ pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
     } else {
         println!("boot-stub: PVH entry, hvm_start_info at {info_paddr:#x}");
     }
-    match run(entry, loader_eax, u64::from(info_paddr)) {
+    // The high-water mark counts from here: everything `run` does up to the switch.
+    let stack_base = stack::repaint_unused(&raw const entry::stack_bottom as u64);
+    match run(entry, loader_eax, u64::from(info_paddr), stack_base) {
         Ok(Outcome::Exit) => exit(ExitCode::Success),
         Ok(Outcome::Hold) => {
             println!("reloc: holding");
@@ -160,7 +162,7 @@ impl Checks {
     }
 }
 
-fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure> {
+fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<Outcome, Failure> {
     // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
     // leaves held in tables inside the image, so the mapping stays valid after the switch.
     // The engine writes only the destination, which no Rust reference points into; it reads
@@ -296,6 +298,13 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64) -> Result<Outcome, Failure>
         unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Switch)?
     };
     let apply_cycles = tsc().wrapping_sub(tsc_apply);
+    // First thing after the switch, before any check or print (see `stack`).
+    let stack_bottoms = [
+        image_phys(stack_bottom),
+        relocated(&plan, image_phys(stack_bottom))?,
+    ];
+    let high_water = stack::high_water(&mem, stack_bottoms, stack_bottom, stack_base);
+    println!("stack: high-water mark {high_water} bytes (parse + select + plan + switch)");
     // Printed after the switch: nothing but the relocation runs in between. Under QEMU's TCG
     // the TSC does not follow guest instructions, so the counts are only indicative.
     println!(
