@@ -30,6 +30,8 @@ mod entry;
 #[cfg(target_os = "none")]
 mod fault;
 #[cfg(target_os = "none")]
+mod idt;
+#[cfg(target_os = "none")]
 mod stack;
 #[cfg(target_os = "none")]
 mod stub;

@@ -20,7 +20,7 @@ use crate::layout::{
     STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{cpu, entry, fault, println, serial, stack};
+use crate::{cpu, entry, fault, idt, println, serial, stack};
 
 /// A global written before the copy (in the old image) and again after the switch (which must
 /// land in the new copy only).
@@ -74,12 +74,14 @@ enum Outcome {
 /// (`hvm_start_info` or the multiboot2 MBI).
 #[unsafe(no_mangle)]
 pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
+    idt::install();
     serial::init();
     if entry == entry::ENTRY_MULTIBOOT2 {
         println!("boot-stub: multiboot2 entry, eax {loader_eax:#x}, MBI at {info_paddr:#x}");
     } else {
         println!("boot-stub: PVH entry, hvm_start_info at {info_paddr:#x}");
     }
+    idt::report_inherited();
     // The high-water mark counts from here: everything `run` does up to the switch.
     let stack_base = stack::repaint_unused(&raw const entry::stack_bottom as u64);
     match run(entry, loader_eax, u64::from(info_paddr), stack_base) {
@@ -173,6 +175,12 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<
     let boot = Boot::parse(&mut mem, entry, loader_eax, info_paddr).map_err(Failure::BootInfo)?;
     if boot.cmdline_has_word("panic") {
         panic!("panic requested on the command line");
+    }
+    if boot.cmdline_has_word("ud2") {
+        // Fault injection: an invalid opcode, which the stub's IDT must report (exit 0x15).
+        println!("boot: ud2 requested");
+        // SAFETY: raises #UD, which `idt::stub_exception` turns into a panic: never returns.
+        unsafe { core::arch::asm!("ud2", options(noreturn)) };
     }
 
     let image = PhysRange::new(
