@@ -15,6 +15,7 @@ use reloc_core::{
 };
 
 use crate::entry::{ENTRY_MULTIBOOT2, ENTRY_PVH};
+use crate::layout::IMAGE_PHYS;
 use crate::println;
 
 /// Most boot-data ranges any entry's boot information yields for the avoid list.
@@ -95,6 +96,23 @@ fn poke_u32<M: PhysMemory + ?Sized>(mem: &mut M, addr: u64, value: u32) {
     mem.write_u64(addr & !7, patched);
 }
 
+/// Fault injection `image-not-ram`: in the loader's memory map (E820-style entries of u64
+/// base, u64 length, u32 type at the physical addresses `entries`), the RAM entry holding the
+/// image's first byte becomes reserved (type 2), as if the loader had put the image over
+/// firmware memory. The caller parses the map again.
+fn mark_image_reserved<M: PhysMemory + ?Sized>(mem: &mut M, entries: impl Iterator<Item = u64>) {
+    for entry in entries {
+        let (start, len) = (mem.read_u64(entry), mem.read_u64(entry + 8));
+        let kind = mem.read_u64(entry + 16) as u32;
+        if kind == 1 && start <= IMAGE_PHYS && IMAGE_PHYS - start < len {
+            println!(
+                "boot: image-not-ram requested: memory map entry at {entry:#x} ({start:#x}+{len:#x}) marked reserved"
+            );
+            poke_u32(mem, entry + 16, 2);
+        }
+    }
+}
+
 impl Boot {
     /// Parses the boot information `entry` (`entry::ENTRY_*`) left at `info_paddr` and prints
     /// what it holds; `loader_eax` is what the loader left in `%eax`.
@@ -147,15 +165,30 @@ impl Boot {
                 }
             }
         }
+        if info.cmdline_has_word("image-not-ram") {
+            if let Some(tag) = find_tag(mem, mbi, TAG_MEMORY_MAP) {
+                let header = mem.read_u64(tag);
+                let entry_size = u64::from(mem.read_u64(tag + 8) as u32);
+                let end = tag + (header >> 32);
+                if entry_size >= 24 {
+                    mark_image_reserved(mem, (tag + 16..end).step_by(entry_size as usize));
+                }
+            }
+        }
         if info.cmdline_has_word("mbi-bad-tag-size") {
             let size = (mbi.len() as u32).wrapping_add(8);
             let at = mbi.start + 8 + 4;
             println!("boot: mbi-bad-tag-size requested: writing size {size} at {at:#x}");
             poke_u32(mem, at, size);
         }
-        let info = if ["mbi-no-memmap", "mbi-no-meminfo", "mbi-bad-tag-size"]
-            .iter()
-            .any(|word| info.cmdline_has_word(word))
+        let info = if [
+            "mbi-no-memmap",
+            "mbi-no-meminfo",
+            "mbi-bad-tag-size",
+            "image-not-ram",
+        ]
+        .iter()
+        .any(|word| info.cmdline_has_word(word))
         {
             let again: Multiboot2Info =
                 Multiboot2Info::parse(mem, paddr).map_err(BootError::Multiboot2)?;
@@ -193,6 +226,13 @@ impl Boot {
                 <BootInfo>::parse(mem, paddr).map_err(BootError::Pvh)?;
             }
         }
+        let boot = if boot.cmdline_has_word("image-not-ram") {
+            let (base, count) = (boot.header.memmap_paddr, boot.header.memmap_entries);
+            mark_image_reserved(mem, (0..u64::from(count)).map(|i| base + i * 24));
+            <BootInfo>::parse(mem, paddr).map_err(BootError::Pvh)?
+        } else {
+            boot
+        };
         let boot = Boot::Pvh(boot);
         boot.print_memory_map();
         Ok(boot)

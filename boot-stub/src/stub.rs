@@ -7,8 +7,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    select_target, DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
-    PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr, IMAGE_ALIGN,
+    select_target, DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory,
+    PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr,
+    IMAGE_ALIGN,
 };
 use x86_64::registers::control::Cr3;
 
@@ -38,6 +39,8 @@ enum Failure {
     Plan(PlanError),
     Switch(SwitchError),
     Verify(u32),
+    /// The image's range is not all RAM in the memory map: the first address that is not.
+    ImageNotRam(PhysRange, u64),
 }
 
 impl Failure {
@@ -47,6 +50,7 @@ impl Failure {
             Failure::NoRoom(_) => ExitCode::NoRoom,
             Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) => ExitCode::PlanError,
             Failure::Verify(_) => ExitCode::VerifyFailed,
+            Failure::ImageNotRam(..) => ExitCode::ImageNotRam,
         }
     }
 }
@@ -60,6 +64,11 @@ impl fmt::Display for Failure {
             Failure::Plan(e) => write!(f, "plan error: {e}"),
             Failure::Switch(e) => write!(f, "plan error: switch parameters: {e}"),
             Failure::Verify(n) => write!(f, "verification failed: {n} check(s) differ"),
+            Failure::ImageNotRam(image, at) => write!(
+                f,
+                "image not in RAM: the image {image} is loaded over {at:#x}, which the memory \
+                 map does not report as RAM"
+            ),
         }
     }
 }
@@ -125,6 +134,25 @@ fn max_phys_bits() -> u8 {
 fn tsc() -> u64 {
     // SAFETY: RDTSC has no memory effect; CR4.TSD is clear at ring 0 anyway.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The first address of `range` that no RAM region of `map` covers, or `None` when RAM
+/// covers all of it (regions in any order, overlapping or adjacent).
+fn first_non_ram(map: &[MemoryRegion], range: PhysRange) -> Option<u64> {
+    let mut at = range.start;
+    while at < range.end {
+        // The furthest a RAM region containing `at` reaches; none: `at` is not RAM.
+        let reach = map
+            .iter()
+            .filter(|region| region.is_ram() && region.range().contains(at))
+            .map(|region| region.range().end)
+            .max();
+        match reach {
+            Some(end) => at = end,
+            None => return Some(at),
+        }
+    }
+    None
 }
 
 /// Where image address `addr` lands in the copy.
@@ -194,6 +222,12 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<
         "image: {:#x} {:#x} virt {:#x}",
         image.start, image.end, IMAGE_VIRT
     );
+    // A loader that does not check a fixed-address image against its map (GRUB-EFI does
+    // not) may have put it over firmware memory (ACPI NVS, runtime services): refuse to run
+    // from there rather than copy it on.
+    if let Some(at) = first_non_ram(boot.memory_map(), image) {
+        return Err(Failure::ImageNotRam(image, at));
+    }
 
     // The image first, then every piece of boot data.
     let mut avoid = [PhysRange::default(); 1 + boot::MAX_AVOID_RANGES];
