@@ -197,9 +197,10 @@ wants_la57:
     call find_cmdline
     test %eax, %eax
     jz 9f
-    /* Scan at most {cmdline_max} bytes for "la57" between separators (<= ' ') or NUL. */
+    /* Scan the whole line (up to NUL or the bound in %edx) for "la57" between separators
+       (<= ' '): a long line keeps `la57` at its end (GRUB puts no limit on it). */
     mov %eax, %esi
-    lea {cmdline_max}(%eax), %edi
+    lea (%eax,%edx), %edi
     mov $0x20, %dl                             /* the byte before: a separator */
 5:
     cmp %edi, %esi
@@ -228,18 +229,22 @@ wants_la57:
     pop %ebx
     ret
 
-    /* %eax = physical address of the command line (NUL-terminated), or 0. In: %ebp entry,
-       %ebx boot information. Clobbers %eax, %ecx, %edx. */
+    /* %eax = physical address of the command line (NUL-terminated), or 0, and %edx = the
+       most bytes to read from it. In: %ebp entry, %ebx boot information. Clobbers %eax, %ecx,
+       %edx. */
 find_cmdline:
     cmp ${entry_pvh}, %ebp
     jne 1f
-    /* hvm_start_info: magic at 0, cmdline_paddr (u64) at 24; below 4 GiB only. */
+    /* hvm_start_info: magic at 0, cmdline_paddr (u64) at 24; below 4 GiB only. The line
+       has no length field: scan to its NUL, at most {pvh_cmdline_scan} bytes (a bound, so
+       a line without NUL cannot send the scan through all memory). */
     xor %eax, %eax
     cmpl ${start_info_magic}, (%ebx)
     jne 7f
     cmpl $0, 28(%ebx)
     jne 7f
     mov 24(%ebx), %eax
+    mov ${pvh_cmdline_scan}, %edx
     ret
 1:
     /* Multiboot2 MBI: total_size at 0, tags from 8, each {{u32 type, u32 size}} 8-aligned;
@@ -267,6 +272,10 @@ find_cmdline:
     jc 6f
     jmp 2b
 3:
+    /* The string fills the tag after its 8-byte header. */
+    mov 4(%ecx), %edx
+    sub $8, %edx
+    jb 6f
     lea 8(%ecx), %eax
     ret
 6:
@@ -443,7 +452,7 @@ stack_top:
     mb2_magic = const MULTIBOOT2_HEADER_MAGIC,
     mb2_bootloader_magic = const MULTIBOOT2_BOOTLOADER_MAGIC,
     start_info_magic = const reloc_core::hvm::START_INFO_MAGIC,
-    cmdline_max = const reloc_core::hvm::CMDLINE_CAPACITY,
+    pvh_cmdline_scan = const PVH_CMDLINE_SCAN,
     cr4_pae = const 1u32 << 5,
     cr4_pge = const 1u32 << 7,
     cr4_la57 = const 1u32 << 12,
@@ -485,6 +494,10 @@ unsafe extern "C" {
     /// The first of 32 exception stubs, 16 bytes apart (vector 0 to 31).
     pub static exception_stubs: u8;
 }
+
+/// Most bytes the entry code scans of a PVH command line for `la57` (multiboot2's tag 1
+/// gives its own length). QEMU's PVH loader cannot pass more than about 4,100 bytes.
+const PVH_CMDLINE_SCAN: u32 = 64 * 1024;
 
 /// Bytes between two exception stubs.
 pub const EXCEPTION_STUB_SIZE: u64 = 16;

@@ -314,6 +314,15 @@ fn la57_relocates_with_five_levels() {
 }
 
 #[test]
+fn a_4_kib_command_line_relocates_and_honours_la57_at_its_end() {
+    // QEMU's PVH loader puts the command line at 0x11c0 with hvm_start_info after it: past
+    // about 4,100 bytes it overwrites the start info (QEMU's limit, not the stub's).
+    let line = reloc_tests::long_command_line(4096, "la57");
+    let (out, run) = boot_ok(&["-m", "3G", "-cpu", "max,la57=on", "-append", &line]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
+}
+
+#[test]
 fn la57_on_a_cpu_without_it_falls_back_to_four_levels() {
     let (out, run) = boot_ok(&["-m", "1G", "-cpu", "qemu64", "-append", "la57"]);
     assert_eq!(out.summary.unwrap().paging_levels, 4);

@@ -130,6 +130,15 @@ fn grub_la57_relocates_with_five_levels() {
 }
 
 #[test]
+fn grub_an_8_kib_command_line_relocates_and_honours_la57_at_its_end() {
+    // GRUB puts the whole line in tag 1, with no length limit.
+    let iso = image(&reloc_tests::long_command_line(8192, "la57"), &[]);
+    let (out, run) = boot_ok(&iso, &["-m", "3G", "-cpu", "max,la57=on"]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
+    qemu::notice("GRUB 8 KiB command line: ran TCG only (the test chooses its own -cpu)");
+}
+
+#[test]
 fn grub_corrupt_tag_size_is_a_typed_error() {
     let iso = image("mbi-bad-tag-size", &[]);
     let run = qemu::boot_medium(&iso.medium(), &["-m", "1G"], TCG_TIMEOUT);
