@@ -13,6 +13,8 @@
 //! The table is a static of the image, so the relocation copies it and IDTR's virtual base
 //! keeps pointing at it after the switch.
 
+use core::cell::UnsafeCell;
+
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
@@ -20,7 +22,14 @@ use crate::entry::{self, EXCEPTION_STUB_SIZE};
 use crate::println;
 
 /// The stub's IDT; written once by [`install`] before it is loaded, read only by the CPU.
-static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
+static IDT: IdtCell = IdtCell(UnsafeCell::new(InterruptDescriptorTable::new()));
+
+/// The IDT in a cell, so that [`install`] can fill it in place (it is 4 KiB: no copy on the
+/// stack) without a `static mut`.
+struct IdtCell(UnsafeCell<InterruptDescriptorTable>);
+
+// SAFETY: one CPU; `install` writes the table once before loading it, nothing else touches it.
+unsafe impl Sync for IdtCell {}
 
 /// Fills the exception entries of the stub's IDT and loads it.
 pub fn install() {
@@ -28,7 +37,7 @@ pub fn install() {
     let stub = |vector: u64| VirtAddr::new(stubs + vector * EXCEPTION_STUB_SIZE);
     // SAFETY: called once, first in `stub_main`, on the only CPU with interrupts off: no other
     // reference to IDT exists, and the CPU does not use it until `load_unsafe` below.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *IDT.0.get() };
     macro_rules! handlers {
         ($($field:ident = $vector:literal),* $(,)?) => {$(
             // SAFETY: the stub at this address is the handler for this vector: it matches the
@@ -63,7 +72,7 @@ pub fn install() {
     );
     // SAFETY: IDT is a static (never destroyed or moved: the relocation keeps its virtual
     // address) and is not written again.
-    unsafe { (*(&raw const IDT)).load_unsafe() };
+    unsafe { (*IDT.0.get()).load_unsafe() };
 }
 
 /// Prints the IDTR, CR4 and EFER the loader left, which the entry code replaced.
