@@ -9,7 +9,8 @@
 //! - [`grub`]: GRUB rescue images (`grub-mkrescue`) that boot the stub through multiboot2.
 //! - [`bochs`]: boots such an image under Bochs, whose TLB keeps global entries.
 //!
-//! The boot tests live in `tests/boot.rs` (PVH), `tests/grub.rs` (GRUB, multiboot2) and
+//! The boot tests live in `tests/boot.rs` (PVH), `tests/grub.rs` (GRUB, multiboot2, on
+//! SeaBIOS and on OVMF), `tests/stack.rs` (the stack high-water mark against the budget) and
 //! `tests/bochs.rs`. QEMU or the GRUB tools missing is a test failure with an install hint,
 //! never a skip; Bochs missing is a printed notice (see `tests/bochs.rs`).
 #![forbid(unsafe_code)]

@@ -1,7 +1,8 @@
 //! Boots the boot-stub from real GRUB (a `grub-mkrescue` image, QEMU `-cdrom`) through its
 //! multiboot2 header, and checks each configuration as the PVH tests do: the summary, and the
 //! target recomputed on the host from the memory map and avoided ranges the stub printed.
-//! Also the header itself (where GRUB looks for it) and the MBI fault injections.
+//! Also the header itself (where GRUB looks for it) and the MBI fault injections. The
+//! `ovmf_*` tests boot the same hybrid image on UEFI firmware (OVMF, TCG only).
 //!
 //! The GRUB tools missing is a failure naming `cargo xtask test`, never a skip. KVM: GRUB
 //! boots very slowly under this machine's nested KVM (real-mode firmware and disc I/O trap),
