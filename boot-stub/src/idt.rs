@@ -13,31 +13,23 @@
 //! The table is a static of the image, so the relocation copies it and IDTR's virtual base
 //! keeps pointing at it after the switch.
 
-use core::cell::UnsafeCell;
-
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
 use crate::entry::{self, EXCEPTION_STUB_SIZE};
+use crate::in_place::InPlace;
 use crate::println;
 
-/// The stub's IDT; written once by [`install`] before it is loaded, read only by the CPU.
-static IDT: IdtCell = IdtCell(UnsafeCell::new(InterruptDescriptorTable::new()));
-
-/// The IDT in a cell, so that [`install`] can fill it in place (it is 4 KiB: no copy on the
-/// stack) without a `static mut`.
-struct IdtCell(UnsafeCell<InterruptDescriptorTable>);
-
-// SAFETY: one CPU; `install` writes the table once before loading it, nothing else touches it.
-unsafe impl Sync for IdtCell {}
+/// The stub's IDT, filled in place by [`install`] and then read only by the CPU.
+static IDT: InPlace<InterruptDescriptorTable> = InPlace::new(InterruptDescriptorTable::new());
 
 /// Fills the exception entries of the stub's IDT and loads it.
 pub fn install() {
     let stubs = &raw const entry::exception_stubs as u64;
     let stub = |vector: u64| VirtAddr::new(stubs + vector * EXCEPTION_STUB_SIZE);
-    // SAFETY: called once, first in `stub_main`, on the only CPU with interrupts off: no other
-    // reference to IDT exists, and the CPU does not use it until `load_unsafe` below.
-    let idt = unsafe { &mut *IDT.0.get() };
+    let Some(idt) = IDT.take() else {
+        return; // Already installed.
+    };
     macro_rules! handlers {
         ($($field:ident = $vector:literal),* $(,)?) => {$(
             // SAFETY: the stub at this address is the handler for this vector: it matches the
@@ -70,9 +62,9 @@ pub fn install() {
         vmm_communication_exception = 29,
         security_exception = 30,
     );
-    // SAFETY: IDT is a static (never destroyed or moved: the relocation keeps its virtual
-    // address) and is not written again.
-    unsafe { (*IDT.0.get()).load_unsafe() };
+    // The CPU reads the table from now on: keep it only as a shared reference.
+    let idt: &'static InterruptDescriptorTable = idt;
+    idt.load();
 }
 
 /// Prints the IDTR, CR4 and EFER the loader left, which the entry code replaced.

@@ -33,6 +33,8 @@ mod fault;
 #[cfg(target_os = "none")]
 mod idt;
 #[cfg(target_os = "none")]
+mod in_place;
+#[cfg(target_os = "none")]
 mod stack;
 #[cfg(target_os = "none")]
 mod stub;
