@@ -120,7 +120,7 @@ impl Boot {
         mem: &mut M,
         entry: u32,
         loader_eax: u32,
-        info_paddr: u64,
+        info_paddr: u32,
     ) -> Result<Self, BootError> {
         match entry {
             ENTRY_PVH => Self::parse_pvh(mem, info_paddr),
@@ -132,12 +132,8 @@ impl Boot {
         }
     }
 
-    fn parse_multiboot2<M: PhysMemory + ?Sized>(
-        mem: &mut M,
-        paddr: u64,
-    ) -> Result<Self, BootError> {
-        let info: Multiboot2Info =
-            Multiboot2Info::parse(mem, paddr).map_err(BootError::Multiboot2)?;
+    fn parse_multiboot2<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
+        let info = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
         let text = |bytes| core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
         let mbi = info.mbi_range();
         println!(
@@ -190,8 +186,7 @@ impl Boot {
         .iter()
         .any(|word| info.cmdline_has_word(word))
         {
-            let again: Multiboot2Info =
-                Multiboot2Info::parse(mem, paddr).map_err(BootError::Multiboot2)?;
+            let again = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
             if let MemoryMapSource::BasicMeminfo { .. } = again.memory_map_source() {
                 println!("boot: memory map now from basic meminfo");
             }
@@ -204,8 +199,8 @@ impl Boot {
         Ok(boot)
     }
 
-    fn parse_pvh<M: PhysMemory + ?Sized>(mem: &mut M, paddr: u64) -> Result<Self, BootError> {
-        let boot: BootInfo = BootInfo::parse(mem, paddr).map_err(BootError::Pvh)?;
+    fn parse_pvh<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
+        let boot = BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
         let cmdline = core::str::from_utf8(boot.cmdline()).unwrap_or("<not UTF-8>");
         println!(
             "boot: hvm_start_info v{} flags {:#x} modules {} memmap entries {} cmdline \"{cmdline}\"",
@@ -220,16 +215,16 @@ impl Boot {
             ("start-info-v0", 4, 0),
         ] {
             if boot.cmdline_has_word(word) {
-                let addr = paddr + offset;
+                let addr = u64::from(ebx) + offset;
                 println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
                 poke_u32(mem, addr, value);
-                <BootInfo>::parse(mem, paddr).map_err(BootError::Pvh)?;
+                BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
             }
         }
         let boot = if boot.cmdline_has_word("image-not-ram") {
             let (base, count) = (boot.header.memmap_paddr, boot.header.memmap_entries);
             mark_image_reserved(mem, (0..u64::from(count)).map(|i| base + i * 24));
-            <BootInfo>::parse(mem, paddr).map_err(BootError::Pvh)?
+            BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?
         } else {
             boot
         };

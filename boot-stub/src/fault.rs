@@ -17,7 +17,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::plan::ApplyReport;
-use reloc_core::{DirectMap, SwitchError, SwitchParams};
+use reloc_core::{DirectMap, RelocateError, SwitchParams};
 
 /// Whether the split switch clears CR4.PGE around the CR3 load.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -40,12 +40,12 @@ pub unsafe fn relocate_split<const N: usize>(
     mem: &mut DirectMap<'_>,
     probe: &AtomicU64,
     toggle: PgeToggle,
-) -> Result<(ApplyReport, u64), SwitchError> {
+) -> Result<(ApplyReport, u64), RelocateError> {
     // SAFETY: an empty asm block without `nomem`: a compiler barrier, so every store made so
     // far reaches memory before the copy reads it.
     unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
     if mem.layout() != params.directmap() {
-        return Err(SwitchError::DirectMapMismatch {
+        return Err(RelocateError::DirectMapMismatch {
             expected: params.directmap(),
             found: mem.layout(),
         });

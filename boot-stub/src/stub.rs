@@ -5,7 +5,7 @@ use core::fmt;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use reloc_core::switch::{self, SwitchError, SwitchParams, VirtualLayout};
+use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
     select_target, DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory,
     PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr,
@@ -38,6 +38,7 @@ enum Failure {
     Layout(&'static str, u64),
     Plan(PlanError),
     Switch(SwitchError),
+    Relocate(RelocateError),
     Verify(u32),
     /// The image's range is not all RAM in the memory map: the first address that is not.
     ImageNotRam(PhysRange, u64),
@@ -48,7 +49,9 @@ impl Failure {
         match self {
             Failure::BootInfo(_) => ExitCode::BadBootInfo,
             Failure::NoRoom(_) => ExitCode::NoRoom,
-            Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) => ExitCode::PlanError,
+            Failure::Layout(..) | Failure::Plan(_) | Failure::Switch(_) | Failure::Relocate(_) => {
+                ExitCode::PlanError
+            }
             Failure::Verify(_) => ExitCode::VerifyFailed,
             Failure::ImageNotRam(..) => ExitCode::ImageNotRam,
         }
@@ -63,6 +66,7 @@ impl fmt::Display for Failure {
             Failure::Layout(what, value) => write!(f, "plan error: unexpected {what} {value:#x}"),
             Failure::Plan(e) => write!(f, "plan error: {e}"),
             Failure::Switch(e) => write!(f, "plan error: switch parameters: {e}"),
+            Failure::Relocate(e) => write!(f, "plan error: switch refused: {e}"),
             Failure::Verify(n) => write!(f, "verification failed: {n} check(s) differ"),
             Failure::ImageNotRam(image, at) => write!(
                 f,
@@ -93,7 +97,7 @@ pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
     idt::report_inherited();
     // The high-water mark counts from here: everything `run` does up to the switch.
     let stack_base = stack::repaint_unused(&raw const entry::stack_bottom as u64);
-    match run(entry, loader_eax, u64::from(info_paddr), stack_base) {
+    match run(entry, loader_eax, info_paddr, stack_base) {
         Ok(Outcome::Exit) => exit(ExitCode::Success),
         Ok(Outcome::Hold) => {
             println!("reloc: holding");
@@ -192,7 +196,7 @@ impl Checks {
     }
 }
 
-fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<Outcome, Failure> {
+fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<Outcome, Failure> {
     // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
     // leaves held in tables inside the image, so the mapping stays valid after the switch.
     // The engine writes only the destination, which no Rust reference points into; it reads
@@ -298,7 +302,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<
         stack_bottom: VirtAddr::new(stack_bottom),
         stack_top: VirtAddr::new(stack_top),
     };
-    let params = SwitchParams::new(&plan, &mem, mem.layout(), &layout).map_err(Failure::Switch)?;
+    let params = SwitchParams::new(&plan, &mem, &layout).map_err(Failure::Switch)?;
     if x86_64::instructions::interrupts::are_enabled() {
         return Err(Failure::Layout("RFLAGS.IF", 1));
     }
@@ -326,7 +330,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<
         // SWITCH_MARK is a static of the image.
         let (report, probed) =
             unsafe { fault::relocate_split(&params, &mut mem, &SWITCH_MARK, toggle) }
-                .map_err(Failure::Switch)?;
+                .map_err(Failure::Relocate)?;
         split_probe = Some(probed);
         report
     } else {
@@ -337,7 +341,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u64, stack_base: u64) -> Result<
         // lie in the image. Nothing wrote the page tables since planning, and `l2_xenmap`
         // maps the image's own code, so the code after the CR3 load runs at the same virtual
         // address from the copy.
-        unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Switch)?
+        unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Relocate)?
     };
     let apply_cycles = tsc().wrapping_sub(tsc_apply);
     // First thing after the switch, before any check or print (see `stack`).

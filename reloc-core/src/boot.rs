@@ -6,11 +6,39 @@
 //! [`LoaderInfo`] names that common shape so one target-selection path can serve both
 //! entries. Both types keep their inherent methods of the same names; the trait only adds a
 //! way to be generic over them.
+//!
+//! This module holds what both parsers share (the module record, the capacities, the word
+//! rule) and imports neither parser: `hvm` and `multiboot2` import from here and never from
+//! each other, and each implements [`LoaderInfo`] beside its own type.
 
-use crate::hvm::{BootInfo, BootModule};
-use crate::multiboot2::Multiboot2Info;
 use crate::phys::PhysRange;
 use crate::select::MemoryRegion;
+
+/// Default capacity for memory-map entries in a parsed boot information.
+pub const DEFAULT_MEMMAP_CAPACITY: usize = 128;
+
+/// Default capacity for modules in a parsed boot information.
+pub const DEFAULT_MODULE_CAPACITY: usize = 16;
+
+/// Longest command line (without its NUL) the parsers accept and copy.
+pub const CMDLINE_CAPACITY: usize = 1024;
+
+/// One boot module: where it is and where its command line is (empty when it has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BootModule {
+    /// The module's bytes.
+    pub range: PhysRange,
+    /// Its command line, NUL included (empty when absent).
+    pub cmdline: PhysRange,
+}
+
+impl BootModule {
+    /// A module with no bytes and no command line (the value capacity slots start as).
+    pub const EMPTY: Self = Self {
+        range: PhysRange::new(0, 0),
+        cmdline: PhysRange::new(0, 0),
+    };
+}
 
 /// True when `cmdline` holds `word` as a whitespace-separated token: the one rule both
 /// loaders' `cmdline_has_word` follow.
@@ -41,44 +69,4 @@ pub trait LoaderInfo {
 
     /// Every non-empty range of boot data a relocation target must not overlap.
     fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_;
-}
-
-impl<const MAP: usize, const MODS: usize> LoaderInfo for BootInfo<MAP, MODS> {
-    const MAX_AVOID_RANGES: usize = BootInfo::<MAP, MODS>::MAX_AVOID_RANGES;
-
-    fn memory_map(&self) -> &[MemoryRegion] {
-        BootInfo::memory_map(self)
-    }
-
-    fn modules(&self) -> &[BootModule] {
-        BootInfo::modules(self)
-    }
-
-    fn cmdline(&self) -> &[u8] {
-        BootInfo::cmdline(self)
-    }
-
-    fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        BootInfo::avoid_ranges(self)
-    }
-}
-
-impl<const MAP: usize, const MODS: usize> LoaderInfo for Multiboot2Info<MAP, MODS> {
-    const MAX_AVOID_RANGES: usize = Multiboot2Info::<MAP, MODS>::MAX_AVOID_RANGES;
-
-    fn memory_map(&self) -> &[MemoryRegion] {
-        Multiboot2Info::memory_map(self)
-    }
-
-    fn modules(&self) -> &[BootModule] {
-        Multiboot2Info::modules(self)
-    }
-
-    fn cmdline(&self) -> &[u8] {
-        Multiboot2Info::cmdline(self)
-    }
-
-    fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        Multiboot2Info::avoid_ranges(self)
-    }
 }

@@ -40,9 +40,11 @@ pub mod phys;
 pub mod plan;
 pub mod select;
 pub mod switch;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
-pub use boot::LoaderInfo;
-pub use hvm::{BootData, BootInfo, BootInfoError, BootModule, HvmStartInfo};
+pub use boot::{BootModule, LoaderInfo};
+pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
 pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
@@ -51,5 +53,7 @@ pub use plan::{
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
 pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};
-pub use switch::{SwitchError, SwitchParams, VirtualLayout};
+pub use switch::{
+    DirectMapped, RelocateError, SimulatedDirectMap, SwitchError, SwitchParams, VirtualLayout,
+};
 pub use x86_64::PhysAddr;

@@ -17,10 +17,22 @@
 //!
 //! # Nothing to get wrong
 //! [`SwitchParams`] can only be built by [`SwitchParams::new`], which borrows the [`Plan`],
-//! checks the virtual layout against the tables the plan validated, and records the
-//! directmap it was checked for. [`relocate`] takes those parameters and the [`DirectMap`]
-//! it will write through, refuses a different directmap or a stack pointer outside the
-//! stack, and only then starts the copy: from there on nothing can fail.
+//! checks the virtual layout against the tables the plan validated (the image start and the
+//! whole stack, leaf by leaf), and records the directmap it was checked for; it fails with a
+//! [`SwitchError`]. [`relocate`] takes those parameters and the [`DirectMap`] it will write
+//! through, refuses a different directmap or a stack pointer outside the stack with a
+//! [`RelocateError`], and only then starts the copy: from there on nothing can fail.
+//!
+//! ```no_run
+//! # fn boot(plan: &reloc_core::Plan, directmap: &mut reloc_core::DirectMap<'_>,
+//! #         layout: &reloc_core::VirtualLayout) -> Result<(), reloc_core::switch::SwitchError> {
+//! use reloc_core::switch::{self, SwitchParams};
+//! let params = SwitchParams::new(plan, directmap, layout)?;
+//! // SAFETY (in a real boot path): ring 0, interrupts off, one CPU; see `relocate`.
+//! let report = unsafe { switch::relocate(&params, directmap) };
+//! # let _ = report;
+//! # Ok(()) }
+//! ```
 
 use core::fmt;
 
@@ -28,10 +40,11 @@ use x86_64::PhysAddr;
 
 use crate::paging::VirtAddr;
 
-use crate::phys::{DirectMapLayout, PhysMemory, PhysRange};
-use crate::plan::{Plan, DEFAULT_MAX_TABLES};
+use crate::paging::PagingMode;
+use crate::phys::{DirectMap, DirectMapLayout, PhysMemory, PhysRange};
 #[cfg(target_arch = "x86_64")]
-use crate::{phys::DirectMap, plan::ApplyReport};
+use crate::plan::ApplyReport;
+use crate::plan::{Plan, DEFAULT_MAX_TABLES};
 
 /// Where the running image and its stack live in the virtual address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,8 +58,10 @@ pub struct VirtualLayout {
     pub stack_top: VirtAddr,
 }
 
-/// Why switch parameters, or the switch itself, were refused. Memory is untouched.
+/// Why [`SwitchParams::new`] refused a virtual layout or a directmap. It only reads: memory
+/// is untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SwitchError {
     /// The stack `[stack_bottom, stack_top)` is empty, or not inside the image's virtual
     /// range (the stack must move with the image).
@@ -61,11 +76,23 @@ pub enum SwitchError {
         /// The stack as given.
         stack: (VirtAddr, VirtAddr),
     },
-    /// Once the tables are switched, `virt` would not translate to its place in the copy:
-    /// the virtual layout does not describe the image these tables map (a wrong
-    /// `image_start`), or the address is not mapped by an image map that moves.
+    /// Once the tables are switched, the image's first byte would not translate to its place
+    /// in the copy: the virtual layout does not describe the image these tables map (a wrong
+    /// `image_start`), or the image is not mapped there by an image map that moves.
     LayoutMismatch {
-        /// The virtual address checked (the image start, or the stack's last qword).
+        /// The virtual address checked (the image start).
+        virt: VirtAddr,
+        /// Where it must translate after the switch.
+        expected: PhysAddr,
+        /// Where it would translate (`None`: not mapped by the validated tables).
+        found: Option<PhysAddr>,
+    },
+    /// Once the tables are switched, this stack address would not translate to the place in
+    /// the copy where the stack re-copy writes it (`stack address + stack_copy_offset` in the
+    /// directmap): a leaf under part of the stack maps another page of the image, or does
+    /// not move. A value spilled there in the critical region would be lost.
+    StackMismatch {
+        /// The first byte of the stack piece (one leaf's share of the stack) that is wrong.
         virt: VirtAddr,
         /// Where it must translate after the switch.
         expected: PhysAddr,
@@ -87,27 +114,22 @@ pub enum SwitchError {
         /// The stack's physical range (old image).
         stack: PhysRange,
     },
-    /// A virtual address of the layout or the directmap is not canonical in the plan's
-    /// paging mode.
+    /// A virtual address of the layout or the directmap's start is not canonical in the
+    /// plan's paging mode.
     NonCanonical {
         /// The address.
         virt: VirtAddr,
     },
-    /// [`relocate`] was given a directmap other than the one the parameters were checked
-    /// for.
-    DirectMapMismatch {
-        /// The layout the parameters were checked for.
-        expected: DirectMapLayout,
-        /// The layout of the directmap given.
-        found: DirectMapLayout,
-    },
-    /// The stack pointer at [`relocate`] is not inside the stack (or not 8-byte aligned): the
-    /// re-copy `[rsp, stack_top)` would miss live frames or run backwards.
-    RspOutsideStack {
-        /// `rsp` as read.
-        rsp: u64,
-        /// The stack as validated.
-        stack: (VirtAddr, VirtAddr),
+    /// The directmap's alias of a range apply reads or writes (the old image, or the
+    /// destination) is not canonical in the plan's paging mode: it crosses the canonical
+    /// hole (or starts in it), so apply would fault on its first access there.
+    DirectMapAliasNonCanonical {
+        /// The physical range (the old image or the destination).
+        range: PhysRange,
+        /// Its alias in the directmap, `[start, end)`.
+        alias: (VirtAddr, u64),
+        /// The first non-canonical address of the alias.
+        virt: VirtAddr,
     },
 }
 
@@ -135,14 +157,24 @@ impl fmt::Display for SwitchError {
             } => {
                 write!(
                     f,
-                    "after the switch {:#x} must translate to {:#x} in the copy, but ",
+                    "after the switch the image start {:#x} must translate to {:#x} in the copy, but ",
                     virt.as_u64(),
                     expected.as_u64()
                 )?;
-                match found {
-                    Some(found) => write!(f, "would translate to {:#x}", found.as_u64()),
-                    None => f.write_str("is not mapped by the validated tables"),
-                }
+                write_found(f, found)
+            }
+            SwitchError::StackMismatch {
+                virt,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "after the switch the stack address {:#x} must translate to {:#x}, where the stack re-copy writes it, but ",
+                    virt.as_u64(),
+                    expected.as_u64()
+                )?;
+                write_found(f, found)
             }
             SwitchError::DestinationOutsideDirectMap {
                 destination,
@@ -159,7 +191,51 @@ impl fmt::Display for SwitchError {
             SwitchError::NonCanonical { virt } => {
                 write!(f, "virtual address {virt:#x} is not canonical")
             }
-            SwitchError::DirectMapMismatch { expected, found } => write!(
+            SwitchError::DirectMapAliasNonCanonical { range, alias, virt } => write!(
+                f,
+                "the directmap alias [{:#x}, {:#x}) of {range} is not canonical from {virt:#x}",
+                alias.0.as_u64(),
+                alias.1
+            ),
+        }
+    }
+}
+
+fn write_found(f: &mut fmt::Formatter<'_>, found: Option<PhysAddr>) -> fmt::Result {
+    match found {
+        Some(found) => write!(f, "would translate to {:#x}", found.as_u64()),
+        None => f.write_str("is not mapped by the validated tables"),
+    }
+}
+
+impl core::error::Error for SwitchError {}
+
+/// Why [`relocate`] refused to start, before its first write: memory is untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RelocateError {
+    /// [`relocate`] was given a directmap other than the one the parameters were checked
+    /// for.
+    DirectMapMismatch {
+        /// The layout the parameters were checked for.
+        expected: DirectMapLayout,
+        /// The layout of the directmap given.
+        found: DirectMapLayout,
+    },
+    /// The stack pointer at [`relocate`] is not inside the stack (or not 8-byte aligned): the
+    /// re-copy `[rsp, stack_top)` would miss live frames or run backwards.
+    RspOutsideStack {
+        /// `rsp` as read.
+        rsp: u64,
+        /// The stack as validated.
+        stack: (VirtAddr, VirtAddr),
+    },
+}
+
+impl fmt::Display for RelocateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RelocateError::DirectMapMismatch { expected, found } => write!(
                 f,
                 "directmap of {} at {:#x} is not the one checked ({} at {:#x})",
                 found.window,
@@ -167,7 +243,7 @@ impl fmt::Display for SwitchError {
                 expected.window,
                 expected.virt_start.as_u64()
             ),
-            SwitchError::RspOutsideStack { rsp, stack } => write!(
+            RelocateError::RspOutsideStack { rsp, stack } => write!(
                 f,
                 "rsp {rsp:#x} is not an aligned address in the stack [{:#x}, {:#x}]",
                 stack.0.as_u64(),
@@ -177,7 +253,58 @@ impl fmt::Display for SwitchError {
     }
 }
 
-impl core::error::Error for SwitchError {}
+impl core::error::Error for RelocateError {}
+
+/// Physical memory as the switch sees it: the memory the tables are read through, and the
+/// layout of the directmap the copy will be written through.
+///
+/// [`DirectMap`] is both (its [`DirectMap::layout`]). A simulator, whose memory is not a real
+/// directmap but which simulates one at some virtual address, wraps its memory in a
+/// [`SimulatedDirectMap`].
+pub trait DirectMapped {
+    /// The memory planning read.
+    type Memory: PhysMemory + ?Sized;
+    /// The memory, to read the page tables through.
+    fn memory(&self) -> &Self::Memory;
+    /// Where the directmap puts that memory in the virtual address space.
+    fn directmap_layout(&self) -> DirectMapLayout;
+}
+
+impl DirectMapped for DirectMap<'_> {
+    type Memory = Self;
+    fn memory(&self) -> &Self {
+        self
+    }
+    fn directmap_layout(&self) -> DirectMapLayout {
+        self.layout()
+    }
+}
+
+/// Memory that is not reached through a real directmap, described by the directmap a
+/// simulated CPU would use (reloc-sim's machine, a test's buffer with another layout).
+/// [`relocate`] still compares the layout with that of the real [`DirectMap`] it is given.
+#[derive(Clone, Copy, Debug)]
+pub struct SimulatedDirectMap<'m, M: ?Sized> {
+    memory: &'m M,
+    layout: DirectMapLayout,
+}
+
+impl<'m, M: PhysMemory + ?Sized> SimulatedDirectMap<'m, M> {
+    /// `memory`, seen through a directmap laid out as `layout`.
+    pub fn new(memory: &'m M, layout: DirectMapLayout) -> Self {
+        Self { memory, layout }
+    }
+}
+
+impl<M: PhysMemory + ?Sized> DirectMapped for SimulatedDirectMap<'_, M> {
+    type Memory = M;
+    fn memory(&self) -> &M {
+        self.memory
+    }
+    fn directmap_layout(&self) -> DirectMapLayout {
+        self.layout
+    }
+}
 
 /// Validated inputs of the switch, computed before the critical region so that nothing in it
 /// can fail.
@@ -187,12 +314,13 @@ impl core::error::Error for SwitchError {}
 /// always means:
 /// - it belongs to exactly one [`Plan`], which it borrows: no other plan can be applied with
 ///   it;
-/// - the image's first byte and the stack's last qword translate, through the tables the plan
-///   validated and as they will be after the move, to their places in the copy;
+/// - the image's first byte and every byte of the stack translate, through the tables the
+///   plan validated and as they will be after the move, to their places in the copy;
 /// - the stack `[stack_bottom, stack_top)` is 8-byte aligned, inside the image, and shares
 ///   no byte with a planned page table;
-/// - the destination lies in the directmap recorded here, and the stack's alias in the copy
-///   is `stack address + stack_copy_offset` in that directmap.
+/// - the destination lies in the directmap recorded here, the directmap's aliases of the old
+///   image and the destination are canonical, and the stack's alias in the copy is
+///   `stack address + stack_copy_offset` in that directmap.
 ///
 /// A struct literal cannot forge one:
 /// ```compile_fail
@@ -216,14 +344,29 @@ pub struct SwitchParams<'p, const N: usize = DEFAULT_MAX_TABLES> {
 }
 
 impl<'p, const N: usize> SwitchParams<'p, N> {
-    /// Checks `layout` against `plan`, reading the tables through `mem`, for a switch that
-    /// writes the copy through the directmap described by `directmap`. Reads only.
-    pub fn new<M: PhysMemory + ?Sized>(
+    /// Checks `layout` against `plan` for a switch that writes the copy through `directmap`:
+    /// the tables are read through its memory, and its layout is recorded (the one
+    /// [`relocate`] must be given). Reads only.
+    ///
+    /// Checked, in this order, each refusal typed ([`SwitchError`]):
+    /// - the layout's addresses and the directmap's start are canonical in the plan's paging
+    ///   mode;
+    /// - the stack is non-empty, inside the image's virtual range and 8-byte aligned;
+    /// - after the move, the image's first byte translates to the copy's first byte, and every
+    ///   byte of the stack to its place in the copy: the stack is walked leaf by leaf, its
+    ///   bottom and every leaf boundary it crosses;
+    /// - the destination lies in the directmap window, and the directmap's alias of the old
+    ///   image and of the destination (all apply and the re-copy touch) is canonical;
+    /// - the stack shares no byte with a planned page table.
+    ///
+    /// Stack use: a few hundred bytes (no buffer).
+    pub fn new<D: DirectMapped + ?Sized>(
         plan: &'p Plan<N>,
-        mem: &M,
-        directmap: DirectMapLayout,
+        directmap: &D,
         layout: &VirtualLayout,
     ) -> Result<Self, SwitchError> {
+        let mem = directmap.memory();
+        let directmap = directmap.directmap_layout();
         let image = plan.old_image();
         let stack = (layout.stack_bottom, layout.stack_top);
         let mode = plan.paging();
@@ -251,15 +394,33 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
         // In the old image: the stack is `bottom - image_virt` bytes into it.
         let to_phys = |virt: u64| image.start + (virt - image_virt);
         let new_image = plan.new_image();
-        for virt in [image_virt, top - 8] {
-            let expected = new_image.start + (virt - image_virt);
+        // Where `virt` (in the image's virtual range) must translate after the move.
+        let expected = |virt: u64| new_image.start + (virt - image_virt);
+        let found = plan.translation_after_move(mem, image_virt);
+        if found.map(|(phys, _)| phys) != Some(expected(image_virt)) {
+            return Err(SwitchError::LayoutMismatch {
+                virt: layout.image_start,
+                expected: PhysAddr::new_truncate(expected(image_virt)),
+                found: found.map(|(phys, _)| PhysAddr::new_truncate(phys)),
+            });
+        }
+        // The re-copy writes every stack qword at its directmap alias in the copy, so every
+        // byte of the stack must translate there after the switch. A leaf translates
+        // linearly, so checking the first stack byte of each leaf checks them all.
+        let mut virt = bottom;
+        loop {
             let found = plan.translation_after_move(mem, virt);
-            if found != Some(expected) {
-                return Err(SwitchError::LayoutMismatch {
+            let Some((phys, leaf_size)) = found.filter(|&(phys, _)| phys == expected(virt)) else {
+                return Err(SwitchError::StackMismatch {
                     virt: VirtAddr::new(virt),
-                    expected: PhysAddr::new_truncate(expected),
-                    found: found.map(PhysAddr::new_truncate),
+                    expected: PhysAddr::new_truncate(expected(virt)),
+                    found: found.map(|(phys, _)| PhysAddr::new_truncate(phys)),
                 });
+            };
+            debug_assert_eq!(phys, expected(virt));
+            match (virt | (leaf_size - 1)).checked_add(1) {
+                Some(next_leaf) if next_leaf < top => virt = next_leaf,
+                _ => break,
             }
         }
         if !directmap.covers(new_image) {
@@ -267,6 +428,12 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
                 destination: new_image,
                 window: directmap.window,
             });
+        }
+        // `DirectMap::new`'s contract promises a mapped alias; what the engine can check is
+        // that the alias of everything it touches is canonical, so that a broken promise
+        // there cannot fault inside the critical region.
+        for range in [image, new_image] {
+            check_alias_canonical(&directmap, range, mode)?;
         }
         let stack_phys = PhysRange::new(to_phys(bottom), to_phys(top));
         if let Some(table) = plan
@@ -279,9 +446,7 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
             });
         }
         // `covers` checked the alias of the whole destination exists.
-        let bottom_alias = directmap
-            .virt_of(new_image.start + (bottom - image_virt))
-            .unwrap_or(0);
+        let bottom_alias = directmap.virt_of(expected(bottom)).unwrap_or(0);
         Ok(Self {
             plan,
             directmap,
@@ -318,12 +483,12 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
 
     /// `Ok` when `rsp` is an 8-byte-aligned address in `[stack_bottom, stack_top]`: the
     /// re-copy `[rsp, stack_top)` then covers every live frame and cannot run backwards.
-    pub fn check_rsp(&self, rsp: u64) -> Result<(), SwitchError> {
+    pub fn check_rsp(&self, rsp: u64) -> Result<(), RelocateError> {
         let inside = self.stack_bottom.as_u64() <= rsp && rsp <= self.stack_top.as_u64();
         if inside && rsp.is_multiple_of(8) {
             Ok(())
         } else {
-            Err(SwitchError::RspOutsideStack {
+            Err(RelocateError::RspOutsideStack {
                 rsp,
                 stack: (self.stack_bottom, self.stack_top),
             })
@@ -331,11 +496,45 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     }
 }
 
+/// Checks that the directmap's alias of `range` (which lies in its window, and whose alias
+/// does not wrap) is canonical in `mode`: both ends canonical and in the same half, since
+/// the canonical hole lies between the halves.
+fn check_alias_canonical(
+    directmap: &DirectMapLayout,
+    range: PhysRange,
+    mode: PagingMode,
+) -> Result<(), SwitchError> {
+    let (Some(start), Some(last)) = (
+        directmap.virt_of(range.start),
+        directmap.virt_of(range.end - 1),
+    ) else {
+        // Not wholly in the window: the destination's window check names that, and the old
+        // image is in a real directmap's window (planning read it through it).
+        return Ok(());
+    };
+    let start_ok = mode.is_canonical(VirtAddr::new(start));
+    if start_ok && mode.is_canonical(VirtAddr::new(last)) && (start >> 63) == (last >> 63) {
+        return Ok(());
+    }
+    // The lower half ends at 2^(virt_bits - 1); a start in the lower half is followed by the
+    // hole there.
+    let first_bad = if start_ok {
+        1u64 << (mode.virt_bits() - 1)
+    } else {
+        start
+    };
+    Err(SwitchError::DirectMapAliasNonCanonical {
+        range,
+        alias: (VirtAddr::new(start), last.saturating_add(1)),
+        virt: VirtAddr::new(first_bad),
+    })
+}
+
 /// Applies the plan and switches to the copy: the whole critical region in one call.
 ///
 /// Before the first write it checks that `mem` is the directmap `params` were validated for
-/// ([`SwitchError::DirectMapMismatch`]) and that `rsp` lies in the stack
-/// ([`SwitchError::RspOutsideStack`]): the last fallible steps, both before any write, so an
+/// ([`RelocateError::DirectMapMismatch`]) and that `rsp` lies in the stack
+/// ([`RelocateError::RspOutsideStack`]): the last fallible steps, both before any write, so an
 /// `Err` leaves memory untouched. From the copy on, nothing can fail. Returns on the new copy,
 /// at the same virtual addresses, with the stack as it was.
 ///
@@ -358,7 +557,7 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
 pub unsafe fn relocate<const N: usize>(
     params: &SwitchParams<'_, N>,
     mem: &mut DirectMap<'_>,
-) -> Result<ApplyReport, SwitchError> {
+) -> Result<ApplyReport, RelocateError> {
     // A compiler barrier, as Xen's `barrier()` before its copy: every store the caller made
     // (to a static, say) reaches memory before the copy reads it, instead of being moved past
     // the copy and lost with the old image.
@@ -366,7 +565,7 @@ pub unsafe fn relocate<const N: usize>(
     // writing all memory, which is the point.
     unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
     if mem.layout() != params.directmap {
-        return Err(SwitchError::DirectMapMismatch {
+        return Err(RelocateError::DirectMapMismatch {
             expected: params.directmap,
             found: mem.layout(),
         });

@@ -1,13 +1,14 @@
 //! `SwitchParams` and `relocate`'s refusals: every one before the first write, each typed.
-//! Each of these layouts was accepted before the switch validated its layout (issue 9).
+//! Each of these layouts was accepted before the switch validated its layout (issue 9), or
+//! before it walked the whole stack and the directmap's whole alias (issue 19, item 3).
 #![cfg(not(miri))]
 
 mod common;
 
 use common::*;
 use reloc_core::{
-    DirectMapLayout, PagingMode, PhysAddr, PhysRange, Plan, RelocationRequest, SwitchError,
-    SwitchParams, VirtAddr, VirtualLayout,
+    DirectMapLayout, PagingMode, PhysAddr, PhysRange, Plan, RelocateError, RelocationRequest,
+    SimulatedDirectMap, SwitchError, SwitchParams, VirtAddr, VirtualLayout,
 };
 
 const MEM: u64 = 48 * MIB;
@@ -57,6 +58,29 @@ impl Fixture {
     fn directmap(&mut self) -> DirectMapLayout {
         self.mem.directmap().layout()
     }
+
+    /// `SwitchParams::new` through the test memory's own directmap.
+    fn params<'p>(
+        &mut self,
+        plan: &'p Plan,
+        layout: &VirtualLayout,
+    ) -> Result<SwitchParams<'p>, SwitchError> {
+        SwitchParams::new(plan, &self.mem.directmap(), layout)
+    }
+
+    /// `SwitchParams::new` reading the test memory, for a directmap laid out as `directmap`.
+    fn params_with<'p>(
+        &mut self,
+        plan: &'p Plan,
+        directmap: DirectMapLayout,
+        layout: &VirtualLayout,
+    ) -> Result<SwitchParams<'p>, SwitchError> {
+        SwitchParams::new(
+            plan,
+            &SimulatedDirectMap::new(&self.mem.directmap(), directmap),
+            layout,
+        )
+    }
 }
 
 fn layout(stack: (u64, u64)) -> VirtualLayout {
@@ -72,8 +96,7 @@ fn stack_is_re_copied_to_its_alias_in_the_copy() {
     let mut f = fixture();
     let plan = f.plan();
     let dm = f.directmap();
-    let params = SwitchParams::new(&plan, &f.mem.clone().directmap(), dm, &layout(STACK))
-        .expect("valid layout");
+    let params = f.params(&plan, &layout(STACK)).expect("valid layout");
     // A stack qword at virtual v lands at the directmap alias of its new physical address.
     let v = STACK.1 - 8;
     let new_phys = NEW_BASE + (v - XEN_VIRT_START);
@@ -89,7 +112,6 @@ fn stack_is_re_copied_to_its_alias_in_the_copy() {
 fn image_start_two_mib_off_is_a_layout_mismatch() {
     let mut f = fixture();
     let plan = f.plan();
-    let dm = f.directmap();
     // The image linked 2 MiB higher than it is mapped: the stack re-copy used to land 2 MiB
     // off inside the destination.
     let wrong = VirtualLayout {
@@ -97,7 +119,7 @@ fn image_start_two_mib_off_is_a_layout_mismatch() {
         stack_bottom: va(XEN_VIRT_START + 2 * MIB),
         stack_top: va(XEN_VIRT_START + 2 * MIB + 0x8000),
     };
-    let err = SwitchParams::new(&plan, &f.mem.clone().directmap(), dm, &wrong).unwrap_err();
+    let err = f.params(&plan, &wrong).unwrap_err();
     assert_eq!(
         err,
         SwitchError::LayoutMismatch {
@@ -113,7 +135,6 @@ fn image_start_two_mib_off_is_a_layout_mismatch() {
 fn image_start_mapped_by_a_leaf_that_does_not_move_is_a_layout_mismatch() {
     let mut f = fixture();
     let plan = f.plan();
-    let dm = f.directmap();
     // The identity bootmap maps the image too, with leaves that stay: running there, the
     // code would keep executing the old copy after the switch.
     let identity = VirtualLayout {
@@ -122,7 +143,7 @@ fn image_start_mapped_by_a_leaf_that_does_not_move_is_a_layout_mismatch() {
         stack_top: va(IMAGE_START + 0x8000),
     };
     assert_eq!(
-        SwitchParams::new(&plan, &f.mem.clone().directmap(), dm, &identity).unwrap_err(),
+        f.params(&plan, &identity).unwrap_err(),
         SwitchError::LayoutMismatch {
             virt: va(IMAGE_START),
             expected: pa(NEW_BASE),
@@ -141,7 +162,7 @@ fn destination_outside_the_directmap_window_is_refused() {
         ..real
     };
     assert_eq!(
-        SwitchParams::new(&plan, &f.mem.clone().directmap(), small, &layout(STACK)).unwrap_err(),
+        f.params_with(&plan, small, &layout(STACK)).unwrap_err(),
         SwitchError::DestinationOutsideDirectMap {
             destination: PhysRange::new(NEW_BASE, NEW_BASE + IMAGE_LEN),
             window: PhysRange::new(0, 16 * MIB),
@@ -153,7 +174,7 @@ fn destination_outside_the_directmap_window_is_refused() {
         ..real
     };
     assert!(matches!(
-        SwitchParams::new(&plan, &f.mem.clone().directmap(), wrapping, &layout(STACK)),
+        f.params_with(&plan, wrapping, &layout(STACK)),
         Err(SwitchError::DestinationOutsideDirectMap { .. })
     ));
 }
@@ -162,12 +183,11 @@ fn destination_outside_the_directmap_window_is_refused() {
 fn stack_overlapping_a_page_table_is_refused() {
     let mut f = fixture();
     let plan = f.plan();
-    let dm = f.directmap();
     // The tables start 1 MiB into the image: a stack across that boundary would re-copy old
     // entries over the rebased ones.
     let stack = (XEN_VIRT_START + MIB - 0x1000, XEN_VIRT_START + MIB + 0x1000);
     assert_eq!(
-        SwitchParams::new(&plan, &f.mem.clone().directmap(), dm, &layout(stack)).unwrap_err(),
+        f.params(&plan, &layout(stack)).unwrap_err(),
         SwitchError::StackOverlapsTable {
             table: pa(f.top),
             stack: PhysRange::new(IMAGE_START + MIB - 0x1000, IMAGE_START + MIB + 0x1000),
@@ -179,8 +199,6 @@ fn stack_overlapping_a_page_table_is_refused() {
 fn stack_outside_the_image_or_misaligned_is_refused() {
     let mut f = fixture();
     let plan = f.plan();
-    let dm = f.directmap();
-    let mem = f.mem.clone();
     for stack in [
         (STACK.0, STACK.0),
         (STACK.1, STACK.0),
@@ -189,7 +207,7 @@ fn stack_outside_the_image_or_misaligned_is_refused() {
     ] {
         assert!(
             matches!(
-                SwitchParams::new(&plan, &mem.clone().directmap(), dm, &layout(stack)),
+                f.params(&plan, &layout(stack)),
                 Err(SwitchError::StackOutsideImage { .. })
             ),
             "{stack:x?}"
@@ -197,7 +215,7 @@ fn stack_outside_the_image_or_misaligned_is_refused() {
     }
     let odd = (STACK.0, STACK.1 - 4);
     assert_eq!(
-        SwitchParams::new(&plan, &mem.clone().directmap(), dm, &layout(odd)).unwrap_err(),
+        f.params(&plan, &layout(odd)).unwrap_err(),
         SwitchError::StackMisaligned {
             stack: (va(odd.0), va(odd.1))
         }
@@ -208,13 +226,12 @@ fn stack_outside_the_image_or_misaligned_is_refused() {
 fn rsp_above_the_stack_top_or_below_its_bottom_is_refused() {
     let mut f = fixture();
     let plan = f.plan();
-    let dm = f.directmap();
-    let params = SwitchParams::new(&plan, &f.mem.clone().directmap(), dm, &layout(STACK)).unwrap();
+    let params = f.params(&plan, &layout(STACK)).unwrap();
     // rsp > stack_top used to wrap the `rep movsq` count.
     for rsp in [STACK.1 + 8, STACK.0 - 8, STACK.1 - 4, 0, u64::MAX] {
         assert_eq!(
             params.check_rsp(rsp),
-            Err(SwitchError::RspOutsideStack {
+            Err(RelocateError::RspOutsideStack {
                 rsp,
                 stack: (va(STACK.0), va(STACK.1))
             })
@@ -236,11 +253,11 @@ fn relocate_refuses_another_directmap_or_a_foreign_rsp_with_memory_untouched() {
     let plan = f.plan();
     let dm = f.directmap();
     let before = f.mem.clone();
-    let params = SwitchParams::new(&plan, &before.clone().directmap(), dm, &layout(STACK)).unwrap();
+    let params = f.params(&plan, &layout(STACK)).unwrap();
 
     let mut other = before.clone();
     let mut other_dm = other.directmap();
-    let expected = SwitchError::DirectMapMismatch {
+    let expected = RelocateError::DirectMapMismatch {
         expected: dm,
         found: other_dm.layout(),
     };
@@ -254,8 +271,132 @@ fn relocate_refuses_another_directmap_or_a_foreign_rsp_with_memory_untouched() {
     // rsp check, before reading CR3 and before any write.
     let result = unsafe { relocate(&params, &mut own_dm) };
     assert!(
-        matches!(result, Err(SwitchError::RspOutsideStack { .. })),
+        matches!(result, Err(RelocateError::RspOutsideStack { .. })),
         "{result:?}"
     );
     assert!(f.mem == before, "a refused relocate wrote memory");
+}
+
+/// Issue 19, item 3: image-map leaf 1 maps the image's physical page 2 (inside its footprint,
+/// so planning accepts it). A stack whose ends lie in leaves 0 and 2 translates correctly
+/// at both ends, but its middle, under leaf 1, would translate 2 MiB away from where the
+/// re-copy writes it. The switch used to check only the image start and the stack's last
+/// qword, and accepted this.
+#[test]
+fn stack_crossing_a_leaf_that_maps_another_page_is_refused() {
+    let mut f = fixture();
+    let l2_xenmap = f.maps[0].as_u64();
+    let leaf1 = f.mem.entry(l2_xenmap, 1);
+    let page2 = IMAGE_START + 4 * MIB;
+    f.mem
+        .set_entry(l2_xenmap, 1, (leaf1 & !0x000f_ffff_ffe0_0000) | page2);
+    let plan = f.plan();
+    let before = f.mem.clone();
+    // Bottom in leaf 0, top in leaf 2: both ends are right, the middle is not.
+    let across = (
+        XEN_VIRT_START + 2 * MIB - 0x1000,
+        XEN_VIRT_START + 4 * MIB + 0x1000,
+    );
+    let err = f.params(&plan, &layout(across)).unwrap_err();
+    assert_eq!(
+        err,
+        SwitchError::StackMismatch {
+            virt: va(XEN_VIRT_START + 2 * MIB),
+            expected: pa(NEW_BASE + 2 * MIB),
+            found: Some(pa(NEW_BASE + 4 * MIB)),
+        }
+    );
+    assert!(err.to_string().contains("0xffff82d040200000"), "{err}");
+    // The bottom itself is checked: a stack starting under leaf 1 and ending under leaf 2.
+    let from_leaf1 = (
+        XEN_VIRT_START + 4 * MIB - 0x1000,
+        XEN_VIRT_START + 4 * MIB + 0x1000,
+    );
+    assert_eq!(
+        f.params(&plan, &layout(from_leaf1)).unwrap_err(),
+        SwitchError::StackMismatch {
+            virt: va(from_leaf1.0),
+            expected: pa(NEW_BASE + 4 * MIB - 0x1000),
+            found: Some(pa(NEW_BASE + 6 * MIB - 0x1000)),
+        }
+    );
+    // Within leaf 2 alone the stack is right.
+    let in_leaf2 = (XEN_VIRT_START + 4 * MIB, XEN_VIRT_START + 4 * MIB + 0x1000);
+    assert!(f.params(&plan, &layout(in_leaf2)).is_ok());
+    assert!(f.mem == before, "SwitchParams::new wrote memory");
+}
+
+/// A stack whose upper part is not mapped by the image map is refused at the first byte of
+/// that part, though its bottom and the image start are mapped right.
+#[test]
+fn stack_under_a_leaf_that_does_not_move_is_refused() {
+    let mut f = fixture();
+    let l2_xenmap = f.maps[0].as_u64();
+    // Image-map leaf 2 unmapped: the stack's upper half has no translation after the move.
+    f.mem.set_entry(l2_xenmap, 2, 0);
+    let plan = f.plan();
+    let stack = (
+        XEN_VIRT_START + 4 * MIB - 0x1000,
+        XEN_VIRT_START + 4 * MIB + 0x1000,
+    );
+    assert_eq!(
+        f.params(&plan, &layout(stack)).unwrap_err(),
+        SwitchError::StackMismatch {
+            virt: va(XEN_VIRT_START + 4 * MIB),
+            expected: pa(NEW_BASE + 4 * MIB),
+            found: None,
+        }
+    );
+}
+
+/// Issue 19, item 3: the directmap's start is canonical, but its alias of the destination
+/// crosses the canonical hole; apply would fault in the middle of the copy. Refused before
+/// the first write with the first non-canonical address named.
+#[test]
+fn directmap_alias_crossing_the_canonical_hole_is_refused() {
+    let mut f = fixture();
+    let plan = f.plan();
+    let before = f.mem.clone();
+    let hole = 1u64 << 47;
+    // Physical 0 at 2^47 - 33 MiB: the old image (2-8 MiB) aliases below the hole, the
+    // destination (32-38 MiB) runs from 2^47 - 1 MiB into it.
+    let crossing = DirectMapLayout {
+        virt_start: va(hole - 33 * MIB),
+        window: PhysRange::new(0, MEM),
+    };
+    let err = f.params_with(&plan, crossing, &layout(STACK)).unwrap_err();
+    assert_eq!(
+        err,
+        SwitchError::DirectMapAliasNonCanonical {
+            range: PhysRange::new(NEW_BASE, NEW_BASE + IMAGE_LEN),
+            alias: (va(hole - MIB), hole - MIB + IMAGE_LEN),
+            virt: va(hole),
+        }
+    );
+    assert!(err.to_string().contains("0x800000000000"), "{err}");
+    // The directmap's start is canonical, the old image's alias (read by the copy) starts in
+    // the hole.
+    let old_in_hole = DirectMapLayout {
+        virt_start: va(0x7fff_ffff_f000),
+        window: PhysRange::new(0, MEM),
+    };
+    assert_eq!(
+        f.params_with(&plan, old_in_hole, &layout(STACK))
+            .unwrap_err(),
+        SwitchError::DirectMapAliasNonCanonical {
+            range: PhysRange::new(IMAGE_START, IMAGE_START + IMAGE_LEN),
+            alias: (
+                va(0x7fff_ffff_f000 + IMAGE_START),
+                0x7fff_ffff_f000 + IMAGE_START + IMAGE_LEN
+            ),
+            virt: va(0x7fff_ffff_f000 + IMAGE_START),
+        }
+    );
+    // Ending right below the hole is fine.
+    let below_hole = DirectMapLayout {
+        virt_start: va(hole - 64 * MIB),
+        window: PhysRange::new(0, MEM),
+    };
+    assert!(f.params_with(&plan, below_hole, &layout(STACK)).is_ok());
+    assert!(f.mem == before, "SwitchParams::new wrote memory");
 }

@@ -131,3 +131,11 @@ variant("err-switch-stack-outside-image", "StackOutsideImage", "The stack top li
 variant("err-switch-stack-misaligned", "StackMisaligned", "The stack bottom is not 8-byte aligned.", virt("stack_bottom", "0xffff82d0403ffefc"))
 variant("err-switch-rsp-outside-stack", "RspOutsideStack", "rsp lies below the declared stack: the re-copy from rsp would run over memory that is not stack.", virt("stack_bottom", "0xffff82d0403fff80"))
 variant("err-switch-non-canonical", "NonCanonical", "The directmap base is not a canonical 4-level address.", virt("directmap_base", "0x900000000000"))
+# Issue 19, item 3: refusals of the whole stack and of the directmap's whole alias.
+variant("err-switch-stack-mismatch", "StackMismatch", "A 6 MiB image whose image-map leaf 1 maps physical page 2 (inside the footprint, so planning accepts it). The stack runs from leaf 0 into leaf 2: both ends translate right, but its middle, under leaf 1, would translate 2 MiB away from where the stack re-copy writes it. Only a walk of every leaf the stack crosses sees it.",
+        lambda s: (s.update(image={"start": "0x200000", "end": "0x800000"}),
+                   entry(L2_XEN, 1, 0x600000 | IMAGE_LEAF | NX)(s), entry(L2_XEN, 2, 0x600000 | IMAGE_LEAF)(s),
+                   virt("stack_bottom", "0xffff82d0401ff000")(s), virt("stack_top", "0xffff82d040401000")(s),
+                   virt("rsp", "0xffff82d040400f00")(s)))
+variant("err-switch-directmap-alias-non-canonical", "DirectMapAliasNonCanonical", "The directmap base 2^47 - 18 MiB is canonical, but its alias of the destination [0x1000000, 0x1400000) runs from 2^47 - 2 MiB into the canonical hole: apply would fault in the middle of the copy.",
+        lambda s: (s.update(target="0x1000000"), virt("directmap_base", "0x7ffffee00000")(s)))

@@ -548,7 +548,7 @@ impl Machine {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwitchFault {
     /// reloc-core's `relocate` would have refused (rsp outside the stack).
-    Refused(reloc_core::SwitchError),
+    Refused(reloc_core::RelocateError),
     /// The simulated code faulted.
     Access(AccessFault),
 }

@@ -282,7 +282,10 @@ fn finish(
                 );
             }
             let code = match e {
-                RunError::Select(_) | RunError::Plan(_) | RunError::Switch(_) => EXIT_REJECTED,
+                RunError::Select(_)
+                | RunError::Plan(_)
+                | RunError::Switch(_)
+                | RunError::Relocate(_) => EXIT_REJECTED,
                 RunError::Virtual(_) => EXIT_INPUT,
                 RunError::Access(_) => EXIT_CHECK_FAILED,
             };

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reloc_core::switch::{SwitchError, SwitchParams};
+use reloc_core::switch::{RelocateError, SimulatedDirectMap, SwitchError, SwitchParams};
 use reloc_core::{
     select_target, ApplyReport, Level, MemoryRegion, PhysAddr, PhysRange, Plan, PlanError,
     SelectError, TargetRequest,
@@ -91,8 +91,10 @@ pub enum RunError {
     Select(SelectError),
     /// reloc-core rejected the request.
     Plan(PlanError),
-    /// The virtual layout does not fit the plan, or the switch refused.
+    /// The virtual layout does not fit the plan (`SwitchParams::new` refused).
     Switch(SwitchError),
+    /// The switch refused to start (`relocate`'s checks: the stack pointer).
+    Relocate(RelocateError),
     /// The simulated code faulted.
     Access(AccessFault),
     /// The virtual layout does not hold before the move: bad input, not a finding.
@@ -140,6 +142,7 @@ impl RunError {
             },
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
+            RunError::Relocate(e) => relocate_error_kind(e),
             RunError::Access(_) => "Access",
             RunError::Virtual(_) => "VirtualLayout",
         }
@@ -152,11 +155,23 @@ pub fn switch_error_kind(e: &SwitchError) -> &'static str {
         SwitchError::StackOutsideImage { .. } => "StackOutsideImage",
         SwitchError::StackMisaligned { .. } => "StackMisaligned",
         SwitchError::LayoutMismatch { .. } => "LayoutMismatch",
+        SwitchError::StackMismatch { .. } => "StackMismatch",
         SwitchError::DestinationOutsideDirectMap { .. } => "DestinationOutsideDirectMap",
         SwitchError::StackOverlapsTable { .. } => "StackOverlapsTable",
-        SwitchError::DirectMapMismatch { .. } => "DirectMapMismatch",
         SwitchError::NonCanonical { .. } => "NonCanonical",
-        SwitchError::RspOutsideStack { .. } => "RspOutsideStack",
+        SwitchError::DirectMapAliasNonCanonical { .. } => "DirectMapAliasNonCanonical",
+        // `SwitchError` is non-exhaustive: a variant added later is named by its step.
+        _ => "Switch",
+    }
+}
+
+/// The variant name of a [`RelocateError`].
+pub fn relocate_error_kind(e: &RelocateError) -> &'static str {
+    match e {
+        RelocateError::DirectMapMismatch { .. } => "DirectMapMismatch",
+        RelocateError::RspOutsideStack { .. } => "RspOutsideStack",
+        // Non-exhaustive, as above.
+        _ => "Relocate",
     }
 }
 
@@ -212,6 +227,7 @@ impl fmt::Display for RunError {
             RunError::Select(e) => write!(f, "target selection failed: {e}"),
             RunError::Plan(e) => write!(f, "relocation rejected: {e}"),
             RunError::Switch(e) => write!(f, "switch parameters rejected: {e}"),
+            RunError::Relocate(e) => write!(f, "switch refused: {e}"),
             RunError::Access(e) => write!(f, "simulated code faulted: {e}"),
             RunError::Virtual(e) => write!(f, "bad virtual layout: {e}"),
         }
@@ -368,8 +384,12 @@ pub fn run_planned<const N: usize>(
     // runs in that layout.
     let params = match virt {
         Some(v) => Some(
-            SwitchParams::new(&plan, &machine.mem, v.directmap(), &v.core())
-                .map_err(RunError::Switch)?,
+            SwitchParams::new(
+                &plan,
+                &SimulatedDirectMap::new(&machine.mem, v.directmap()),
+                &v.core(),
+            )
+            .map_err(RunError::Switch)?,
         ),
         None => None,
     };
@@ -470,7 +490,7 @@ pub fn run_planned<const N: usize>(
     let switch = machine
         .switch(&plan, params.as_ref(), options.switch)
         .map_err(|f| match f {
-            SwitchFault::Refused(e) => RunError::Switch(e),
+            SwitchFault::Refused(e) => RunError::Relocate(e),
             SwitchFault::Access(e) => RunError::Access(e),
         })?;
     let critical_writes_rescued = machine
@@ -500,7 +520,7 @@ pub fn run_planned<const N: usize>(
             };
             c.switch(&plan, params.as_ref(), opts)
                 .map_err(|f| match f {
-                    SwitchFault::Refused(e) => RunError::Switch(e),
+                    SwitchFault::Refused(e) => RunError::Relocate(e),
                     SwitchFault::Access(e) => RunError::Access(e),
                 })?;
             Some(check::stale_tlb_entries(&c, request.image).len())

@@ -246,8 +246,7 @@ fn lost_writes_outside_the_stack_are_recorded() {
     let virt = input.virt.unwrap();
     let params = reloc_core::switch::SwitchParams::new(
         &plan,
-        &input.machine.mem,
-        virt.directmap(),
+        &reloc_core::SimulatedDirectMap::new(&input.machine.mem, virt.directmap()),
         &virt.core(),
     )
     .unwrap();

@@ -48,6 +48,8 @@ fn every_scenario_has_its_expected_outcome() {
         "StackMisaligned",
         "RspOutsideStack",
         "NonCanonical",
+        "StackMismatch",
+        "DirectMapAliasNonCanonical",
     ];
     for kind in ["ok"].iter().chain(&PLAN_ERROR_KINDS).chain(&other_kinds) {
         assert!(seen.iter().any(|s| s == kind), "no scenario for {kind}");

@@ -519,12 +519,13 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     /// the old tables before anything is written: every pointer is rebased along with its
     /// table, so the walk is the old one, and only a leaf of an image map (which apply moves)
     /// lands `delta` higher. `None` when `virt` is not mapped, or the walk leaves the tables
-    /// this plan validated.
+    /// this plan validated. Also returns the size of the leaf that maps `virt`: the
+    /// translation is linear up to that leaf's end.
     pub(crate) fn translation_after_move<M: PhysMemory + ?Sized>(
         &self,
         mem: &M,
         virt: u64,
-    ) -> Option<u64> {
+    ) -> Option<(u64, u64)> {
         let mut table = self.top_table.as_u64();
         let mut level = self.paging.top_level();
         loop {
@@ -544,7 +545,7 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                     } else {
                         frame
                     };
-                    return Some(frame | (virt & (size - 1)));
+                    return Some((frame | (virt & (size - 1)), size));
                 }
             }
         }

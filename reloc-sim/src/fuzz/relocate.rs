@@ -16,7 +16,8 @@
 
 use arbitrary::Unstructured;
 use reloc_core::{
-    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SwitchParams, TargetRequest,
+    select_target, MemoryRegion, PagingMode, PhysAddr, PhysRange, Plan, SimulatedDirectMap,
+    SwitchParams, TargetRequest,
 };
 
 use crate::layout::VirtLayout;
@@ -947,7 +948,8 @@ pub fn check(d: &Description) -> Outcome {
     // the running image would not move: the switch must refuse that layout (the code would
     // go on running the old copy). A refused layout runs the relocation without one.
     if let (Some(v), Ok(plan)) = (virt, &planned) {
-        if let Err(e) = SwitchParams::new(plan, &machine.mem, v.directmap(), &v.core()) {
+        let directmap = SimulatedDirectMap::new(&machine.mem, v.directmap());
+        if let Err(e) = SwitchParams::new(plan, &directmap, &v.core()) {
             assert!(!e.to_string().is_empty());
             virt = None;
         }
