@@ -15,6 +15,7 @@ use reloc_core::{
 };
 
 use crate::entry::{ENTRY_MULTIBOOT2, ENTRY_PVH};
+use crate::in_place::InPlace;
 use crate::layout::IMAGE_PHYS;
 use crate::println;
 
@@ -29,16 +30,19 @@ pub const MAX_AVOID_RANGES: usize = {
     }
 };
 
-/// The parsed boot information.
-// Both variants are ~5 KiB (copies of the map and strings) and there is no allocator to box
-// one: the single value lives on the boot stack (`layout::STACK_SIZE`).
-#[allow(clippy::large_enum_variant)]
+/// The parsed boot information, in a static: parsed in place there, never on the stack.
 pub enum Boot {
     /// Through the PVH note.
-    Pvh(BootInfo),
+    Pvh(&'static BootInfo),
     /// Through the multiboot2 header.
-    Multiboot2(Multiboot2Info),
+    Multiboot2(&'static Multiboot2Info),
 }
+
+/// Where `hvm_start_info` is parsed to (`BootInfo::parse_in_place`): about 5 KiB, which the
+/// stack does not have to hold.
+static PVH_INFO: InPlace<BootInfo> = InPlace::new(BootInfo::empty());
+/// Where the multiboot2 MBI is parsed to (`Multiboot2Info::parse_in_place`).
+static MULTIBOOT2_INFO: InPlace<Multiboot2Info> = InPlace::new(Multiboot2Info::empty());
 
 /// Why the boot information was refused.
 pub enum BootError {
@@ -50,6 +54,8 @@ pub enum BootError {
     Multiboot2Magic(u32),
     /// The entry code passed an entry number this code does not know.
     UnknownEntry(u32),
+    /// The boot information was parsed already (its static is taken).
+    ParsedTwice,
 }
 
 impl fmt::Display for BootError {
@@ -62,6 +68,7 @@ impl fmt::Display for BootError {
                 "multiboot2 entry with %eax {eax:#x}, expected {BOOTLOADER_MAGIC:#x}"
             ),
             BootError::UnknownEntry(entry) => write!(f, "unknown entry {entry}"),
+            BootError::ParsedTwice => write!(f, "the boot information was parsed twice"),
         }
     }
 }
@@ -133,7 +140,9 @@ impl Boot {
     }
 
     fn parse_multiboot2<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
-        let info = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
+        let info = MULTIBOOT2_INFO.take().ok_or(BootError::ParsedTwice)?;
+        info.parse_in_place(mem, ebx)
+            .map_err(BootError::Multiboot2)?;
         let text = |bytes| core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
         let mbi = info.mbi_range();
         println!(
@@ -177,7 +186,7 @@ impl Boot {
             println!("boot: mbi-bad-tag-size requested: writing size {size} at {at:#x}");
             poke_u32(mem, at, size);
         }
-        let info = if [
+        if [
             "mbi-no-memmap",
             "mbi-no-meminfo",
             "mbi-bad-tag-size",
@@ -186,21 +195,20 @@ impl Boot {
         .iter()
         .any(|word| info.cmdline_has_word(word))
         {
-            let again = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
-            if let MemoryMapSource::BasicMeminfo { .. } = again.memory_map_source() {
+            info.parse_in_place(mem, ebx)
+                .map_err(BootError::Multiboot2)?;
+            if let MemoryMapSource::BasicMeminfo { .. } = info.memory_map_source() {
                 println!("boot: memory map now from basic meminfo");
             }
-            again
-        } else {
-            info
-        };
+        }
         let boot = Boot::Multiboot2(info);
         boot.print_memory_map();
         Ok(boot)
     }
 
     fn parse_pvh<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
-        let boot = BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
+        let boot = PVH_INFO.take().ok_or(BootError::ParsedTwice)?;
+        boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
         let cmdline = core::str::from_utf8(boot.cmdline()).unwrap_or("<not UTF-8>");
         println!(
             "boot: hvm_start_info v{} flags {:#x} modules {} memmap entries {} cmdline \"{cmdline}\"",
@@ -218,16 +226,14 @@ impl Boot {
                 let addr = u64::from(ebx) + offset;
                 println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
                 poke_u32(mem, addr, value);
-                BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
+                boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
             }
         }
-        let boot = if boot.cmdline_has_word("image-not-ram") {
+        if boot.cmdline_has_word("image-not-ram") {
             let (base, count) = (boot.header.memmap_paddr, boot.header.memmap_entries);
             mark_image_reserved(mem, (0..u64::from(count)).map(|i| base + i * 24));
-            BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?
-        } else {
-            boot
-        };
+            boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
+        }
         let boot = Boot::Pvh(boot);
         boot.print_memory_map();
         Ok(boot)
