@@ -32,8 +32,10 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod boot;
+pub mod error;
 pub mod hvm;
 pub mod multiboot2;
+#[cfg(feature = "notes")]
 pub mod notes;
 pub mod paging;
 pub mod phys;
@@ -44,16 +46,22 @@ pub mod switch;
 pub mod testing;
 
 pub use boot::{BootModule, LoaderInfo};
+pub use error::Error;
 pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
-pub use phys::{DirectMap, DirectMapLayout, MemoryFault, PhysMemory, PhysRange};
+pub use phys::{DirectMap, DirectMapLayout, LentTable, MemoryFault, PhysMemory, PhysRange};
 pub use plan::{
     ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RangeRole,
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
-pub use select::{select_target, MemoryRegion, SelectError, TargetRequest};
+pub use select::{select_target, select_target_for, MemoryRegion, SelectError, TargetRequest};
 pub use switch::{
     DirectMapped, RelocateError, SimulatedDirectMap, SwitchError, SwitchParams, VirtualLayout,
 };
 pub use x86_64::PhysAddr;
+
+/// The `x86_64` crate whose types ([`PhysAddr`]) are part of this crate's API, re-exported so
+/// that a kernel names exactly these types. A breaking `x86_64` release is adopted only in a
+/// breaking reloc-core release.
+pub use x86_64;

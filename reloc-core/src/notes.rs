@@ -435,6 +435,7 @@ impl fmt::Debug for FeatureName {
 
 /// Why an image or one of its notes was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NotesError {
     /// The file does not start with `\x7fELF`.
     NotElf,

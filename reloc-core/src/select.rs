@@ -66,6 +66,7 @@ use core::fmt;
 
 use x86_64::PhysAddr;
 
+use crate::boot::LoaderInfo;
 use crate::paging::SIZE_2M;
 use crate::phys::PhysRange;
 
@@ -132,6 +133,7 @@ impl<'a> TargetRequest<'a> {
 
 /// Why no target was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SelectError {
     /// Nothing to place.
     EmptyImage,
@@ -170,14 +172,22 @@ impl fmt::Display for SelectError {
 
 impl core::error::Error for SelectError {}
 
-/// The map and the avoided ranges, read in place.
-struct Layout<'m, 'a> {
+/// The map and the avoided ranges, read in place: `avoid` yields the avoided ranges afresh
+/// each time it is called (a slice's, or a loader's boot data and the image), so that no list
+/// of them is ever built.
+struct Layout<'m, F> {
     map: &'m [MemoryRegion],
-    avoid: &'a [PhysRange],
+    avoid: F,
 }
 
-impl Layout<'_, '_> {
-    fn ram(&self) -> impl Iterator<Item = PhysRange> + '_ {
+// The iterators below borrow `self` and name `A` (their closures are generic over it); the
+// precise captures (`use<..>`) say so without requiring `A` to outlive the borrow.
+impl<'m, F, A> Layout<'m, F>
+where
+    F: Fn() -> A,
+    A: Iterator<Item = PhysRange>,
+{
+    fn ram(&self) -> impl Iterator<Item = PhysRange> + use<'_, 'm, F, A> {
         self.map
             .iter()
             .filter(|r| r.is_ram())
@@ -185,7 +195,7 @@ impl Layout<'_, '_> {
             .filter(|r| !r.is_empty())
     }
 
-    fn non_ram(&self) -> impl Iterator<Item = PhysRange> + '_ {
+    fn non_ram(&self) -> impl Iterator<Item = PhysRange> + use<'_, 'm, F, A> {
         self.map
             .iter()
             .filter(|r| !r.is_ram())
@@ -193,8 +203,8 @@ impl Layout<'_, '_> {
             .filter(|r| !r.is_empty())
     }
 
-    fn avoided(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        self.avoid.iter().copied().filter(|r| !r.is_empty())
+    fn avoided(&self) -> impl Iterator<Item = PhysRange> + use<'_, 'm, F, A> {
+        (self.avoid)().filter(|r| !r.is_empty())
     }
 
     /// Covered by RAM and by no non-RAM entry.
@@ -254,7 +264,7 @@ impl Layout<'_, '_> {
 
     /// Where a slot's top can be: each RAM entry's end (an extent ends there) and each
     /// blocker's start (a slot ends at or below it).
-    fn top_candidates(&self) -> impl Iterator<Item = u64> + '_ {
+    fn top_candidates(&self) -> impl Iterator<Item = u64> + use<'_, 'm, F, A> {
         self.ram()
             .map(|r| r.end)
             .chain(self.non_ram().chain(self.avoided()).map(|r| r.start))
@@ -268,10 +278,47 @@ impl Layout<'_, '_> {
 ///
 /// Never panics: sizes and regions up to 2^64 - 1, wrapping entries and zero sizes are all
 /// handled, and no RAM at or above [`PHYS_ADDR_END`] is used.
+///
+/// # Stack
+/// A few hundred bytes at most, whatever the map's size: the map and the avoided ranges are
+/// read in place. Measured from the object code for the bare target, see
+/// [`crate::STACK_BUDGET`].
 pub fn select_target(
     map: &[MemoryRegion],
     request: &TargetRequest<'_>,
 ) -> Result<PhysAddr, SelectError> {
+    select(map, request, || request.avoid.iter().copied())
+}
+
+/// [`select_target`] for a loader's boot information, with Xen's defaults
+/// ([`TargetRequest::new`]): the slot for the running `image` avoids the image itself and
+/// every range of boot data the loader handed over ([`LoaderInfo::avoid_ranges`]: the
+/// boot-information structures, the memory map, modules, command lines). The avoid list is
+/// read from `info` in place, so the caller sizes no array.
+///
+/// # Stack
+/// As [`select_target`]'s.
+pub fn select_target_for<I: LoaderInfo + ?Sized>(
+    info: &I,
+    image: PhysRange,
+) -> Result<PhysAddr, SelectError> {
+    let request = TargetRequest::new(image.len(), &[]);
+    select(info.memory_map(), &request, || {
+        core::iter::once(image).chain(info.avoid_ranges())
+    })
+}
+
+/// The rule of [`select_target`], with the avoided ranges yielded by `avoid` (not
+/// `request.avoid`).
+fn select<F, A>(
+    map: &[MemoryRegion],
+    request: &TargetRequest<'_>,
+    avoid: F,
+) -> Result<PhysAddr, SelectError>
+where
+    F: Fn() -> A,
+    A: Iterator<Item = PhysRange>,
+{
     let align = request.align;
     if align == 0 || !align.is_power_of_two() {
         return Err(SelectError::BadAlignment { align });
@@ -290,10 +337,7 @@ pub fn select_target(
             largest_candidate: 0,
         })?;
     let lowest = round_up(request.min_base);
-    let layout = Layout {
-        map,
-        avoid: request.avoid,
-    };
+    let layout = Layout { map, avoid };
     // The aligned slot tops, highest first, each once.
     let next_top = |above: Option<u64>| {
         layout

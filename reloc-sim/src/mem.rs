@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use reloc_core::{MemoryFault, PhysMemory, PhysRange};
+use reloc_core::{LentTable, MemoryFault, PhysMemory, PhysRange};
 
 /// Size of a simulated page (the allocation unit).
 pub const PAGE_SIZE: u64 = 4096;
@@ -724,9 +724,11 @@ impl PhysMemory for SparseMemory {
         let _ = self.copy_range(src, dst, len);
     }
 
-    /// A whole page of RAM, in place: planning decodes it with no copy.
-    fn table(&self, addr: u64) -> Option<&[u64; 512]> {
-        self.ram_page(addr)
+    /// A whole page of RAM, in place: planning decodes it with no copy. Stable: nothing
+    /// writes simulated memory while planning borrows it (the simulator sets no accessed or
+    /// dirty bits then).
+    fn table(&self, addr: u64) -> Option<LentTable<'_>> {
+        self.ram_page(addr).map(LentTable::Stable)
     }
 
     /// One lookup for the whole table when it is a page of RAM (the engine's case); qword by
@@ -822,7 +824,9 @@ mod tests {
             // reloc-core's view lends exactly the same pages.
             assert_eq!(PhysMemory::table(&m, table).is_some(), lent, "{table:#x}");
             if let Some(t) = PhysMemory::table(&m, table) {
-                assert_eq!(&t[..], view.readable(), "{table:#x}");
+                let mut entries = [0u64; 512];
+                t.read_entries(0, &mut entries);
+                assert_eq!(&entries[..], view.readable(), "{table:#x}");
             }
         }
         assert_eq!(TableView::read(&m, 0x1000).readable()[511], 0xbbbb);

@@ -139,6 +139,8 @@ impl RunError {
                 SelectError::EmptyImage => "SelectEmptyImage",
                 SelectError::BadAlignment { .. } => "BadAlignment",
                 SelectError::NoRoom { .. } => "NoRoom",
+                // `SelectError` is `#[non_exhaustive]`: a variant added later.
+                _ => "SelectOther",
             },
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
@@ -218,6 +220,9 @@ pub fn plan_error_kind(e: &PlanError) -> &'static str {
         PlanError::ImageMapAliased { .. } => "ImageMapAliased",
         PlanError::RebasedEntryBeyondMaxPhys { .. } => "RebasedEntryBeyondMaxPhys",
         PlanError::TooManyTables { .. } => "TooManyTables",
+        // `PlanError` is `#[non_exhaustive]`: a variant added later (name it here and in
+        // `PLAN_ERROR_KINDS`).
+        _ => "PlanOther",
     }
 }
 
@@ -377,7 +382,7 @@ pub fn run_planned<const N: usize>(
         {
             p
         }
-        _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
+        _ => Plan::new_with_capacity(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
     };
 
     // The switch's layout checks (reloc-core's typed errors) come before the simulated code
