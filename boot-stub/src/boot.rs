@@ -10,25 +10,14 @@ use reloc_core::multiboot2::{
     MemoryMapSource, BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_MEMORY_MAP,
 };
 use reloc_core::{
-    BootInfo, BootInfoError, LoaderInfo, MemoryRegion, Multiboot2Error, Multiboot2Info, PhysMemory,
-    PhysRange,
+    select_target_for, BootInfo, BootInfoError, MemoryRegion, Multiboot2Error, Multiboot2Info,
+    PhysAddr, PhysMemory, PhysRange, SelectError,
 };
 
 use crate::entry::{ENTRY_MULTIBOOT2, ENTRY_PVH};
 use crate::in_place::InPlace;
 use crate::layout::IMAGE_PHYS;
 use crate::println;
-
-/// Most boot-data ranges any entry's boot information yields for the avoid list.
-pub const MAX_AVOID_RANGES: usize = {
-    let pvh = <BootInfo as LoaderInfo>::MAX_AVOID_RANGES;
-    let mb2 = <Multiboot2Info as LoaderInfo>::MAX_AVOID_RANGES;
-    if pvh > mb2 {
-        pvh
-    } else {
-        mb2
-    }
-};
 
 /// The parsed boot information, in a static: parsed in place there, never on the stack.
 pub enum Boot {
@@ -269,6 +258,15 @@ impl Boot {
         match self {
             Boot::Pvh(boot) => boot.start_info_range(),
             Boot::Multiboot2(info) => info.mbi_range(),
+        }
+    }
+
+    /// The target for `image`: `reloc_core::select_target_for` on this boot information
+    /// (avoiding the image and every piece of boot data).
+    pub fn select_target(&self, image: PhysRange) -> Result<PhysAddr, SelectError> {
+        match self {
+            Boot::Pvh(boot) => select_target_for(*boot, image),
+            Boot::Multiboot2(info) => select_target_for(*info, image),
         }
     }
 

@@ -7,21 +7,24 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    select_target, DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory,
-    PhysRange, Plan, PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr,
-    IMAGE_ALIGN,
+    DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
+    PlanError, RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
 };
 use x86_64::registers::control::Cr3;
 
-use crate::boot::{self, Boot, BootError};
+use crate::boot::{Boot, BootError};
 
 use crate::exit::{exit, halt_forever, ExitCode};
+use crate::in_place::InPlace;
 use crate::layout::{
     DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_PAINT,
     STACK_SIZE,
 };
 use crate::walk::translate;
 use crate::{cpu, entry, fault, idt, println, serial, stack};
+
+/// The plan, built in place (`Plan::new_in_place`).
+static PLAN: InPlace<Plan> = InPlace::new(Plan::empty());
 
 /// A global written before the copy (in the old image) and again after the switch (which must
 /// land in the new copy only).
@@ -234,21 +237,12 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     }
 
     // The image first, then every piece of boot data.
-    let mut avoid = [PhysRange::default(); 1 + boot::MAX_AVOID_RANGES];
-    let mut avoid_len = 0;
-    for (slot, range) in avoid
-        .iter_mut()
-        .zip(core::iter::once(image).chain(boot.avoid_ranges()))
-    {
-        *slot = range;
-        avoid_len += 1;
-    }
-    let avoid = &avoid[..avoid_len];
-    for range in avoid {
+    // What select_target_for avoids, printed for the tests' recomputation: the image first,
+    // then every piece of boot data.
+    for range in core::iter::once(image).chain(boot.avoid_ranges()) {
         println!("avoid: {:#x} {:#x}", range.start, range.end);
     }
-    let target = select_target(boot.memory_map(), &TargetRequest::new(image.len(), avoid))
-        .map_err(Failure::NoRoom)?;
+    let target = boot.select_target(image).map_err(Failure::NoRoom)?;
     println!("target: {:#x}", target.as_u64());
 
     let bits = max_phys_bits();
@@ -277,7 +271,10 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         encryption_mask: 0,
     };
     let tsc_plan = tsc();
-    let plan: Plan = Plan::new(&mem, &request).map_err(Failure::Plan)?;
+    // Planned in place, in a static: a plan is several KiB, which the stack does not hold.
+    let plan = PLAN.take().ok_or(Failure::Layout("plan taken twice", 0))?;
+    plan.new_in_place(&mem, &request).map_err(Failure::Plan)?;
+    let plan: &Plan = plan;
     let plan_cycles = tsc().wrapping_sub(tsc_plan);
     println!(
         "plan: {} -> {} top table {:#x} -> {:#x} MAXPHYADDR {bits}",
