@@ -299,7 +299,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         stack_bottom: VirtAddr::new(stack_bottom),
         stack_top: VirtAddr::new(stack_top),
     };
-    let params = SwitchParams::new(&plan, &mem, &layout).map_err(Failure::Switch)?;
+    let params = SwitchParams::new(plan, &mem, &layout).map_err(Failure::Switch)?;
     if x86_64::instructions::interrupts::are_enabled() {
         return Err(Failure::Layout("RFLAGS.IF", 1));
     }
@@ -344,7 +344,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     // First thing after the switch, before any check or print (see `stack`).
     let stack_bottoms = [
         image_phys(stack_bottom),
-        relocated(&plan, image_phys(stack_bottom))?,
+        relocated(plan, image_phys(stack_bottom))?,
     ];
     let high_water = stack::high_water(&mem, stack_bottoms, stack_bottom, stack_base);
     println!("stack: high-water mark {high_water} bytes (parse + select + plan + switch)");
@@ -445,7 +445,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     let post_mark = new_image.start ^ POST_SWITCH_SALT;
     SWITCH_MARK.store(post_mark, Ordering::SeqCst);
     let mark_old = image_phys(mark_virt);
-    let mark_new = relocated(&plan, mark_old)?;
+    let mark_new = relocated(plan, mark_old)?;
     let seen_new = mem.read_u64(mark_new);
     let seen_old = mem.read_u64(mark_old);
     checks.check(
@@ -464,7 +464,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
     // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
     let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
-    let bottom_new = relocated(&plan, image_phys(stack_bottom))?;
+    let bottom_new = relocated(plan, image_phys(stack_bottom))?;
     let untouched = (0..STACK_SIZE as u64 / 8)
         .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
         .count() as u64;
