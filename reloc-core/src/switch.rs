@@ -359,6 +359,9 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     ///   image and of the destination (all apply and the re-copy touch) is canonical;
     /// - the stack shares no byte with a planned page table.
     ///
+    /// Reads only through `directmap`'s memory: one table walk for the image start and one
+    /// per leaf the stack spans.
+    ///
     /// # Stack
     /// About 500 bytes, no buffer (472 measured from the object code for the bare target
     /// over a [`DirectMap`], see [`crate::STACK_BUDGET`]).

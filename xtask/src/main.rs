@@ -8,14 +8,17 @@
 //!   the `x86_64-unknown-none` target for the pinned toolchain (`rustup target add`; rustup
 //!   adds the targets of `rust-toolchain.toml` only when it installs the toolchain itself), and
 //!   the system packages in [`setup::PACKAGES`] (QEMU for the boot tests, binutils for
-//!   `readelf`, GRUB's `grub-mkrescue` with xorriso and mtools for the GRUB boot tests, Bochs
+//!   `readelf`, GRUB's `grub-mkrescue` with its BIOS and x86_64-efi modules, xorriso and mtools
+//!   for the GRUB boot tests, OVMF for the UEFI boots of the same images, Bochs
 //!   for the `keep-pge` test). As root on Debian or Ubuntu it installs missing packages with `apt-get`
 //!   (`apt-get update` first when the package lists do not know them); anywhere else it prints
 //!   the one-line command for the platform (`sudo apt-get`, `dnf`, `brew`) and exits non-zero.
 //! - `cargo xtask ci [--quick]`: everything CI checks, each step printed with its wall time:
 //!   the `test` set-up plus the clippy and rustfmt components, `cargo fmt --check`, clippy for
 //!   the host and for the bare-metal target (reloc-core, boot-stub), `cargo doc` with
-//!   `-D warnings`, reloc-core built for the bare-metal target, `cargo test --workspace`, the
+//!   `-D warnings`, `cargo publish --dry-run -p reloc-core -p reloc-sim` (packaging and a build
+//!   from the packages alone; never an upload), reloc-core built for the bare-metal target,
+//!   `cargo test --workspace`, the
 //!   main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz run.
 //!   `--quick` skips Miri and fuzzing. `.ci/run` only makes sure rustup and the toolchain
 //!   exist, then calls this.
