@@ -136,14 +136,14 @@ impl Boot {
             ("mbi-no-memmap", TAG_MEMORY_MAP),
             ("mbi-no-meminfo", TAG_BASIC_MEMINFO),
         ] {
-            if info.cmdline_has_word(word) {
+            if info.cmdline_has_word(mem, word) {
                 if let Some(tag) = find_tag(mem, mbi, tag_type) {
                     println!("boot: {word} requested: tag type {tag_type} at {tag:#x} hidden");
                     poke_u32(mem, tag, HIDDEN_TAG_TYPE);
                 }
             }
         }
-        if info.cmdline_has_word("mbi-bad-tag-size") {
+        if info.cmdline_has_word(mem, "mbi-bad-tag-size") {
             let size = (mbi.len() as u32).wrapping_add(8);
             let at = mbi.start + 8 + 4;
             println!("boot: mbi-bad-tag-size requested: writing size {size} at {at:#x}");
@@ -151,7 +151,7 @@ impl Boot {
         }
         let info = if ["mbi-no-memmap", "mbi-no-meminfo", "mbi-bad-tag-size"]
             .iter()
-            .any(|word| info.cmdline_has_word(word))
+            .any(|word| info.cmdline_has_word(mem, word))
         {
             let again = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
             if let MemoryMapSource::BasicMeminfo { .. } = again.memory_map_source() {
@@ -181,7 +181,7 @@ impl Boot {
             ("bad-magic", 0u64, 0xdead_beef_u32),
             ("start-info-v0", 4, 0),
         ] {
-            if boot.cmdline_has_word(word) {
+            if boot.cmdline_has_word(mem, word) {
                 let addr = u64::from(ebx) + offset;
                 println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
                 poke_u32(mem, addr, value);
@@ -210,11 +210,12 @@ impl Boot {
         }
     }
 
-    /// True when `word` is a whitespace-separated word of the command line.
-    pub fn cmdline_has_word(&self, word: &str) -> bool {
+    /// True when `word` is a whitespace-separated word of the whole command line (a line
+    /// longer than the parsers' copy is read again through `mem`).
+    pub fn cmdline_has_word<M: PhysMemory + ?Sized>(&self, mem: &M, word: &str) -> bool {
         match self {
-            Boot::Pvh(boot) => boot.cmdline_has_word(word),
-            Boot::Multiboot2(info) => info.cmdline_has_word(word),
+            Boot::Pvh(boot) => boot.cmdline_has_word(mem, word),
+            Boot::Multiboot2(info) => info.cmdline_has_word(mem, word),
         }
     }
 

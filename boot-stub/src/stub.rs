@@ -173,7 +173,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         unsafe { DirectMap::new(DIRECTMAP_BASE as *mut u8, PhysRange::new(0, DIRECTMAP_SIZE)) };
 
     let boot = Boot::parse(&mut mem, entry, loader_eax, info_paddr).map_err(Failure::BootInfo)?;
-    if boot.cmdline_has_word("panic") {
+    if boot.cmdline_has_word(&mem, "panic") {
         panic!("panic requested on the command line");
     }
 
@@ -209,7 +209,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
 
     let bits = max_phys_bits();
     let max_phys = MaxPhysAddr::new(bits).ok_or(Failure::Layout("MAXPHYADDR", u64::from(bits)))?;
-    let paging = cpu::report(boot.cmdline_has_word("la57"))
+    let paging = cpu::report(boot.cmdline_has_word(&mem, "la57"))
         .map_err(|cr4| Failure::Layout("CR4 for this CPU and command line", cr4))?;
     let (cr3_frame, _) = Cr3::read_raw();
     let top_table = cr3_frame.start_address().as_u64();
@@ -273,7 +273,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
     let kept_ptr: *const [u64; 2] = core::hint::black_box(&kept);
     SWITCH_MARK.store(PRE_SWITCH_MARK, Ordering::SeqCst);
 
-    let skip_switch = boot.cmdline_has_word("no-switch");
+    let skip_switch = boot.cmdline_has_word(&mem, "no-switch");
     let mut split_probe = None;
     let tsc_apply = tsc();
     let report = if skip_switch {
@@ -281,7 +281,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         // checks below must catch it.
         println!("reloc: no-switch requested: applying without switching");
         plan.apply(&mut mem)
-    } else if let Some(toggle) = fault::requested(&boot) {
+    } else if let Some(toggle) = fault::requested(&boot, &mem) {
         // SAFETY: as for `switch::relocate` below, whose contract this function shares;
         // SWITCH_MARK is a static of the image.
         let (report, probed) =
@@ -438,7 +438,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         report.image_leaves_rebased,
         cpu::mode_name(paging)
     );
-    Ok(if boot.cmdline_has_word("hold") {
+    Ok(if boot.cmdline_has_word(&mem, "hold") {
         Outcome::Hold
     } else {
         Outcome::Exit

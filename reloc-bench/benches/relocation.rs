@@ -93,10 +93,10 @@ fn bench_plan<const N: usize>(
     let request = layout.request(new_base, &maps);
     group.throughput(Throughput::Elements(layout.present_entries));
     let dm = mem.directmap();
-    let plan = Plan::<N>::new(&dm, &request).expect("the layout plans");
+    let plan = Plan::<N>::new_with_capacity(&dm, &request).expect("the layout plans");
     assert_eq!(plan.tables().count(), tables);
     group.bench_function(format!("{tables}_tables"), |b| {
-        b.iter(|| Plan::<N>::new(black_box(&dm), black_box(&request)).expect("plans"))
+        b.iter(|| Plan::<N>::new_with_capacity(black_box(&dm), black_box(&request)).expect("plans"))
     });
 }
 

@@ -31,7 +31,9 @@ fn main() {
                 black_box(Plan::<64>::new(&mem.directmap(), black_box(&request)).is_ok());
             }
             "plan4096" => {
-                black_box(Plan::<4096>::new(&mem.directmap(), black_box(&request)).is_ok());
+                black_box(
+                    Plan::<4096>::new_with_capacity(&mem.directmap(), black_box(&request)).is_ok(),
+                );
             }
             "apply" => {
                 let plan = plan.as_ref().expect("the layout plans with 64 tables");

@@ -310,7 +310,8 @@ mod tests {
             let layout = build_xen(&mut mem, 2 * MIB, len, tables);
             let maps = layout.image_maps();
             let plan: Plan<1024> =
-                Plan::new(&mem.directmap(), &layout.request(new_base, &maps)).unwrap();
+                Plan::new_with_capacity(&mem.directmap(), &layout.request(new_base, &maps))
+                    .unwrap();
             assert_eq!(plan.tables().count(), tables);
             plan.apply(&mut mem.directmap());
             let by_reloc: Vec<u64> = (0..len).step_by(8).map(|o| mem.get(new_base + o)).collect();

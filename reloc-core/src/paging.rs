@@ -164,6 +164,11 @@ impl MaxPhysAddr {
     pub const MIN_BITS: u8 = 32;
     /// The architectural maximum.
     pub const MAX_BITS: u8 = 52;
+    /// [`MaxPhysAddr::MAX_BITS`] wide, no encryption bits: what an empty plan holds.
+    pub(crate) const ARCHITECTURAL: Self = Self {
+        bits: Self::MAX_BITS,
+        encryption_mask: 0,
+    };
 
     /// A width of `bits` with no encryption bits, or `None` outside `MIN_BITS..=MAX_BITS`.
     pub const fn new(bits: u8) -> Option<Self> {
@@ -253,6 +258,7 @@ pub enum EntryKind {
 
 /// Why a present entry is malformed: the CPU would raise a reserved-bit page fault on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Malformed {
     /// PS (bit 7) set in an L4 or L5 entry.
     PageSizeAtTopLevels,

@@ -7,6 +7,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::paging::{VirtAddr, ENTRIES_PER_TABLE, TABLE_SIZE};
 
@@ -142,23 +143,69 @@ pub trait PhysMemory {
     fn copy(&mut self, src: u64, dst: u64, len: u64);
 
     /// The page table at `addr`, lent in place, when this memory can lend it: planning then
-    /// decodes it with no copy. The default, `None`, makes planning read a snapshot with
-    /// [`PhysMemory::read_table`].
+    /// reads each entry once from it, with no 4 KiB copy. The default, `None`, makes planning
+    /// read a snapshot with [`PhysMemory::read_table`] (4 KiB more stack).
     ///
-    /// Lend only memory that nothing writes while the borrow lasts (the borrow of `self`
-    /// keeps the engine's own writes out).
-    fn table(&self, addr: u64) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+    /// Lend tables that something else may update while the borrow lasts (the CPU setting
+    /// accessed and dirty bits in the tables it runs on) as [`LentTable::Live`]: planning reads
+    /// those with relaxed atomic loads. [`LentTable::Stable`] is for memory nothing writes
+    /// while the borrow lasts (the borrow of `self` keeps the engine's own writes out).
+    fn table(&self, addr: u64) -> Option<LentTable<'_>> {
         let _ = addr;
         None
     }
 
     /// Reads the 512 qwords of the page table at `addr` into `table`: the snapshot planning
-    /// decodes, each entry read once, when [`PhysMemory::table`] lends nothing.
+    /// decodes, each entry read once, when [`PhysMemory::table`] lends nothing. Called only
+    /// then, from a function of its own that holds the 4 KiB snapshot, so that memory that
+    /// lends its tables never pays that stack.
     ///
     /// Provided: reads qword by qword with [`PhysMemory::read_u64`].
     fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
         for (offset, slot) in (0..TABLE_SIZE).step_by(8).zip(table.iter_mut()) {
             *slot = self.read_u64(addr.wrapping_add(offset));
+        }
+    }
+}
+
+/// A page table lent in place by [`PhysMemory::table`].
+#[derive(Clone, Copy, Debug)]
+pub enum LentTable<'a> {
+    /// A table something else may update while it is lent: the page tables the CPU runs on,
+    /// whose accessed and dirty bits it sets at any time. Read with relaxed atomic loads (as
+    /// Linux reads live entries with `READ_ONCE`), so those updates are defined behaviour;
+    /// no planning decision reads the accessed or dirty bit.
+    Live(&'a [AtomicU64; ENTRIES_PER_TABLE]),
+    /// A table nothing writes while it is lent (a simulator's own memory).
+    Stable(&'a [u64; ENTRIES_PER_TABLE]),
+}
+
+impl LentTable<'_> {
+    /// Entry `index` (0 for an index past the table).
+    pub fn entry(&self, index: usize) -> u64 {
+        match self {
+            LentTable::Live(entries) => entries.get(index).map_or(0, |e| e.load(Ordering::Relaxed)),
+            LentTable::Stable(entries) => entries.get(index).copied().unwrap_or(0),
+        }
+    }
+
+    /// Reads entries `first..first + N` into `out`, each once (entries past the table read 0).
+    pub fn read_entries<const N: usize>(&self, first: usize, out: &mut [u64; N]) {
+        match self {
+            LentTable::Live(entries) => {
+                let entries = entries.get(first..).unwrap_or(&[]);
+                out.fill(0);
+                for (slot, entry) in out.iter_mut().zip(entries) {
+                    *slot = entry.load(Ordering::Relaxed);
+                }
+            }
+            LentTable::Stable(entries) => {
+                let entries = entries.get(first..).unwrap_or(&[]);
+                out.fill(0);
+                for (slot, &entry) in out.iter_mut().zip(entries) {
+                    *slot = entry;
+                }
+            }
         }
     }
 }
@@ -182,9 +229,9 @@ impl DirectMap<'static> {
     ///   writable, and valid for reads and writes as raw memory;
     /// - nothing else holds a Rust reference into that memory while the engine writes it
     ///   (the engine writes only the destination range and reads only the image);
-    /// - nothing writes the page tables in the window while the engine plans: planning borrows
-    ///   each as a `&[u64; 512]` ([`PhysMemory::table`]). The CPU may still set accessed and
-    ///   dirty bits in them; no decision reads those bits.
+    /// - nothing but the CPU writes the page tables in the window while the engine plans. The
+    ///   CPU's accessed and dirty bit updates are fine: planning reads every qword with
+    ///   relaxed atomic loads ([`LentTable::Live`]), and no decision reads those bits.
     pub unsafe fn new(base: *mut u8, window: PhysRange) -> Self {
         Self {
             base,
@@ -251,9 +298,13 @@ impl PhysMemory for DirectMap<'_> {
                 let p = p.cast::<u64>();
                 if p.is_aligned() {
                     // SAFETY: `ptr` checked that the 8 bytes lie in the window, which the
-                    // constructor's caller guarantees is mapped and valid; `p` is aligned.
-                    // Volatile: page tables are also read by the MMU.
-                    unsafe { p.read_volatile() }
+                    // constructor's caller guarantees is mapped and valid for reads and
+                    // writes, and written by nothing but the engine (through `&mut self`,
+                    // so not now) and the CPU's atomic accessed/dirty updates; `p` is aligned
+                    // for `AtomicU64` (8 bytes, checked).
+                    let entry = unsafe { AtomicU64::from_ptr(p) };
+                    // Relaxed atomic: the qword may be a live page-table entry the CPU updates.
+                    entry.load(Ordering::Relaxed)
                 } else {
                     // A window starting off an 8-byte boundary (`from_slice` accepts any
                     // `phys_start`) puts aligned physical qwords at unaligned host addresses.
@@ -282,21 +333,23 @@ impl PhysMemory for DirectMap<'_> {
         }
     }
 
-    /// One bounds check, then the table in place: planning reads it with plain
-    /// (non-volatile) loads, no copy. `None` (so a snapshot of `read_u64`s) for a window that
-    /// starts off an 8-byte boundary.
-    fn table(&self, addr: u64) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+    /// One bounds check, then the table in place as [`LentTable::Live`]: planning reads each
+    /// entry once with a relaxed atomic load, no copy. `None` (so a snapshot of `read_u64`s)
+    /// for a window that starts off an 8-byte boundary.
+    fn table(&self, addr: u64) -> Option<LentTable<'_>> {
         let p = self
             .ptr(addr, TABLE_SIZE)?
-            .cast::<[u64; ENTRIES_PER_TABLE]>();
+            .cast::<[AtomicU64; ENTRIES_PER_TABLE]>();
         if !addr.is_multiple_of(8) || !p.is_aligned() {
             return None;
         }
         // SAFETY: `ptr` checked that the 4 KiB lie in the window, which the constructor's
-        // caller guarantees is mapped and valid for reads, and that nothing writes while the
-        // engine reads it; `p` is aligned (checked). The borrow of `self` keeps this
-        // directmap's own writes (`&mut self`) out for as long as the reference lives.
-        Some(unsafe { &*p })
+        // caller guarantees is mapped and valid for reads and writes, and written by nothing
+        // but the engine and the CPU's atomic accessed/dirty updates; `p` is aligned
+        // (checked) and `AtomicU64` has the size and alignment of `u64`. The borrow of `self`
+        // keeps this directmap's own writes (`&mut self`) out while the reference lives, so
+        // every access through it is atomic.
+        Some(LentTable::Live(unsafe { &*p }))
     }
 
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
@@ -372,12 +425,26 @@ mod tests {
     fn directmap_lends_tables_in_the_window_only() {
         let mut buf = vec![0u64; 1024];
         buf[512 + 3] = 0x1234;
+        buf[512 + 510] = 0x77;
         let mem = DirectMap::from_slice(&mut buf, 0x10_0000);
         let table = mem.table(0x10_1000).expect("in the window, aligned");
-        assert_eq!(table[3], 0x1234);
+        assert!(
+            matches!(table, LentTable::Live(_)),
+            "a directmap's tables are live"
+        );
+        assert_eq!(table.entry(3), 0x1234);
         let mut snapshot = [0u64; ENTRIES_PER_TABLE];
         mem.read_table(0x10_1000, &mut snapshot);
-        assert_eq!(&snapshot, table);
+        let mut lent = [0u64; ENTRIES_PER_TABLE];
+        table.read_entries(0, &mut lent);
+        assert_eq!(snapshot, lent);
+        let mut tail = [u64::MAX; 8];
+        table.read_entries(508, &mut tail);
+        assert_eq!(
+            tail,
+            [0, 0, 0x77, 0, 0, 0, 0, 0],
+            "entries past the table read 0"
+        );
         // Past the window, straddling its end, misaligned: nothing lent.
         assert!(mem.table(0x10_2000).is_none());
         assert!(mem.table(0x10_1008).is_none());

@@ -49,7 +49,7 @@ impl Fixture {
     /// afterwards.
     fn plan<const N: usize>(&self, req: &RelocationRequest<'_>) -> Result<Plan<N>, PlanError> {
         let mut probe = self.mem.clone();
-        let result = Plan::new(&probe.directmap(), req);
+        let result = Plan::new_with_capacity(&probe.directmap(), req);
         assert!(probe == self.mem, "planning changed memory");
         result
     }
@@ -190,7 +190,7 @@ fn images_ending_near_2_pow_64_never_panic() {
                 max_phys_bits: 52,
                 encryption_mask: 0,
             };
-            let err = Plan::<4>::new(&ServesEverything, &req).unwrap_err();
+            let err = Plan::<4>::new_with_capacity(&ServesEverything, &req).unwrap_err();
             assert!(
                 matches!(
                     err,

@@ -66,7 +66,7 @@ proptest! {
             max_phys_bits: bits,
             encryption_mask: mask,
         };
-        match Plan::<8>::new(&Everywhere(entry), &request) {
+        match Plan::<8>::new_with_capacity(&Everywhere(entry), &request) {
             Ok(plan) => {
                 let (old, new) = (plan.old_image(), plan.new_image());
                 prop_assert!(!old.is_empty() && old.len() == new.len());

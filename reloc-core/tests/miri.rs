@@ -73,3 +73,53 @@ fn small_layout_through_the_directmap() {
     .unwrap();
     assert_eq!(pa, NEW_BASE + 8);
 }
+
+/// Issue 19 item 4: the CPU sets accessed and dirty bits in the tables it runs on at any
+/// time, so planning must read live tables with atomic loads. A thread stands in for the
+/// CPU: it sets the accessed bit of every present qword of the image's tables with atomic
+/// read-modify-writes, unsynchronised with the planning thread. Under Miri a plain load of
+/// those qwords (planning before it read `&[u64; 512]`) is a data race and fails this test;
+/// natively it checks that A/D updates change no planning decision.
+#[test]
+fn planning_reads_live_tables_while_the_cpu_sets_accessed_bits() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let mut mem = TestMem::new(MEM);
+    mem.fill_pattern(IMAGE.start, IMAGE.end);
+    let l = build_xen(&mut mem, IMAGE.start, IMAGE.len(), 64 * KIB);
+    let maps = [pa(l.l2_xenmap)];
+    let request = RelocationRequest {
+        paging: PagingMode::FourLevel,
+        top_table: pa(l.top),
+        image: IMAGE,
+        new_base: pa(NEW_BASE),
+        image_maps: &maps,
+        max_phys_bits: 40,
+        encryption_mask: 0,
+    };
+    let quiet = Plan::new(&mem.directmap(), &request).expect("plan");
+
+    let live: Vec<AtomicU64> = mem.words.iter().copied().map(AtomicU64::new).collect();
+    let tables = &live[(64 * KIB / 8) as usize..(IMAGE.end / 8) as usize];
+    let accessed = 1 << 5;
+    std::thread::scope(|s| {
+        let cpu = s.spawn(|| {
+            for entry in tables {
+                if entry.load(Ordering::Relaxed) & 1 != 0 {
+                    entry.fetch_or(accessed, Ordering::Relaxed);
+                }
+            }
+        });
+        // SAFETY: `live` is 8-byte aligned, valid for reads and writes (`AtomicU64` is
+        // interior-mutable) and outlives the directmap; besides the engine, only the "CPU"
+        // thread writes it, with atomic accessed-bit updates, as `DirectMap::new` allows.
+        // Only planning runs through it: nothing is written.
+        let directmap = unsafe {
+            reloc_core::DirectMap::new(live.as_ptr().cast_mut().cast(), PhysRange::new(0, MEM))
+        };
+        let planned = Plan::new(&directmap, &request).expect("plan over live tables");
+        assert!(planned.tables().eq(quiet.tables()));
+        assert!(planned.rewritten_entries().eq(quiet.rewritten_entries()));
+        cpu.join().expect("the CPU thread");
+    });
+}

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use reloc_core::{MemoryFault, PhysMemory, PhysRange};
+use reloc_core::{LentTable, MemoryFault, PhysMemory, PhysRange};
 
 /// Size of a simulated page (the allocation unit).
 pub const PAGE_SIZE: u64 = 4096;
@@ -119,6 +119,45 @@ pub trait PhysRead {
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
         let _ = table;
         None
+    }
+}
+
+/// Any reloc-core [`PhysMemory`] seen as a [`PhysRead`], so reloc-sim's walkers and checker
+/// read the memory the engine ran on (a user's own memory type). [`reloc_core::DirectMap`]
+/// implements [`PhysRead`] itself; this adapter is for other `PhysMemory` types. A qword
+/// outside what `check_range` accepts is a [`PhysFault::NotRam`] naming the address it gives.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreMemory<'a, M: ?Sized>(pub &'a M);
+
+/// The qword at `addr` of a reloc-core memory, faults typed as reloc-sim's.
+fn read_core<M: PhysMemory + ?Sized>(mem: &M, addr: u64) -> Result<u64, PhysFault> {
+    if !addr.is_multiple_of(8) {
+        return Err(PhysFault::Misaligned { addr });
+    }
+    mem.check_range(addr, 8)
+        .map_err(|f| PhysFault::NotRam { addr: f.addr })?;
+    Ok(mem.read_u64(addr))
+}
+
+impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
+    fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
+        read_core(self.0, addr)
+    }
+
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        self.0.table(table)
+    }
+}
+
+/// A directmap (on the host, a buffer made with `DirectMap::from_slice`): the window is the
+/// RAM; reads outside it fault.
+impl PhysRead for reloc_core::DirectMap<'_> {
+    fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
+        read_core(self, addr)
+    }
+
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        PhysMemory::table(self, table)
     }
 }
 
@@ -724,9 +763,11 @@ impl PhysMemory for SparseMemory {
         let _ = self.copy_range(src, dst, len);
     }
 
-    /// A whole page of RAM, in place: planning decodes it with no copy.
-    fn table(&self, addr: u64) -> Option<&[u64; 512]> {
-        self.ram_page(addr)
+    /// A whole page of RAM, in place: planning decodes it with no copy. Stable: nothing
+    /// writes simulated memory while planning borrows it (the simulator sets no accessed or
+    /// dirty bits then).
+    fn table(&self, addr: u64) -> Option<LentTable<'_>> {
+        self.ram_page(addr).map(LentTable::Stable)
     }
 
     /// One lookup for the whole table when it is a page of RAM (the engine's case); qword by
@@ -822,7 +863,9 @@ mod tests {
             // reloc-core's view lends exactly the same pages.
             assert_eq!(PhysMemory::table(&m, table).is_some(), lent, "{table:#x}");
             if let Some(t) = PhysMemory::table(&m, table) {
-                assert_eq!(&t[..], view.readable(), "{table:#x}");
+                let mut entries = [0u64; 512];
+                t.read_entries(0, &mut entries);
+                assert_eq!(&entries[..], view.readable(), "{table:#x}");
             }
         }
         assert_eq!(TableView::read(&m, 0x1000).readable()[511], 0xbbbb);

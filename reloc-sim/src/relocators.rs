@@ -109,7 +109,7 @@ impl Relocator {
                 request.image.len(),
             );
         }
-        let plan: Plan<N> = Plan::new(&machine.mem, &core)?;
+        let plan: Plan<N> = Plan::new_with_capacity(&machine.mem, &core)?;
         let delta = request.delta();
         let report = match self {
             Relocator::Core | Relocator::EagerCopy => plan.apply(&mut machine.mem),

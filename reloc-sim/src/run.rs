@@ -12,7 +12,7 @@ use reloc_core::{
 };
 
 use crate::check::{self, Property, Violation};
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 use crate::machine::{AccessFault, Machine, SwitchFault, SwitchOptions, SwitchReport};
 use crate::relocators::{Relocator, Request};
 
@@ -38,7 +38,7 @@ pub struct RunInput {
     pub target: Target,
     /// Virtual layout for the switch; without it the stack is not re-copied and no spill is
     /// simulated.
-    pub virt: Option<VirtLayout>,
+    pub virt: Option<SwitchAddresses>,
 }
 
 impl RunInput {
@@ -139,6 +139,8 @@ impl RunError {
                 SelectError::EmptyImage => "SelectEmptyImage",
                 SelectError::BadAlignment { .. } => "BadAlignment",
                 SelectError::NoRoom { .. } => "NoRoom",
+                // `SelectError` is `#[non_exhaustive]`: a variant added later.
+                _ => "SelectOther",
             },
             RunError::Plan(e) => plan_error_kind(e),
             RunError::Switch(e) => switch_error_kind(e),
@@ -218,6 +220,9 @@ pub fn plan_error_kind(e: &PlanError) -> &'static str {
         PlanError::ImageMapAliased { .. } => "ImageMapAliased",
         PlanError::RebasedEntryBeyondMaxPhys { .. } => "RebasedEntryBeyondMaxPhys",
         PlanError::TooManyTables { .. } => "TooManyTables",
+        // `PlanError` is `#[non_exhaustive]`: a variant added later (name it here and in
+        // `PLAN_ERROR_KINDS`).
+        _ => "PlanOther",
     }
 }
 
@@ -236,14 +241,7 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// The outcome of one property.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PropertyOutcome {
-    /// Which.
-    pub property: Property,
-    /// What was verified, or the violation.
-    pub result: Result<String, Violation>,
-}
+pub use crate::check::PropertyOutcome;
 
 /// Everything a run did and found.
 #[derive(Clone, Debug)]
@@ -377,7 +375,7 @@ pub fn run_planned<const N: usize>(
         {
             p
         }
-        _ => Plan::new(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
+        _ => Plan::new_with_capacity(&machine.mem, &request.as_core()).map_err(RunError::Plan)?,
     };
 
     // The switch's layout checks (reloc-core's typed errors) come before the simulated code

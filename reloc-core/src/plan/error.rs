@@ -72,6 +72,7 @@ impl fmt::Display for EntryLocation {
 
 /// Why a request was rejected. Planning only reads, so memory is as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PlanError {
     /// MAXPHYADDR outside 32..=52.
     InvalidMaxPhysBits {

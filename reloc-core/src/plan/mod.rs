@@ -57,7 +57,8 @@ pub struct RelocationRequest<'a> {
 /// [`Plan::apply`] (host, simulator) or [`crate::switch::relocate`] (bare metal).
 ///
 /// # Invariants
-/// A `Plan` exists only if [`Plan::new`] accepted its request, and then:
+/// A `Plan` is either [`Plan::empty`] (it applies nothing) or holds a request
+/// [`Plan::new`] (or [`Plan::new_in_place`]) accepted, and then:
 /// - the image and the destination (the image size rounded up to 2 MiB) are 2 MiB-aligned,
 ///   disjoint, below the physical address limit, and served by the memory planning read;
 /// - every table reachable from the top-level table lies in the image and is recorded once,
@@ -74,10 +75,10 @@ pub struct RelocationRequest<'a> {
 /// and the 64-byte bitmap of the entries apply rewrites) and two slots of the record index.
 /// A plan is therefore `88 * MAX_TABLES` bytes plus under 128 bytes of fixed fields: about
 /// 5.6 KiB for the default 64 tables, 2.2 KiB for `Plan<24>` (room for Xen's 18), 352 KiB for
-/// 4,096. Planning also reserves two 4 KiB snapshot buffers on the stack (the scan's and the
-/// image-map check's), filled only for memory that cannot lend its tables
-/// ([`PhysMemory::table`]). On a small boot stack, keep `MAX_TABLES` near the layout's real
-/// table count.
+/// 4,096. Build it where it is to stay with [`Plan::new_in_place`] (a `static`,
+/// caller-provided storage) to keep it off a small boot stack, or keep `MAX_TABLES` near the
+/// layout's real table count. Planning itself takes a few hundred bytes of stack when memory
+/// lends its tables ([`PhysMemory::table`]), and two 4 KiB snapshots more when it does not.
 #[derive(Clone, Debug)]
 pub struct Plan<const MAX_TABLES: usize = DEFAULT_MAX_TABLES> {
     paging: PagingMode,
@@ -111,13 +112,102 @@ pub struct PlannedTable {
     pub image_map: bool,
 }
 
-impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
-    /// Validates `request` against the memory it describes. Reads only: on `Err`, memory is
-    /// as it was, and no input (however large or wrapping) panics.
+impl Plan {
+    /// Validates `request` against the memory it describes and returns the plan, with the
+    /// default capacity ([`DEFAULT_MAX_TABLES`]). Reads only: on `Err`, memory is as it was,
+    /// and no input (however large or wrapping) panics.
+    ///
+    /// # Stack
+    /// The plan is built in the returned value: about 5.6 KiB for the default capacity, on
+    /// the caller's stack unless the result goes straight into a heap or static place, plus
+    /// [`Plan::new_in_place`]'s 1 KiB. On a small boot stack use [`Plan::new_in_place`] on a
+    /// `static` or caller-owned plan.
     pub fn new<M: PhysMemory + ?Sized>(
         mem: &M,
         request: &RelocationRequest<'_>,
     ) -> Result<Self, PlanError> {
+        Self::new_with_capacity(mem, request)
+    }
+}
+
+impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
+    /// A plan of nothing: no image, no tables; applying it copies and writes nothing. What
+    /// [`Plan::new_in_place`] fills, and what it leaves on `Err`. `const`, so that a plan can
+    /// be a `static` (in a boot image's `.bss`, off a small boot stack).
+    pub const fn empty() -> Self {
+        Self {
+            paging: PagingMode::FourLevel,
+            max_phys: MaxPhysAddr::ARCHITECTURAL,
+            image: PhysRange::new(0, 0),
+            footprint: PhysRange::new(0, 0),
+            new_base: PhysAddr::zero(),
+            delta: 0,
+            top_table: PhysAddr::zero(),
+            tables: [TableRecord::EMPTY; MAX_TABLES],
+            table_count: 0,
+            index: [[0; 2]; MAX_TABLES],
+            scan_from: 0,
+        }
+    }
+
+    /// [`Plan::new`] for any capacity: `Plan::<24>::new_with_capacity(..)`. The plan
+    /// (`88 * MAX_TABLES` bytes plus under 128) is built in the returned value.
+    pub fn new_with_capacity<M: PhysMemory + ?Sized>(
+        mem: &M,
+        request: &RelocationRequest<'_>,
+    ) -> Result<Self, PlanError> {
+        // Built in the result that is returned, so that the plan (kilobytes) is not copied
+        // out of a local on success.
+        let mut result = Ok(Self::empty());
+        if let Ok(plan) = &mut result {
+            plan.new_in_place(mem, request)?;
+        }
+        result
+    }
+
+    /// [`Plan::new`] into `self`, whatever it held, with no plan-sized temporary: a plan in
+    /// a `static` or caller-provided storage is built on a small stack. Reads only: on `Err`,
+    /// memory is as it was and `self` is [`Plan::empty`] (applying it does nothing).
+    ///
+    /// # Stack
+    /// About 1 KiB (992 bytes measured from the object code for the bare target, see
+    /// [`crate::STACK_BUDGET`]) when memory lends its tables ([`PhysMemory::table`], as
+    /// [`crate::DirectMap`] does), whatever `MAX_TABLES` is. Memory that lends no table costs
+    /// up to 8 KiB more (two 4 KiB snapshots, [`PhysMemory::read_table`]).
+    pub fn new_in_place<M: PhysMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        request: &RelocationRequest<'_>,
+    ) -> Result<(), PlanError> {
+        let outcome = self.plan(mem, request);
+        if outcome.is_err() {
+            self.clear();
+        }
+        outcome
+    }
+
+    /// Resets `self` to [`Plan::empty`] field by field, with no plan-sized temporary: the
+    /// records past `table_count` are never read, and the index is zeroed.
+    fn clear(&mut self) {
+        self.paging = PagingMode::FourLevel;
+        self.max_phys = MaxPhysAddr::ARCHITECTURAL;
+        self.image = PhysRange::new(0, 0);
+        self.footprint = PhysRange::new(0, 0);
+        self.new_base = PhysAddr::zero();
+        self.delta = 0;
+        self.top_table = PhysAddr::zero();
+        self.table_count = 0;
+        self.index.as_flattened_mut().fill(0);
+        self.scan_from = 0;
+    }
+
+    /// The checks and the walk of [`Plan::new_in_place`], from a cleared plan.
+    fn plan<M: PhysMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        request: &RelocationRequest<'_>,
+    ) -> Result<(), PlanError> {
+        self.clear();
         let max_phys = MaxPhysAddr::new(request.max_phys_bits)
             .ok_or(PlanError::InvalidMaxPhysBits {
                 bits: request.max_phys_bits,
@@ -140,24 +230,14 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 fault,
             })?;
 
-        // Built in the result that is returned, so that the plan (kilobytes) is not copied
-        // out of a local on success.
-        let mut result = Ok(Plan {
-            paging: request.paging,
-            max_phys,
-            image,
-            footprint,
-            new_base: request.new_base,
-            delta: request.new_base.as_u64().wrapping_sub(image.start),
-            top_table: request.top_table,
-            tables: [TableRecord::default(); MAX_TABLES],
-            table_count: 0,
-            index: [[0; 2]; MAX_TABLES],
-            scan_from: 0,
-        });
-        if let Ok(plan) = &mut result {
-            plan.walk(mem, request)?;
-        }
+        self.paging = request.paging;
+        self.max_phys = max_phys;
+        self.image = image;
+        self.footprint = footprint;
+        self.new_base = request.new_base;
+        self.delta = request.new_base.as_u64().wrapping_sub(image.start);
+        self.top_table = request.top_table;
+        self.walk(mem, request)?;
         // Checked after the walk so that an entry that would overflow is named precisely.
         if new.end > max_phys.limit() {
             return Err(PlanError::RangeBeyondMaxPhys {
@@ -172,7 +252,7 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                 range: new,
                 fault,
             })?;
-        result
+        Ok(())
     }
 
     /// The running image.

@@ -7,9 +7,12 @@
 //! each table once.
 //!
 //! Cost: each table is read once per level, in place where memory lends it
-//! ([`PhysMemory::table`], as `DirectMap` does) or else as a 4 KiB snapshot
-//! ([`PhysMemory::read_table`]), and a branch-free filter ([`EntryFilter`]) picks out the few entries that need more than a
-//! glance: pointers, image-map leaves and malformed entries. Only those take the exact
+//! ([`PhysMemory::table`], as `DirectMap` does), [`CHUNK`] entries at a time (each entry read
+//! once, with a relaxed atomic load from live tables), or else from a 4 KiB snapshot
+//! ([`PhysMemory::read_table`]) taken in a function of its own, so that the snapshot's stack
+//! is spent only by memory that lends nothing. A branch-free filter ([`EntryFilter`]) picks
+//! out the few entries of each chunk that need more than a glance: pointers, image-map leaves
+//! and malformed entries. Only those take the exact
 //! per-entry checks, which also record in the table's rewrite bitmap what apply will rewrite.
 //! Records are found through an open-addressing index, and the search for the next table to
 //! scan resumes where it stopped, so planning costs time linear in the tables and entries.
@@ -20,7 +23,7 @@ use crate::paging::{
     address_field, Entry, EntryKind, Level, MaxPhysAddr, ARCH_ADDRESS_BITS, ENTRIES_PER_TABLE,
     PAGE_SIZE, PRESENT, TABLE_SIZE,
 };
-use crate::phys::PhysMemory;
+use crate::phys::{LentTable, PhysMemory};
 
 use super::{EntryLocation, Plan, PlanError, RelocationRequest};
 
@@ -49,6 +52,10 @@ impl LevelSet {
     }
 }
 
+/// Entries read from a table at a time, into a buffer the filter screens: small, so that the
+/// walk's stack frame stays small (128 bytes), and at most 64 (the filter's bitmask).
+pub(super) const CHUNK: usize = 16;
+
 /// Qwords of a table's rewrite bitmap: one bit per entry.
 pub(super) const REWRITE_WORDS: usize = ENTRIES_PER_TABLE / 64;
 
@@ -71,6 +78,15 @@ pub(super) struct TableRecord {
 }
 
 impl TableRecord {
+    /// No table: what an empty plan's slots hold (`Default` is not `const`).
+    pub(super) const EMPTY: Self = Self {
+        addr: 0,
+        reached: LevelSet(0),
+        scanned: LevelSet(0),
+        image_map: false,
+        rewrite: [0; REWRITE_WORDS],
+    };
+
     fn mark_rewrite(&mut self, index: u16) {
         let index = usize::from(index);
         if let Some(word) = self.rewrite.get_mut(index / 64) {
@@ -169,24 +185,17 @@ impl EntryFilter {
         entry & present & mask
     }
 
-    /// Bit `j` set when entry `j` of `chunk` needs the exact checks.
+    /// Bit `j` set when entry `j` of `chunk` needs the exact checks (`N` at most 64).
     #[inline]
-    fn select_chunk(&self, chunk: &[u64; 64]) -> u64 {
+    fn select_chunk<const N: usize>(&self, chunk: &[u64; N]) -> u64 {
         // Most chunks hold nothing to check and `may_select` proves it cheaply; where it
-        // cannot, eighths of the chunk are screened again before the exact per-entry test.
+        // cannot, the exact per-entry test runs.
         if !self.may_select(chunk) {
             return 0;
         }
-        let (eighths, _) = chunk.as_chunks::<8>();
-        eighths
-            .iter()
-            .zip((0u32..64).step_by(8))
-            .filter(|(part, _)| self.may_select(part))
-            .fold(0, |bits, (part, first)| {
-                part.iter().zip(first..).fold(bits, |bits, (&entry, j)| {
-                    bits | u64::from(self.selects(entry)) << j
-                })
-            })
+        chunk.iter().zip(0u32..64).fold(0, |bits, (&entry, j)| {
+            bits | u64::from(self.selects(entry)) << j
+        })
     }
 
     /// False only when no entry of `entries` needs the exact checks: two ORs over the
@@ -215,24 +224,6 @@ impl EntryFilter {
     }
 }
 
-/// The entries of the table at `table`: lent by `mem` where it can ([`PhysMemory::table`]),
-/// else read into `scratch` ([`PhysMemory::read_table`]). Either way each entry is then read
-/// once, with plain loads.
-fn table_entries<'m, M: PhysMemory + ?Sized>(
-    mem: &'m M,
-    table: u64,
-    scratch: &'m mut Option<[u64; ENTRIES_PER_TABLE]>,
-) -> &'m [u64; ENTRIES_PER_TABLE] {
-    match mem.table(table) {
-        Some(entries) => entries,
-        None => {
-            let entries = scratch.get_or_insert([0; ENTRIES_PER_TABLE]);
-            mem.read_table(table, entries);
-            entries
-        }
-    }
-}
-
 /// The physical address of entry `index` of the table at `table`.
 pub(super) fn entry_addr(table: u64, index: u16) -> u64 {
     table.wrapping_add(u64::from(index) * 8)
@@ -250,10 +241,8 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             request.paging.top_level(),
             request,
         )?;
-        // Snapshot space for memory that cannot lend its tables (4 KiB, made on first use).
-        let mut scratch = None;
         while let Some((index, level)) = self.next_unscanned() {
-            self.scan(mem, index, level, request, &mut scratch)?;
+            self.scan(mem, index, level, request)?;
         }
         for &map in request.image_maps {
             let Some(record) = self.record(map.as_u64()).filter(|r| r.image_map) else {
@@ -383,26 +372,61 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     }
 
     /// Checks every entry of table `index` read at `level`, reaches its children and marks
-    /// the entries apply will rewrite. `scratch` holds the table's snapshot when `mem`
-    /// cannot lend it.
+    /// the entries apply will rewrite.
     fn scan<M: PhysMemory + ?Sized>(
         &mut self,
         mem: &M,
         index: usize,
         level: Level,
         request: &RelocationRequest<'_>,
-        scratch: &mut Option<[u64; ENTRIES_PER_TABLE]>,
     ) -> Result<(), PlanError> {
         let Some(slot) = self.tables.get_mut(index) else {
             return Ok(());
         };
         slot.scanned = slot.scanned.with(level);
-        let (table, is_image_map) = (slot.addr, slot.image_map && level == Level::L2);
-        let entries = table_entries(mem, table, scratch);
+        let table = slot.addr;
+        match mem.table(table) {
+            Some(entries) => self.scan_entries(mem, index, level, entries, request),
+            None => self.scan_snapshot(mem, index, level, request),
+        }
+    }
+
+    /// [`Plan::scan`] for memory that lends no table: the 4 KiB snapshot lives in this
+    /// frame, which the walk over lent tables never enters.
+    #[inline(never)]
+    fn scan_snapshot<M: PhysMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        index: usize,
+        level: Level,
+        request: &RelocationRequest<'_>,
+    ) -> Result<(), PlanError> {
+        let Some(table) = self.tables.get(index).map(|r| r.addr) else {
+            return Ok(());
+        };
+        let mut snapshot = [0; ENTRIES_PER_TABLE];
+        mem.read_table(table, &mut snapshot);
+        self.scan_entries(mem, index, level, LentTable::Stable(&snapshot), request)
+    }
+
+    /// The scan of table `index` at `level` over its `entries`, [`CHUNK`] at a time.
+    fn scan_entries<M: PhysMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        index: usize,
+        level: Level,
+        entries: LentTable<'_>,
+        request: &RelocationRequest<'_>,
+    ) -> Result<(), PlanError> {
+        let Some(record) = self.tables.get(index) else {
+            return Ok(());
+        };
+        let (table, is_image_map) = (record.addr, record.image_map && level == Level::L2);
         let filter = EntryFilter::new(level, is_image_map, self.max_phys);
-        let (chunks, _) = entries.as_chunks::<64>();
-        for (chunk, first) in chunks.iter().zip((0u16..).step_by(64)) {
-            for bit in set_bits(filter.select_chunk(chunk)) {
+        let mut chunk = [0; CHUNK];
+        for first in (0u16..ENTRIES_PER_TABLE as u16).step_by(CHUNK) {
+            entries.read_entries(usize::from(first), &mut chunk);
+            for bit in set_bits(filter.select_chunk(&chunk)) {
                 let entry_index = first + bit;
                 let raw = chunk.get(usize::from(bit)).copied().unwrap_or(0);
                 let at = location(table, level, entry_index, Entry::new(raw));
@@ -472,23 +496,53 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         image_map: EntryLocation,
         l1_table: u64,
     ) -> Result<(), PlanError> {
-        let mut scratch = None;
-        let entries = table_entries(mem, l1_table, &mut scratch);
-        // Only present entries can fail; skip runs of 64 with none (one OR each).
-        let present = entries
-            .chunks(64)
-            .zip((0u16..).step_by(64))
-            .filter(|(chunk, _)| chunk.iter().fold(0, |any, &e| any | e) & PRESENT != 0)
-            .flat_map(|(chunk, first)| chunk.iter().zip(first..));
-        for (&raw, index) in present {
-            let entry = Entry::new(raw);
-            let leaf = location(l1_table, Level::L1, index, entry);
-            match entry.decode(Level::L1, self.max_phys) {
-                Err(reason) => return Err(PlanError::MalformedEntry { at: leaf, reason }),
-                Ok(EntryKind::Leaf { frame, .. }) if self.image.contains(frame) => {
-                    return Err(PlanError::ImageMappedBy4KiBLeaf { image_map, leaf });
+        match mem.table(l1_table) {
+            Some(entries) => self.check_image_map_l1_entries(image_map, l1_table, entries),
+            None => self.check_image_map_l1_snapshot(mem, image_map, l1_table),
+        }
+    }
+
+    /// [`Plan::check_image_map_l1`] for memory that lends no table: the 4 KiB snapshot lives
+    /// in this frame only.
+    #[inline(never)]
+    fn check_image_map_l1_snapshot<M: PhysMemory + ?Sized>(
+        &self,
+        mem: &M,
+        image_map: EntryLocation,
+        l1_table: u64,
+    ) -> Result<(), PlanError> {
+        let mut snapshot = [0; ENTRIES_PER_TABLE];
+        mem.read_table(l1_table, &mut snapshot);
+        self.check_image_map_l1_entries(image_map, l1_table, LentTable::Stable(&snapshot))
+    }
+
+    /// The check of [`Plan::check_image_map_l1`] over the L1 table's `entries`.
+    fn check_image_map_l1_entries(
+        &self,
+        image_map: EntryLocation,
+        l1_table: u64,
+        entries: LentTable<'_>,
+    ) -> Result<(), PlanError> {
+        let mut chunk = [0; CHUNK];
+        for first in (0u16..ENTRIES_PER_TABLE as u16).step_by(CHUNK) {
+            entries.read_entries(usize::from(first), &mut chunk);
+            // Only present entries can fail; skip chunks with none (one OR each).
+            if chunk.iter().fold(0, |any, &e| any | e) & PRESENT == 0 {
+                continue;
+            }
+            for (&raw, index) in chunk.iter().zip(first..) {
+                let entry = Entry::new(raw);
+                if raw & PRESENT == 0 {
+                    continue;
                 }
-                Ok(_) => {}
+                let leaf = location(l1_table, Level::L1, index, entry);
+                match entry.decode(Level::L1, self.max_phys) {
+                    Err(reason) => return Err(PlanError::MalformedEntry { at: leaf, reason }),
+                    Ok(EntryKind::Leaf { frame, .. }) if self.image.contains(frame) => {
+                        return Err(PlanError::ImageMappedBy4KiBLeaf { image_map, leaf });
+                    }
+                    Ok(_) => {}
+                }
             }
         }
         Ok(())
