@@ -152,14 +152,14 @@ impl Boot {
             ("mbi-no-memmap", TAG_MEMORY_MAP),
             ("mbi-no-meminfo", TAG_BASIC_MEMINFO),
         ] {
-            if info.cmdline_has_word(word) {
+            if info.cmdline_has_word(mem, word) {
                 if let Some(tag) = find_tag(mem, mbi, tag_type) {
                     println!("boot: {word} requested: tag type {tag_type} at {tag:#x} hidden");
                     poke_u32(mem, tag, HIDDEN_TAG_TYPE);
                 }
             }
         }
-        if info.cmdline_has_word("image-not-ram") {
+        if info.cmdline_has_word(mem, "image-not-ram") {
             if let Some(tag) = find_tag(mem, mbi, TAG_MEMORY_MAP) {
                 let header = mem.read_u64(tag);
                 let entry_size = u64::from(mem.read_u64(tag + 8) as u32);
@@ -169,7 +169,7 @@ impl Boot {
                 }
             }
         }
-        if info.cmdline_has_word("mbi-bad-tag-size") {
+        if info.cmdline_has_word(mem, "mbi-bad-tag-size") {
             let size = (mbi.len() as u32).wrapping_add(8);
             let at = mbi.start + 8 + 4;
             println!("boot: mbi-bad-tag-size requested: writing size {size} at {at:#x}");
@@ -182,7 +182,7 @@ impl Boot {
             "image-not-ram",
         ]
         .iter()
-        .any(|word| info.cmdline_has_word(word))
+        .any(|word| info.cmdline_has_word(mem, word))
         {
             info.parse_in_place(mem, ebx)
                 .map_err(BootError::Multiboot2)?;
@@ -211,14 +211,14 @@ impl Boot {
             ("bad-magic", 0u64, 0xdead_beef_u32),
             ("start-info-v0", 4, 0),
         ] {
-            if boot.cmdline_has_word(word) {
+            if boot.cmdline_has_word(mem, word) {
                 let addr = u64::from(ebx) + offset;
                 println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
                 poke_u32(mem, addr, value);
                 boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
             }
         }
-        if boot.cmdline_has_word("image-not-ram") {
+        if boot.cmdline_has_word(mem, "image-not-ram") {
             let (base, count) = (boot.header.memmap_paddr, boot.header.memmap_entries);
             mark_image_reserved(mem, (0..u64::from(count)).map(|i| base + i * 24));
             boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
@@ -245,11 +245,12 @@ impl Boot {
         }
     }
 
-    /// True when `word` is a whitespace-separated word of the command line.
-    pub fn cmdline_has_word(&self, word: &str) -> bool {
+    /// True when `word` is a whitespace-separated word of the whole command line (a line
+    /// longer than the parsers' copy is read again through `mem`).
+    pub fn cmdline_has_word<M: PhysMemory + ?Sized>(&self, mem: &M, word: &str) -> bool {
         match self {
-            Boot::Pvh(boot) => boot.cmdline_has_word(word),
-            Boot::Multiboot2(info) => info.cmdline_has_word(word),
+            Boot::Pvh(boot) => boot.cmdline_has_word(mem, word),
+            Boot::Multiboot2(info) => info.cmdline_has_word(mem, word),
         }
     }
 

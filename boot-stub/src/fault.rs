@@ -120,13 +120,16 @@ pub unsafe fn relocate_split<const N: usize>(
 
 /// The split switch the command line asks for: `keep-pge` (no toggle) or `split-switch` (the
 /// control, with the toggle); `None` for reloc-core's own switch. Prints the choice.
-pub fn requested(boot: &crate::boot::Boot) -> Option<PgeToggle> {
-    if boot.cmdline_has_word("keep-pge") {
+pub fn requested<M: reloc_core::PhysMemory + ?Sized>(
+    boot: &crate::boot::Boot,
+    mem: &M,
+) -> Option<PgeToggle> {
+    if boot.cmdline_has_word(mem, "keep-pge") {
         crate::println!(
             "reloc: keep-pge requested: global rewritten after the copy, switch without the CR4.PGE toggle"
         );
         Some(PgeToggle::Keep)
-    } else if boot.cmdline_has_word("split-switch") {
+    } else if boot.cmdline_has_word(mem, "split-switch") {
         crate::println!(
             "reloc: split-switch requested: global rewritten after the copy, switch with the CR4.PGE toggle"
         );

@@ -208,10 +208,10 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         unsafe { DirectMap::new(DIRECTMAP_BASE as *mut u8, PhysRange::new(0, DIRECTMAP_SIZE)) };
 
     let boot = Boot::parse(&mut mem, entry, loader_eax, info_paddr).map_err(Failure::BootInfo)?;
-    if boot.cmdline_has_word("panic") {
+    if boot.cmdline_has_word(&mem, "panic") {
         panic!("panic requested on the command line");
     }
-    if boot.cmdline_has_word("ud2") {
+    if boot.cmdline_has_word(&mem, "ud2") {
         // Fault injection: an invalid opcode, which the stub's IDT must report (exit 0x15).
         println!("boot: ud2 requested");
         // SAFETY: raises #UD, which `idt::stub_exception` turns into a panic: never returns.
@@ -247,7 +247,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
 
     let bits = max_phys_bits();
     let max_phys = MaxPhysAddr::new(bits).ok_or(Failure::Layout("MAXPHYADDR", u64::from(bits)))?;
-    let paging = cpu::report(boot.cmdline_has_word("la57"))
+    let paging = cpu::report(boot.cmdline_has_word(&mem, "la57"))
         .map_err(|cr4| Failure::Layout("CR4 for this CPU and command line", cr4))?;
     let (cr3_frame, _) = Cr3::read_raw();
     let top_table = cr3_frame.start_address().as_u64();
@@ -314,7 +314,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     let kept_ptr: *const [u64; 2] = core::hint::black_box(&kept);
     SWITCH_MARK.store(PRE_SWITCH_MARK, Ordering::SeqCst);
 
-    let skip_switch = boot.cmdline_has_word("no-switch");
+    let skip_switch = boot.cmdline_has_word(&mem, "no-switch");
     let mut split_probe = None;
     let tsc_apply = tsc();
     let report = if skip_switch {
@@ -322,7 +322,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         // checks below must catch it.
         println!("reloc: no-switch requested: applying without switching");
         plan.apply(&mut mem)
-    } else if let Some(toggle) = fault::requested(&boot) {
+    } else if let Some(toggle) = fault::requested(&boot, &mem) {
         // SAFETY: as for `switch::relocate` below, whose contract this function shares;
         // SWITCH_MARK is a static of the image.
         let (report, probed) =
@@ -486,7 +486,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         report.image_leaves_rebased,
         cpu::mode_name(paging)
     );
-    Ok(if boot.cmdline_has_word("hold") {
+    Ok(if boot.cmdline_has_word(&mem, "hold") {
         Outcome::Hold
     } else {
         Outcome::Exit

@@ -11,7 +11,7 @@
 //! rule) and imports neither parser: `hvm` and `multiboot2` import from here and never from
 //! each other, and each implements [`LoaderInfo`] beside its own type.
 
-use crate::phys::PhysRange;
+use crate::phys::{PhysMemory, PhysRange};
 use crate::select::MemoryRegion;
 
 /// Default capacity for memory-map entries in a parsed boot information.
@@ -20,7 +20,9 @@ pub const DEFAULT_MEMMAP_CAPACITY: usize = 128;
 /// Default capacity for modules in a parsed boot information.
 pub const DEFAULT_MODULE_CAPACITY: usize = 16;
 
-/// Longest command line (without its NUL) the parsers accept and copy.
+/// Bytes of the kernel command line the parsers copy. A longer line is accepted whole: its
+/// copy is cut here (`cmdline_truncated()` says so) and words are looked up over the whole
+/// line in memory (`cmdline_has_word`).
 pub const CMDLINE_CAPACITY: usize = 1024;
 
 /// One boot module: where it is and where its command line is (empty when it has none).
@@ -48,6 +50,38 @@ pub(crate) fn has_word(cmdline: &[u8], word: &str) -> bool {
         .any(|token| token == word.as_bytes())
 }
 
+/// True when the bytes of `line` in `mem` hold `word` as a whitespace-separated token: the
+/// rule of [`has_word`], streamed over memory so a line of any length is searched whole
+/// without a copy. Memory that cannot be read holds no word.
+pub(crate) fn line_has_word<M: PhysMemory + ?Sized>(mem: &M, line: PhysRange, word: &str) -> bool {
+    if mem.check_range(line.start, line.len()).is_err() {
+        return false;
+    }
+    let word = word.as_bytes();
+    // How much of `word` the current token has matched; None once it cannot match. Tokens
+    // end at whitespace and at the end of the line, as `split` cuts them.
+    let mut matched = Some(0usize);
+    for addr in line.start..line.end {
+        let byte = (mem.read_u64(addr & !7) >> ((addr & 7) * 8)) as u8;
+        if byte.is_ascii_whitespace() {
+            if matched == Some(word.len()) {
+                return true;
+            }
+            matched = Some(0);
+        } else {
+            matched = matched
+                .filter(|&n| word.get(n) == Some(&byte))
+                .map(|n| n + 1);
+        }
+    }
+    matched == Some(word.len())
+}
+
+/// The line of a string range that includes its NUL: the range without the NUL.
+pub(crate) fn without_nul(range: PhysRange) -> PhysRange {
+    PhysRange::new(range.start, range.end.saturating_sub(1).max(range.start))
+}
+
 /// Boot data a loader handed over, reduced to what relocation needs.
 pub trait LoaderInfo {
     /// The most ranges [`LoaderInfo::avoid_ranges`] can yield.
@@ -59,12 +93,28 @@ pub trait LoaderInfo {
     /// The boot modules.
     fn modules(&self) -> &[BootModule];
 
-    /// The kernel command line without its NUL (empty when absent).
+    /// The copy of the kernel command line without its NUL (empty when absent): the whole
+    /// line, or its first [`CMDLINE_CAPACITY`] bytes when
+    /// [`LoaderInfo::cmdline_truncated`].
     fn cmdline(&self) -> &[u8];
 
-    /// True when the command line holds `word` as a whitespace-separated token.
-    fn cmdline_has_word(&self, word: &str) -> bool {
-        has_word(self.cmdline(), word)
+    /// True when the line was longer than [`CMDLINE_CAPACITY`] and
+    /// [`LoaderInfo::cmdline`] holds only its start.
+    fn cmdline_truncated(&self) -> bool;
+
+    /// Where the whole command line is, NUL included (empty when absent).
+    fn cmdline_range(&self) -> PhysRange;
+
+    /// True when the whole command line holds `word` as a whitespace-separated token. A
+    /// line that fits is searched in the copy; a longer one is read again through `mem`
+    /// (it is among [`LoaderInfo::avoid_ranges`], so it is still there when the caller has
+    /// kept clear of those).
+    fn cmdline_has_word<M: PhysMemory + ?Sized>(&self, mem: &M, word: &str) -> bool {
+        if self.cmdline_truncated() {
+            line_has_word(mem, without_nul(self.cmdline_range()), word)
+        } else {
+            has_word(self.cmdline(), word)
+        }
     }
 
     /// Every non-empty range of boot data a relocation target must not overlap.

@@ -11,13 +11,19 @@
 //! safe code a host test or fuzzer can feed arbitrary bytes: every malformed input is a
 //! [`BootInfoError`] naming what is wrong and where, never a panic. Version 0 has no memory
 //! map and is rejected: relocation needs one.
+//!
+//! Command lines (the kernel's and each module's) may be of any length: each ends at its
+//! NUL, and only memory that cannot be read ends the scan. The kernel command line's first
+//! [`CMDLINE_CAPACITY`] bytes are copied ([`BootInfo::cmdline_truncated`] says when that
+//! is not all of it); [`BootInfo::cmdline_has_word`] searches the whole line, reading it
+//! again through [`PhysMemory`] when the copy is cut. Module command lines are never copied,
+//! only located.
 
 use core::fmt;
 use core::mem::{offset_of, size_of};
 
 use crate::boot::{
-    has_word, BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY,
-    DEFAULT_MODULE_CAPACITY,
+    BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY, DEFAULT_MODULE_CAPACITY,
 };
 use crate::phys::{MemoryFault, PhysMemory, PhysRange};
 use crate::select::MemoryRegion;
@@ -259,15 +265,6 @@ pub enum BootInfoError {
         /// Its length.
         len: u64,
     },
-    /// No NUL within [`CMDLINE_CAPACITY`] bytes.
-    Unterminated {
-        /// Which command line.
-        what: BootData,
-        /// Its physical address.
-        paddr: u64,
-        /// Bytes searched.
-        max: usize,
-    },
 }
 
 impl fmt::Display for BootInfoError {
@@ -296,9 +293,6 @@ impl fmt::Display for BootInfoError {
             BootInfoError::RangeWraps { what, start, len } => {
                 write!(f, "{what} at {start:#x} of {len:#x} bytes wraps past 2^64")
             }
-            BootInfoError::Unterminated { what, paddr, max } => {
-                write!(f, "{what} at {paddr:#x} has no NUL within {max} bytes")
-            }
         }
     }
 }
@@ -326,6 +320,7 @@ pub struct BootInfo<
     cmdline_range: PhysRange,
     cmdline: [u8; CMDLINE_CAPACITY],
     cmdline_len: usize,
+    cmdline_truncated: bool,
 }
 
 /// The header of [`BootInfo::empty`]: all zero.
@@ -402,38 +397,64 @@ fn range_of(what: BootData, start: u64, len: u64) -> Result<PhysRange, BootInfoE
     PhysRange::from_start_len(start, len).ok_or(BootInfoError::RangeWraps { what, start, len })
 }
 
-/// Finds the NUL-terminated string at `paddr` (0: none); copies it into `out` if given.
-/// Returns the range including the NUL and the string length.
+/// A NUL-terminated string as [`read_cstr`] found it.
+#[derive(Clone, Copy, Default)]
+struct CString {
+    /// Where it is, NUL included (empty when absent).
+    range: PhysRange,
+    /// Bytes copied (at most [`CMDLINE_CAPACITY`]).
+    copied: usize,
+    /// Longer than the copy.
+    truncated: bool,
+}
+
+/// Finds the NUL-terminated string at `paddr` (0: none), however long: the scan ends at its
+/// NUL, or with an error where memory cannot be read or the address space ends. Copies its
+/// first [`CMDLINE_CAPACITY`] bytes into `out` if given.
 fn read_cstr<M: PhysMemory + ?Sized>(
     mem: &M,
     what: BootData,
     paddr: u64,
     mut out: Option<&mut [u8; CMDLINE_CAPACITY]>,
-) -> Result<(PhysRange, usize), BootInfoError> {
+) -> Result<CString, BootInfoError> {
     if paddr == 0 {
-        return Ok((PhysRange::default(), 0));
+        return Ok(CString::default());
     }
-    for len in 0..=CMDLINE_CAPACITY {
-        let addr = paddr
-            .checked_add(len as u64)
-            .ok_or(BootInfoError::RangeWraps {
-                what,
-                start: paddr,
-                len: len as u64 + 1,
-            })?;
-        let mut byte = [0u8; 1];
-        read_bytes(mem, what, addr, &mut byte)?;
-        if byte[0] == 0 {
-            return Ok((range_of(what, paddr, len as u64 + 1)?, len));
+    let mut checked_qword = None;
+    let mut len = 0u64;
+    loop {
+        let addr = paddr.checked_add(len).ok_or(BootInfoError::RangeWraps {
+            what,
+            start: paddr,
+            len: len + 1,
+        })?;
+        let qword = addr & !7;
+        if checked_qword != Some(qword) {
+            mem.check_range(qword, 8)
+                .map_err(|fault| BootInfoError::Unreadable {
+                    what,
+                    paddr: addr,
+                    fault,
+                })?;
+            checked_qword = Some(qword);
         }
-        if let Some(slot) = out.as_mut().and_then(|o| o.get_mut(len)) {
-            *slot = byte[0];
+        let byte = (mem.read_u64(qword) >> ((addr & 7) * 8)) as u8;
+        if byte == 0 {
+            break;
         }
+        let slot = out
+            .as_mut()
+            .and_then(|o| o.get_mut(usize::try_from(len).ok()?));
+        if let Some(slot) = slot {
+            *slot = byte;
+        }
+        len += 1;
     }
-    Err(BootInfoError::Unterminated {
-        what,
-        paddr,
-        max: CMDLINE_CAPACITY,
+    let copied = usize::try_from(len).map_or(CMDLINE_CAPACITY, |n| n.min(CMDLINE_CAPACITY));
+    Ok(CString {
+        range: range_of(what, paddr, len + 1)?,
+        copied,
+        truncated: len > copied as u64,
     })
 }
 
@@ -446,8 +467,8 @@ impl BootInfo {
     /// `static` or caller-provided storage instead.
     ///
     /// # Stack
-    /// About 5.3 KiB: the returned value (4.7 KiB) lives in the caller's frame, plus
-    /// [`BootInfo::parse_in_place`]'s 0.5 KiB. (Measured: release build for
+    /// About 5.3 KiB (5,296 bytes measured): the returned value (4.7 KiB) lives in the
+    /// caller's frame, plus [`BootInfo::parse_in_place`]'s 0.5 KiB. (Measured: release build for
     /// `x86_64-unknown-none` over a [`crate::DirectMap`], the `sub $N,%rsp` of the function
     /// and its deepest callees in `objdump -d`.)
     pub fn parse<M: PhysMemory + ?Sized>(mem: &M, ebx: u32) -> Result<Self, BootInfoError> {
@@ -471,6 +492,7 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
             cmdline_range: PhysRange::new(0, 0),
             cmdline: [0; CMDLINE_CAPACITY],
             cmdline_len: 0,
+            cmdline_truncated: false,
         }
     }
 
@@ -492,7 +514,7 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
     /// [`BootInfo::empty`].
     ///
     /// # Stack
-    /// About 0.5 KiB (496 bytes measured: release build for `x86_64-unknown-none` over a
+    /// About 0.5 KiB (512 bytes measured: release build for `x86_64-unknown-none` over a
     /// [`crate::DirectMap`], the `sub $N,%rsp` and pushes of the function and its deepest
     /// callees in `objdump -d`), whatever `MAP` and `MODS` are.
     pub fn parse_in_place<M: PhysMemory + ?Sized>(
@@ -521,6 +543,7 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
         self.cmdline_range = PhysRange::default();
         self.cmdline.fill(0);
         self.cmdline_len = 0;
+        self.cmdline_truncated = false;
     }
 
     fn read<M: PhysMemory + ?Sized>(
@@ -554,14 +577,15 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
         )?;
         self.read_memmap(mem)?;
         self.read_modules(mem)?;
-        let (range, len) = read_cstr(
+        let line = read_cstr(
             mem,
             BootData::CommandLine,
             self.header.cmdline_paddr,
             Some(&mut self.cmdline),
         )?;
-        self.cmdline_range = range;
-        self.cmdline_len = len;
+        self.cmdline_range = line.range;
+        self.cmdline_len = line.copied;
+        self.cmdline_truncated = line.truncated;
         Ok(())
     }
 
@@ -618,12 +642,13 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
             )?;
             let entry = HvmModlistEntry::from_bytes(&raw);
             let range = range_of(BootData::Module(index), entry.paddr, entry.size)?;
-            let (cmdline, _) = read_cstr(
+            let cmdline = read_cstr(
                 mem,
                 BootData::ModuleCommandLine(index),
                 entry.cmdline_paddr,
                 None,
-            )?;
+            )?
+            .range;
             *slot = BootModule { range, cmdline };
         }
         self.modlist = list;
@@ -641,14 +666,29 @@ impl<const MAP: usize, const MODS: usize> BootInfo<MAP, MODS> {
         self.modules.get(..self.module_count).unwrap_or(&[])
     }
 
-    /// The kernel command line without its NUL (empty when absent).
+    /// The copy of the kernel command line without its NUL (empty when absent): the whole
+    /// line, or its first [`CMDLINE_CAPACITY`] bytes when [`BootInfo::cmdline_truncated`].
     pub fn cmdline(&self) -> &[u8] {
         self.cmdline.get(..self.cmdline_len).unwrap_or(&[])
     }
 
-    /// True when the command line holds `word` as a whitespace-separated token.
-    pub fn cmdline_has_word(&self, word: &str) -> bool {
-        has_word(self.cmdline(), word)
+    /// True when the line was longer than [`CMDLINE_CAPACITY`] and [`BootInfo::cmdline`]
+    /// holds only its start. The line was accepted whole; [`BootInfo::cmdline_range`] is
+    /// all of it.
+    pub fn cmdline_truncated(&self) -> bool {
+        self.cmdline_truncated
+    }
+
+    /// Where the whole command line is, NUL included (empty when absent).
+    pub fn cmdline_range(&self) -> PhysRange {
+        self.cmdline_range
+    }
+
+    /// True when the whole command line holds `word` as a whitespace-separated token: the
+    /// copy when the line fits, else the line read again through `mem` (see
+    /// [`LoaderInfo::cmdline_has_word`]).
+    pub fn cmdline_has_word<M: PhysMemory + ?Sized>(&self, mem: &M, word: &str) -> bool {
+        LoaderInfo::cmdline_has_word(self, mem, word)
     }
 
     /// Where `hvm_start_info` is.
@@ -692,6 +732,14 @@ impl<const MAP: usize, const MODS: usize> LoaderInfo for BootInfo<MAP, MODS> {
 
     fn cmdline(&self) -> &[u8] {
         BootInfo::cmdline(self)
+    }
+
+    fn cmdline_truncated(&self) -> bool {
+        self.cmdline_truncated
+    }
+
+    fn cmdline_range(&self) -> PhysRange {
+        self.cmdline_range
     }
 
     fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
@@ -851,9 +899,12 @@ mod tests {
             .collect();
         assert_eq!(map, SEABIOS_MAP);
         assert_eq!(info.cmdline(), b"hold  verbose");
-        assert!(info.cmdline_has_word("hold"));
-        assert!(info.cmdline_has_word("verbose"));
-        assert!(!info.cmdline_has_word("hol"));
+        assert!(!info.cmdline_truncated());
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        assert!(info.cmdline_has_word(&mem, "hold"));
+        assert!(info.cmdline_has_word(&mem, "verbose"));
+        assert!(!info.cmdline_has_word(&mem, "hol"));
         let avoid: Vec<_> = info.avoid_ranges().collect();
         assert_eq!(
             avoid,
@@ -927,7 +978,8 @@ mod tests {
         assert!(avoid.contains(&PhysRange::new(modlist, modlist + 0x40)));
         assert!(avoid.contains(&PhysRange::new(0x300000, 0x301234)));
         assert!(info.cmdline().is_empty());
-        assert!(!info.cmdline_has_word("hold"));
+        let mut words = blob.words();
+        assert!(!info.cmdline_has_word(&DirectMap::from_slice(&mut words, 0), "hold"));
     }
 
     #[test]
@@ -1118,25 +1170,84 @@ mod tests {
         ));
     }
 
+    /// A line of `len` bytes: `x` repeated, then ` la57` at its end.
+    fn line_ending_in_la57(len: usize) -> Vec<u8> {
+        let mut line = vec![b'x'; len - 5];
+        line.extend_from_slice(b" la57");
+        line
+    }
+
+    /// Issue 19 item 1: a command line over the copy's capacity is accepted whole (before,
+    /// `Unterminated` after 1,024 bytes ended the boot); the copy is cut and says so, and
+    /// words are found over the whole line.
     #[test]
-    fn unterminated_cmdline() {
-        let mut blob = seabios_blob(b"");
-        blob.put(CMDLINE, &[b'x'; CMDLINE_CAPACITY + 1]);
+    fn a_4_kib_command_line_is_accepted_and_its_last_word_found() {
+        let line = line_ending_in_la57(4096);
+        let blob = seabios_blob(&line);
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        let info = BootInfo::parse(&mem, SI as u32).unwrap();
+        assert!(info.cmdline_truncated());
+        assert_eq!(info.cmdline(), &line[..CMDLINE_CAPACITY]);
         assert_eq!(
-            blob.parse(0x21e0).unwrap_err(),
-            BootInfoError::Unterminated {
+            info.cmdline_range(),
+            PhysRange::new(CMDLINE, CMDLINE + 4097)
+        );
+        assert!(info.avoid_ranges().any(|r| r == info.cmdline_range()));
+        assert!(info.cmdline_has_word(&mem, "la57"));
+        assert!(LoaderInfo::cmdline_has_word(&info, &mem, "la57"));
+        let first = core::str::from_utf8(&line[..4091]).unwrap();
+        assert!(info.cmdline_has_word(&mem, first));
+        for absent in ["la5", "a57", "x", "", "la57 "] {
+            assert!(!info.cmdline_has_word(&mem, absent), "{absent:?}");
+        }
+        // Exactly the capacity is not cut, and is searched in the copy.
+        let line = line_ending_in_la57(CMDLINE_CAPACITY);
+        let blob = seabios_blob(&line);
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        let info = BootInfo::parse(&mem, SI as u32).unwrap();
+        assert!(!info.cmdline_truncated());
+        assert_eq!(info.cmdline(), &line[..]);
+        assert!(info.cmdline_has_word(&mem, "la57"));
+        // The copy is enough: the memory given is not read.
+        let mut nothing = [0u64; 1];
+        assert!(info.cmdline_has_word(&DirectMap::from_slice(&mut nothing, 1 << 40), "la57"));
+    }
+
+    #[test]
+    fn a_module_command_line_of_any_length_is_accepted() {
+        let mut blob = Blob::new(0x8000);
+        let map = regions(&SEABIOS_MAP);
+        let long = line_ending_in_la57(0x2000);
+        let modules = [PvhModule {
+            paddr: 0x100000,
+            size: 0x1000,
+            cmdline: Some(&long),
+        }];
+        let ebx = PvhStartInfo {
+            modules: &modules,
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut blob.writer())
+        .unwrap();
+        let info = blob.parse(ebx).unwrap();
+        assert_eq!(info.modules()[0].cmdline.len(), 0x2001);
+    }
+
+    #[test]
+    fn a_command_line_without_nul_is_unreadable_where_memory_ends() {
+        let mut blob = seabios_blob(b"");
+        let end = blob.words.len() as u64 * 8;
+        blob.put(CMDLINE, &vec![b'x'; (end - CMDLINE) as usize]);
+        assert!(matches!(
+            blob.parse(SI as u32).unwrap_err(),
+            BootInfoError::Unreadable {
                 what: BootData::CommandLine,
-                paddr: CMDLINE,
-                max: CMDLINE_CAPACITY
-            }
-        );
-        // Exactly the capacity fits.
-        let mut blob = seabios_blob(b"");
-        blob.put(CMDLINE, &[b'x'; CMDLINE_CAPACITY]);
-        assert_eq!(
-            blob.parse(0x21e0).unwrap().cmdline().len(),
-            CMDLINE_CAPACITY
-        );
+                paddr,
+                ..
+            } if paddr == end
+        ));
     }
 
     #[test]

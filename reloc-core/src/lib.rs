@@ -33,7 +33,9 @@
 
 pub mod boot;
 pub mod error;
+#[cfg(feature = "hvm")]
 pub mod hvm;
+#[cfg(feature = "multiboot2")]
 pub mod multiboot2;
 #[cfg(feature = "notes")]
 pub mod notes;
@@ -47,7 +49,9 @@ pub mod testing;
 
 pub use boot::{BootModule, LoaderInfo};
 pub use error::Error;
+#[cfg(feature = "hvm")]
 pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
+#[cfg(feature = "multiboot2")]
 pub use multiboot2::{Multiboot2Error, Multiboot2Info};
 pub use paging::{Entry, EntryKind, Level, MaxPhysAddr, PagingMode, VirtAddr};
 pub use phys::{DirectMap, DirectMapLayout, LentTable, MemoryFault, PhysMemory, PhysRange};
@@ -60,6 +64,27 @@ pub use switch::{
     DirectMapped, RelocateError, SimulatedDirectMap, SwitchError, SwitchParams, VirtualLayout,
 };
 pub use x86_64::PhysAddr;
+
+/// The stack, in bytes, that the boot path through reloc-core may take at its deepest: parse
+/// the boot information in place, select the target, plan in place, check the switch and
+/// relocate (`BootInfo::parse_in_place` or `Multiboot2Info::parse_in_place`,
+/// [`select_target_for`], [`Plan::new_in_place`], [`SwitchParams::new`],
+/// [`switch::relocate`]), each called from the boot code's own frame, with the boot info and
+/// the plan in a `static` or other storage off the stack, and memory that lends its tables
+/// ([`DirectMap`]). The steps run one after another, so the deepest one sets the mark.
+///
+/// # How it is measured
+/// - From the object code: `cargo build --release --target x86_64-unknown-none` of a crate
+///   calling each entry point, then `objdump -dr` and, per function, 8 bytes of return
+///   address, 8 per `push` and the prologue's `sub $N,%rsp`, summed along the deepest chain
+///   of calls. On 2026-12-06 (rustc 1.95.0): [`Plan::new_in_place`] 992 bytes, [`select_target_for`] over a PVH `BootInfo` 1,216,
+///   [`select_target`] 376, [`SwitchParams::new`] 344, [`switch::relocate`] 280 (its copy
+///   and rebase). Memory that lends no table ([`PhysMemory::table`] returns `None`) adds two
+///   4 KiB snapshots to planning: the budget does not cover it.
+/// - On real boots: boot-stub paints its stack at entry and prints the high-water mark of
+///   the whole path (`stack: high-water mark N bytes (parse + select + plan + switch)`) on
+///   every QEMU boot, and a test fails when `N` exceeds this budget.
+pub const STACK_BUDGET: usize = 4096;
 
 /// The `x86_64` crate whose types ([`PhysAddr`]) are part of this crate's API, re-exported so
 /// that a kernel names exactly these types. A breaking `x86_64` release is adopted only in a

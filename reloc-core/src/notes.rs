@@ -6,32 +6,57 @@
 //! may be relocated ([`XenNoteType::Phys32Reloc`]) and which Xen features it supports or
 //! requires ([`XenNoteType::Features`], [`XenNoteType::SupportedFeatures`]).
 //!
-//! What follows libelf (`xen/common/libelf/libelf-dominfo.c`, `libelf-tools.c`) exactly:
+//! What follows libelf (`xen/common/libelf/libelf-dominfo.c`, `libelf-tools.c`,
+//! `libelf-loader.c`):
+//! - **Headers** (`elf_init`): each header table's end, `e_phoff + e_phentsize * count`, must
+//!   not pass the file's end, for any count: with a count of 0 the offset itself.
 //! - **Where notes are read** (`elf_xen_parse`): every `PT_NOTE` segment whose `p_offset` is
 //!   not 0 ("some versions of binutils do not correctly set p_offset"), in program-header
 //!   order; only when those hold no Xen note at all, every `SHT_NOTE` section from index 1.
 //! - **Stepping** (`elf_note_next`): a 12-byte header (`namesz`, `descsz`, `type`, the same in
-//!   ELF32 and ELF64), the name padded to 4 bytes, the descriptor padded to 4 bytes. The
-//!   alignment is always 4, whatever the segment's `p_align` says.
-//! - **Which notes count** (`elf_xen_parse_notes`): those whose name, read as a C string,
-//!   is `"Xen"`; at most [`MAX_TOTAL_NOTES`] notes are walked (`ELF_MAX_TOTAL_NOTE_COUNT`).
+//!   ELF32 and ELF64), the name padded to 4 bytes, the descriptor padded to 4 bytes, each
+//!   rounding done in 32 bits as libelf's `unsigned` does it: a size of 0xfffffffd to
+//!   0xffffffff rounds to 0, and the walk goes on. The alignment is always 4, whatever the
+//!   segment's `p_align` says.
+//! - **Which notes count** (`elf_xen_parse_notes`): those whose name, read as a C string, is
+//!   `"Xen"`; at most [`MAX_TOTAL_NOTES`] notes are walked (`ELF_MAX_TOTAL_NOTE_COUNT`), after
+//!   which libelf marks the image broken, stops, and keeps what it read: so does this walk
+//!   ([`Notes::note_limit_reached`]).
 //! - **Values** (`elf_xen_parse_note`): numeric notes read 1, 2, 4 or 8 bytes and any other
 //!   size as 0 (`elf_note_numeric`); string notes end at a NUL and are at most
-//!   [`MAX_STRING_LEN`] bytes (`elf_strval`); `SUPPORTED_FEATURES` ORs the first `u32` into
-//!   the supported set when the descriptor is a non-zero multiple of 4 bytes
-//!   (`elf_note_numeric_array`); `PHYS32_ENTRY` keeps the low 32 bits (`phys_entry` is a
-//!   `uint32_t`); `PHYS32_RELOC` reads up to three `u32` (align, min, max), each only when the
-//!   descriptor is long enough, and keeps earlier values otherwise. Later notes override
-//!   earlier ones; feature bits accumulate. A string's NUL may lie past the descriptor, as in
-//!   libelf: Linux's FEATURES descriptor is the bare string, ended by the zero padding.
+//!   [`MAX_STRING_LEN`] bytes (`elf_strval`); a longer one is skipped and the image boots
+//!   ([`XenValue::StringTooLong`]; a FEATURES string that long is never tokenised);
+//!   `SUPPORTED_FEATURES` ORs the first `u32` into the supported set when the descriptor is a
+//!   non-zero multiple of 4 bytes (`elf_note_numeric_array`); `PHYS32_ENTRY` keeps the low 32
+//!   bits (`phys_entry` is a `uint32_t`), and 0xffffffff is libelf's `UNSET_ADDR32`, no entry;
+//!   `PHYS32_RELOC` reads up to three `u32` (align, min, max), each only when the descriptor
+//!   is long enough, and keeps earlier values otherwise. Later notes override earlier ones;
+//!   feature bits accumulate. A string's NUL may lie past the descriptor, as in libelf:
+//!   Linux's FEATURES descriptor is the bare string, ended by the zero padding.
 //! - **FEATURES** (`elf_xen_parse_features`): see [`FeatureTokens`] and [`parse_features`].
 //!   An unknown required name fails the whole parse, as in libelf.
+//! - **Loadable segments** (`elf_phdr_is_loadable`): `PT_LOAD` with at least one of R, W, X
+//!   ([`ElfImage::load_segment_at_paddr`]).
 //!
-//! Where this parser is stricter than libelf, it returns an error instead of reading outside
-//! the note's segment or section: a note or descriptor that runs past its end, a string with
-//! no NUL before its end (libelf reads on through the file), a `PT_NOTE` or `SHT_NOTE` range
-//! outside the file. Every error names the note index, its file
-//! offset and, where there is one, the feature name.
+//! # Where this reader differs from libelf
+//! Every remaining difference. Where reloc-core is stricter it returns an error instead of
+//! reading outside the note's segment or section or wrapping an offset; every error names
+//! the note index, its file offset and, where there is one, the feature name.
+//!
+//! | input | libelf (its line) | reloc-core |
+//! |---|---|---|
+//! | a header table whose end wraps past 2^64 | `offset = e_phoff + e_phentsize * count; if ( offset > elf->size )` in `uint64_t`: a wrapped sum passes | [`NotesError::TableOutOfBounds`] |
+//! | header-table entries smaller than the class's | reads them as they are (no check of `e_phentsize`, `e_shentsize`) | [`NotesError::BadEntrySize`] (only with a count above 0) |
+//! | a `PT_NOTE` or `SHT_NOTE` range outside the file | walks it, each access through `elf_access_ok` (out of range: reads 0, marks broken) | [`NotesError::RegionOutOfBounds`] |
+//! | a note's name or descriptor running past its segment or section | `elf_note_next` steps by the sizes alone and reads on in the file | [`NotesError::TruncatedNote`] |
+//! | a string note with no NUL before the end of its segment or section | `elf_strval` reads on through the file (no NUL before the file's end: skipped, broken) | [`NotesError::UnterminatedString`] |
+//! | 1 to 11 bytes left after a region's last note (padding) | `ELF_HANDLE_PTRVAL(note) < parms->elf_note_end`: reads a header across the end and walks it as a note | ignores them, counts one note, and records a [`ShortTail`] (reloc-sim warns) |
+//! | an entry exactly at `p_paddr + p_memsz` | `(parms->virt_entry > parms->virt_kend)`: accepted, off by one | outside the segment ([`ProgramHeader::contains_paddr`]) |
+//! | `EI_CLASS` other than 1 or 2 | `#define elf_64bit(elf) (ELFCLASS64 == (elf)->class)`: read as ELF32 | [`NotesError::UnsupportedClass`] |
+//! | an ELF64 file shorter than its 64-byte header | `elf_is_elfbinary` checks `image_size < sizeof(*ehdr)` with an `Elf32_Ehdr` (52 bytes) | [`NotesError::TruncatedHeader`] |
+//! | `EI_DATA` other than 1 (little-endian) | `#define elf_swap(elf) (NATIVE_ELFDATA != (elf)->data)`: byte-swaps | [`NotesError::UnsupportedEncoding`] |
+//! | no Xen note in segments or sections, PV guest | falls back to the `__xen_guest` section (`if ( xen_elfnotes == 0 && !hvm )`) | not read (PVH only) |
+//! | L1_MFN_VALID | `[XEN_ELFNOTE_L1_MFN_VALID] = { "L1_MFN_VALID", ELFNOTE_NAME }`: no value read | decoded as numeric, for display only |
 //!
 //! ```
 //! use reloc_core::notes::ElfImage;
@@ -47,6 +72,9 @@ use core::fmt;
 
 /// `ELF_MAX_TOTAL_NOTE_COUNT`: libelf stops (and marks the image broken) after this many notes.
 pub const MAX_TOTAL_NOTES: u32 = 65536;
+
+/// libelf's `UNSET_ADDR32`: a PHYS32_ENTRY whose low 32 bits are this is no entry.
+pub const UNSET_ADDR32: u32 = 0xffff_ffff;
 
 /// `ELF_MAX_STRING_LENGTH`: the longest string libelf accepts, NUL excluded.
 pub const MAX_STRING_LEN: usize = 4096;
@@ -195,7 +223,9 @@ pub enum XenNoteType {
     BsdSymtab = 11,
     /// 12: lowest address of the hypervisor hole (numeric).
     HvStartLow = 12,
-    /// 13: mask/value pairs recognising L1 entries with valid MFNs (libelf reads it as numeric).
+    /// 13: mask/value pairs recognising L1 entries with valid MFNs. libelf's table marks it
+    /// `ELFNOTE_NAME`: it logs the name and reads no value. This module decodes it as numeric
+    /// for display only; nothing libelf keeps depends on it.
     L1MfnValid = 13,
     /// 14: cooperative suspend cancellation (numeric).
     SuspendCancel = 14,
@@ -502,23 +532,9 @@ pub enum NotesError {
         /// Bytes left in the segment or section.
         available: u64,
     },
-    /// More than [`MAX_TOTAL_NOTES`] notes.
-    TooManyNotes {
-        /// The limit.
-        limit: u32,
-    },
     /// A Xen string note has no NUL between its descriptor's start and the end of its segment
     /// or section.
     UnterminatedString {
-        /// Index of the note.
-        index: u32,
-        /// File offset of its header.
-        offset: u64,
-        /// Its type.
-        note_type: XenNoteType,
-    },
-    /// A Xen string note is longer than [`MAX_STRING_LEN`].
-    StringTooLong {
         /// Index of the note.
         index: u32,
         /// File offset of its header.
@@ -585,9 +601,6 @@ impl fmt::Display for NotesError {
                 f,
                 "note {index} at offset {offset:#x} in {source} needs {need} bytes, only {available} left"
             ),
-            Self::TooManyNotes { limit } => {
-                write!(f, "more than {limit} notes (libelf's ELF_MAX_TOTAL_NOTE_COUNT)")
-            }
             Self::UnterminatedString {
                 index,
                 offset,
@@ -595,14 +608,6 @@ impl fmt::Display for NotesError {
             } => write!(
                 f,
                 "Xen note {index} ({note_type}) at offset {offset:#x}: string has no NUL before the end of its segment or section"
-            ),
-            Self::StringTooLong {
-                index,
-                offset,
-                note_type,
-            } => write!(
-                f,
-                "Xen note {index} ({note_type}) at offset {offset:#x}: string is longer than libelf's {MAX_STRING_LEN} bytes"
             ),
             Self::UnknownRequiredFeature {
                 index,
@@ -650,8 +655,10 @@ fn word_at(bytes: &[u8], class: ElfClass, offset: u64) -> Option<u64> {
     }
 }
 
-fn pad4(n: u64) -> Option<u64> {
-    Some(n.checked_add(3)? & !3)
+/// libelf's `(size + 3) & ~3` on an `unsigned`: sizes from 0xfffffffd up round to 0
+/// (`elf_note_next`, `elf_note_desc`).
+fn pad4(n: u32) -> u64 {
+    u64::from(n.wrapping_add(3) & !3)
 }
 
 /// A little-endian ELF32 or ELF64 image whose header and header tables were checked to lie
@@ -695,6 +702,12 @@ pub struct ProgramHeader {
 }
 
 impl ProgramHeader {
+    /// Whether libelf loads it (`elf_phdr_is_loadable`, libelf-tools.c): `PT_LOAD` with at
+    /// least one of `PF_R`, `PF_W`, `PF_X`.
+    pub fn is_loadable(&self) -> bool {
+        self.p_type == PT_LOAD && self.flags & (PF_R | PF_W | PF_X) != 0
+    }
+
     /// Whether the physical range `[p_paddr, p_paddr + p_memsz)` holds `paddr` (a range
     /// passing 2^64 ends there).
     pub fn contains_paddr(&self, paddr: u64) -> bool {
@@ -803,8 +816,21 @@ impl<'a> ElfImage<'a> {
         count: u16,
         need: u16,
     ) -> Result<(), NotesError> {
+        let len = self.bytes.len() as u64;
+        // libelf's `elf_init` checks `e_phoff + e_phentsize * count > size` for every count:
+        // with none, the offset alone must not lie past the end.
         if count == 0 {
-            return Ok(());
+            return if offset <= len {
+                Ok(())
+            } else {
+                Err(NotesError::TableOutOfBounds {
+                    table,
+                    offset,
+                    count,
+                    entsize,
+                    len,
+                })
+            };
         }
         if entsize < need {
             return Err(NotesError::BadEntrySize {
@@ -813,7 +839,6 @@ impl<'a> ElfImage<'a> {
                 need,
             });
         }
-        let len = self.bytes.len() as u64;
         let fits = u64::from(entsize)
             .checked_mul(u64::from(count))
             .and_then(|size| offset.checked_add(size))
@@ -933,10 +958,11 @@ impl<'a> ElfImage<'a> {
         rest.get(..nul)
     }
 
-    /// The `PT_LOAD` segment whose physical range holds `paddr`, if any.
+    /// The loadable segment ([`ProgramHeader::is_loadable`]: a `PT_LOAD` with R, W or X)
+    /// whose physical range holds `paddr`, if any.
     pub fn load_segment_at_paddr(&self, paddr: u64) -> Option<ProgramHeader> {
         self.program_headers()
-            .find(|p| p.p_type == PT_LOAD && p.contains_paddr(paddr))
+            .find(|p| p.is_loadable() && p.contains_paddr(paddr))
     }
 
     /// Every note libelf walks, whatever its owner, in libelf's order (see the module docs);
@@ -949,6 +975,8 @@ impl<'a> ElfImage<'a> {
             walked: 0,
             xen_in_segments: 0,
             failed: false,
+            note_limit_reached: false,
+            short_tail: None,
         }
     }
 
@@ -963,9 +991,12 @@ impl<'a> ElfImage<'a> {
     /// later PHYS32_ENTRY and PHYS32_RELOC values override earlier ones.
     pub fn xen_summary(&self) -> Result<XenSummary, NotesError> {
         let mut summary = XenSummary::default();
-        for note in self.xen_notes() {
+        let mut notes = self.xen_notes();
+        for note in &mut notes {
             summary.add(&note?);
         }
+        summary.note_limit_reached = notes.notes.note_limit_reached();
+        summary.short_tail = notes.notes.short_tail();
         Ok(summary)
     }
 }
@@ -994,6 +1025,7 @@ pub struct Note<'a> {
     offset: u64,
     name: &'a [u8],
     n_type: u32,
+    descsz: u32,
     desc: &'a [u8],
     tail: &'a [u8],
     xen: bool,
@@ -1015,7 +1047,8 @@ impl<'a> Note<'a> {
         self.offset
     }
 
-    /// The raw name field (`namesz` bytes).
+    /// The raw name field (`namesz` bytes). Empty when `namesz` is 0xfffffffd or more: libelf
+    /// rounds it up to 0 and steps over none of it.
     pub fn name_field(&self) -> &'a [u8] {
         self.name
     }
@@ -1035,9 +1068,15 @@ impl<'a> Note<'a> {
         self.n_type
     }
 
-    /// The descriptor (`descsz` bytes).
+    /// The descriptor (`descsz` bytes). Empty when `descsz` is 0xfffffffd or more: libelf
+    /// rounds it up to 0 and steps over none of it (its numeric readings then give 0).
     pub fn desc(&self) -> &'a [u8] {
         self.desc
+    }
+
+    /// `descsz` as the header gives it: what libelf's numeric readings switch on.
+    pub fn descsz(&self) -> u32 {
+        self.descsz
     }
 
     /// The descriptor and the bytes after it up to the end of the segment or section: where
@@ -1061,9 +1100,37 @@ pub struct Notes<'a> {
     walked: u32,
     xen_in_segments: u32,
     failed: bool,
+    note_limit_reached: bool,
+    short_tail: Option<ShortTail>,
+}
+
+/// Fewer than 12 bytes (a note header) left at the end of a note segment or section, after
+/// its last note: commonly alignment padding. libelf reads a header there anyway, across the
+/// region's end (its loop runs while `note < end`); this walk ignores the bytes and records
+/// them, so that a tool can warn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShortTail {
+    /// The segment or section.
+    pub source: NoteSource,
+    /// File offset of the first ignored byte.
+    pub offset: u64,
+    /// Bytes ignored (1 to 11).
+    pub len: u64,
 }
 
 impl<'a> Notes<'a> {
+    /// Whether the walk stopped after [`MAX_TOTAL_NOTES`] notes with more to read: libelf
+    /// marks the image broken ("too many ELF notes"), stops, and keeps what it read; so does
+    /// this walk.
+    pub fn note_limit_reached(&self) -> bool {
+        self.note_limit_reached
+    }
+
+    /// The first note region so far that ended with fewer than 12 bytes after its last note.
+    pub fn short_tail(&self) -> Option<ShortTail> {
+        self.short_tail
+    }
+
     fn fail<T>(&mut self, e: NotesError) -> Option<Result<T, NotesError>> {
         self.failed = true;
         self.phase = Phase::Done;
@@ -1124,16 +1191,30 @@ impl<'a> Notes<'a> {
         }
     }
 
-    /// Reads the note at the region's position and advances past it.
-    fn read_note(&mut self, region: &mut Region) -> Result<Note<'a>, NotesError> {
+    /// Reads the note at the region's position and advances past it; `None` when the walk
+    /// ends there without an error: the note limit, or a tail shorter than a header.
+    fn read_note(&mut self, region: &mut Region) -> Option<Result<Note<'a>, NotesError>> {
         if self.walked >= MAX_TOTAL_NOTES {
-            return Err(NotesError::TooManyNotes {
-                limit: MAX_TOTAL_NOTES,
-            });
+            // `elf_xen_parse_notes`: "too many ELF notes", break; the count is shared by
+            // every region, so no later region yields a note either.
+            self.note_limit_reached = true;
+            self.phase = Phase::Done;
+            return None;
         }
         let index = self.walked;
         let offset = region.pos;
         let available = region.end - region.pos;
+        if available < NOTE_HEADER {
+            // libelf counts it as a note (and reads its header past the end); see ShortTail.
+            self.walked += 1;
+            self.short_tail.get_or_insert(ShortTail {
+                source: region.source,
+                offset,
+                len: available,
+            });
+            region.pos = region.end;
+            return None;
+        }
         let truncated = |need: u64| NotesError::TruncatedNote {
             index,
             source: region.source,
@@ -1142,55 +1223,62 @@ impl<'a> Notes<'a> {
             available,
         };
         let bytes = self.image.bytes;
-        if available < NOTE_HEADER {
-            return Err(truncated(NOTE_HEADER));
-        }
         let field = |at: u64| {
             offset
                 .checked_add(at)
                 .and_then(|at| u32_at(bytes, at))
                 .ok_or(truncated(NOTE_HEADER))
         };
-        let namesz = u64::from(field(0)?);
-        let descsz = u64::from(field(4)?);
-        let n_type = field(8)?;
-        // Offsets relative to the note. Both sizes are u32, so none of this can overflow u64;
-        // it is checked anyway, as everything here is.
-        let name_at = NOTE_HEADER;
-        let desc_at = pad4(namesz).and_then(|n| n.checked_add(name_at));
-        let desc_end = desc_at.and_then(|d| d.checked_add(descsz));
-        let next = desc_at
-            .zip(pad4(descsz))
-            .and_then(|(d, p)| d.checked_add(p));
-        let (Some(desc_at), Some(desc_end), Some(next)) = (desc_at, desc_end, next) else {
-            return Err(truncated(u64::MAX));
+        let header = field(0).and_then(|namesz| Ok((namesz, field(4)?, field(8)?)));
+        let (namesz, descsz, n_type) = match header {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
         };
+        // Offsets relative to the note, stepped as libelf does: each size rounded up to 4 in
+        // 32 bits, so that 0xfffffffd and up round to 0 (and the note is then 12 bytes plus
+        // the other field). None of this can overflow u64.
+        let name_len = if pad4(namesz) == 0 {
+            0
+        } else {
+            u64::from(namesz)
+        };
+        let desc_len = if pad4(descsz) == 0 {
+            0
+        } else {
+            u64::from(descsz)
+        };
+        let desc_at = NOTE_HEADER + pad4(namesz);
+        let desc_end = desc_at + desc_len;
+        let next = desc_at + pad4(descsz);
         if desc_end > available {
-            return Err(truncated(desc_end));
+            return Some(Err(truncated(desc_end)));
         }
         let at = |rel: u64| offset.saturating_add(rel);
-        let name = slice_at(bytes, at(name_at), namesz).ok_or(truncated(desc_end))?;
-        let desc = slice_at(bytes, at(desc_at), descsz).ok_or(truncated(desc_end))?;
-        let tail = available
-            .checked_sub(desc_at)
-            .and_then(|n| slice_at(bytes, at(desc_at), n))
-            .ok_or(truncated(desc_end))?;
+        let slices = (
+            slice_at(bytes, at(NOTE_HEADER), name_len),
+            slice_at(bytes, at(desc_at), desc_len),
+            slice_at(bytes, at(desc_at), available - desc_at),
+        );
+        let (Some(name), Some(desc), Some(tail)) = slices else {
+            return Some(Err(truncated(desc_end)));
+        };
         // libelf compares the C string at the name's position with "Xen" (strcmp), reading
         // from the image whatever namesz says.
-        let xen = slice_at(bytes, at(name_at), 4) == Some(XEN_NAME.as_slice());
+        let xen = slice_at(bytes, at(NOTE_HEADER), 4) == Some(XEN_NAME.as_slice());
         self.walked += 1;
         // The padding after the descriptor may run past the region's end: the walk then ends.
         region.pos = at(next);
-        Ok(Note {
+        Some(Ok(Note {
             index,
             source: region.source,
             offset,
             name,
             n_type,
+            descsz,
             desc,
             tail,
             xen,
-        })
+        }))
     }
 }
 
@@ -1204,7 +1292,10 @@ impl<'a> Iterator for Notes<'a> {
         loop {
             if let Some(mut region) = self.region.take() {
                 if region.pos < region.end {
-                    let note = self.read_note(&mut region);
+                    let Some(note) = self.read_note(&mut region) else {
+                        // The limit (phase now Done) or a short tail (region used up).
+                        continue;
+                    };
                     return match note {
                         Ok(note) => {
                             if note.xen && matches!(region.source, NoteSource::Segment(_)) {
@@ -1239,14 +1330,15 @@ pub struct Phys32Reloc {
 }
 
 impl Phys32Reloc {
-    /// libelf's reading: each value present when the descriptor is at least 4, 8, 12 bytes
-    /// long; read as 0 unless the length is a multiple of 4 (`elf_note_numeric_array`).
-    fn from_desc(desc: &[u8]) -> Self {
-        let whole = desc.len().is_multiple_of(4);
-        let value = |i: usize| {
-            (desc.len() >= 4 * (i + 1)).then(|| {
+    /// libelf's reading: each value present when `descsz` is at least 4, 8, 12; read as 0
+    /// unless `descsz` is a multiple of 4 (`elf_note_numeric_array`). `desc` holds the
+    /// `descsz` bytes, or none when `descsz` rounds up past 2^32 (never a multiple of 4).
+    fn from_desc(descsz: u32, desc: &[u8]) -> Self {
+        let whole = descsz.is_multiple_of(4);
+        let value = |i: u32| {
+            (descsz >= 4 * (i + 1)).then(|| {
                 if whole {
-                    u32_at(desc, 4 * i as u64).unwrap_or(0)
+                    u32_at(desc, 4 * u64::from(i)).unwrap_or(0)
                 } else {
                     0
                 }
@@ -1285,6 +1377,11 @@ pub enum XenValue<'a> {
     OtherSizeNumber(&'a [u8]),
     /// A string note: the bytes before the NUL.
     String(&'a [u8]),
+    /// A string note (FEATURES included) with no NUL in its first [`MAX_STRING_LEN`] + 1
+    /// bytes: libelf's `elf_strval` marks the image broken ("excessively long string") and
+    /// `elf_xen_parse_note` skips the note, which still counts as a Xen note. A FEATURES string
+    /// this long is never tokenised, so nothing in it is required.
+    StringTooLong,
     /// FEATURES: the string (already checked by [`parse_features`]) and its bits.
     Features {
         /// The bytes before the NUL.
@@ -1354,18 +1451,15 @@ fn numeric(desc: &[u8]) -> Option<u64> {
 }
 
 /// libelf's `elf_strval` from the descriptor's start, bounded by the note's segment or
-/// section: the string up to its NUL, at most [`MAX_STRING_LEN`] bytes.
-fn string<'a>(note: &Note<'a>, note_type: XenNoteType) -> Result<&'a [u8], NotesError> {
+/// section: the string up to its NUL (`Some`), or `None` when [`MAX_STRING_LEN`] + 1 bytes
+/// hold no NUL (libelf skips the note).
+fn string<'a>(note: &Note<'a>, note_type: XenNoteType) -> Result<Option<&'a [u8]>, NotesError> {
     let window = note.tail.get(..=MAX_STRING_LEN).unwrap_or(note.tail);
     match window.iter().position(|&b| b == 0) {
-        Some(len) => Ok(note.tail.get(..len).unwrap_or(&[])),
+        Some(len) => Ok(Some(note.tail.get(..len).unwrap_or(&[]))),
         // libelf: a byte past MAX_STRING_LEN that is not NUL is "excessively long"; running
-        // out of bytes first is out of range.
-        None if note.tail.len() > MAX_STRING_LEN => Err(NotesError::StringTooLong {
-            index: note.index,
-            offset: note.offset,
-            note_type,
-        }),
+        // out of bytes first is out of range (here: out of the region, stricter).
+        None if note.tail.len() > MAX_STRING_LEN => Ok(None),
         None => Err(NotesError::UnterminatedString {
             index: note.index,
             offset: note.offset,
@@ -1388,9 +1482,14 @@ fn decode_value<'a>(
             Some(v) => XenValue::Number(v),
             None => XenValue::OtherSizeNumber(desc),
         },
-        NoteKind::String => XenValue::String(string(note, t)?),
+        NoteKind::String => match string(note, t)? {
+            Some(text) => XenValue::String(text),
+            None => XenValue::StringTooLong,
+        },
         NoteKind::Features => {
-            let text = string(note, t)?;
+            let Some(text) = string(note, t)? else {
+                return Ok(XenValue::StringTooLong);
+            };
             let (supported, required) =
                 parse_features(text).map_err(|name| NotesError::UnknownRequiredFeature {
                     index: note.index,
@@ -1413,7 +1512,7 @@ fn decode_value<'a>(
         }
         // `parms->phys_entry = val`: a uint32_t keeps the low half.
         NoteKind::Phys32Entry => XenValue::Phys32Entry(numeric(desc).unwrap_or(0) as u32),
-        NoteKind::Phys32Reloc => XenValue::Phys32Reloc(Phys32Reloc::from_desc(desc)),
+        NoteKind::Phys32Reloc => XenValue::Phys32Reloc(Phys32Reloc::from_desc(note.descsz, desc)),
     })
 }
 
@@ -1582,11 +1681,21 @@ pub struct XenSummary {
     pub supported: FeatureSet,
     /// Required features (`!name` in FEATURES).
     pub required: FeatureSet,
-    /// The last PHYS32_ENTRY.
+    /// The last PHYS32_ENTRY (its low 32 bits), `None` when that is 0xffffffff: libelf keeps
+    /// it in a `uint32_t` whose unset value is `UNSET_ADDR32` (0xffffffff), so such a note
+    /// unsets any earlier entry and Xen reports "Unable to find XEN_ELFNOTE_PHYS32_ENTRY
+    /// address".
     pub phys32_entry: Option<u32>,
     /// PHYS32_RELOC values (each from the last note that gave it), when a PHYS32_RELOC note is
     /// present.
     pub phys32_reloc: Option<Phys32Reloc>,
+    /// String notes skipped as longer than [`MAX_STRING_LEN`] ([`XenValue::StringTooLong`]):
+    /// libelf marks the image broken for each and boots.
+    pub strings_too_long: u32,
+    /// The walk stopped at [`MAX_TOTAL_NOTES`] ([`Notes::note_limit_reached`]).
+    pub note_limit_reached: bool,
+    /// A note region ended with bytes too few for a header ([`Notes::short_tail`]).
+    pub short_tail: Option<ShortTail>,
 }
 
 impl XenSummary {
@@ -1603,7 +1712,10 @@ impl XenSummary {
                 self.required.0 |= required.0;
             }
             XenValue::SupportedFeatures(bits) => self.supported.0 |= bits.0,
-            XenValue::Phys32Entry(entry) => self.phys32_entry = Some(entry),
+            XenValue::Phys32Entry(entry) => {
+                self.phys32_entry = (entry != UNSET_ADDR32).then_some(entry);
+            }
+            XenValue::StringTooLong => self.strings_too_long += 1,
             XenValue::Phys32Reloc(r) => {
                 let folded = self.phys32_reloc.get_or_insert_with(Phys32Reloc::default);
                 folded.align = r.align.or(folded.align);
@@ -2371,16 +2483,31 @@ mod tests {
             .segment(&[xen(XenNoteType::Loader, &[ok.clone(), vec![0]].concat())])
             .build();
         assert_eq!(summary(&img).unwrap().xen_notes, 1);
+        // Issue 19, 2d: 4097 bytes are "excessively long": libelf skips the note (still a Xen
+        // note) and boots. This image was rejected before.
         let img = Elf::new(ElfClass::Elf64)
-            .segment(&[xen(XenNoteType::Loader, &[ok, vec![b'a', 0]].concat())])
+            .segment(&[
+                xen(XenNoteType::Loader, &[ok.clone(), vec![b'a', 0]].concat()),
+                xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes()),
+            ])
             .build();
-        assert!(matches!(
-            summary(&img),
-            Err(NotesError::StringTooLong {
-                note_type: XenNoteType::Loader,
-                ..
-            })
-        ));
+        let s = summary(&img).unwrap();
+        assert_eq!((s.xen_notes, s.strings_too_long), (2, 1));
+        assert_eq!(s.phys32_entry, Some(0x10_0000));
+        let image = ElfImage::parse(&img).unwrap();
+        assert_eq!(
+            image.xen_notes().next().unwrap().unwrap().value(),
+            XenValue::StringTooLong
+        );
+        // An over-long FEATURES string is never tokenised: the unknown `!name` in it requires
+        // nothing and rejects nothing.
+        let long_features = [b"!no_such_feature|".to_vec(), ok, vec![0]].concat();
+        let img = Elf::new(ElfClass::Elf32)
+            .segment(&[xen(XenNoteType::Features, &long_features)])
+            .build();
+        let s = summary(&img).unwrap();
+        assert_eq!((s.required, s.supported), (FeatureSet(0), FeatureSet(0)));
+        assert_eq!(s.strings_too_long, 1);
         // Non-Xen notes are never decoded, so their strings may be anything.
         let img = Elf::new(ElfClass::Elf64)
             .segment(&[note(b"GNU", 6, b"linu")])
@@ -2405,25 +2532,15 @@ mod tests {
                 "{err:?}"
             );
             assert!(err.to_string().starts_with("note 1 at offset"), "{err}");
-            // A name size of u32::MAX.
-            let mut bad = good.clone();
-            bad[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-            let img = Elf::new(class).segment(&[bad]).build();
-            assert!(matches!(
-                summary(&img),
-                Err(NotesError::TruncatedNote { index: 0, .. })
-            ));
-            // Fewer than 12 bytes left.
-            let img = Elf::new(class).segment(&[good.clone(), vec![0; 8]]).build();
-            assert!(matches!(
-                summary(&img),
-                Err(NotesError::TruncatedNote {
-                    index: 1,
-                    need: 12,
-                    available: 8,
-                    ..
-                })
-            ));
+            // A name size of u32::MAX rounds up to 0, as in libelf: the descriptor starts
+            // where the name would, so the 4 descriptor bytes read are "Xen\0", and the note
+            // still counts as Xen (its C-string name at +12). The last 4 bytes are a short tail.
+            let mut odd = good.clone();
+            odd[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+            let img = Elf::new(class).segment(&[odd]).build();
+            let s = summary(&img).unwrap();
+            assert_eq!(s.phys32_entry, Some(u32::from_le_bytes(*b"Xen\0")));
+            assert_eq!(s.short_tail.map(|t| t.len), Some(4));
         }
     }
 
@@ -2540,20 +2657,180 @@ mod tests {
         ignore = "walks 65,537 notes twice: minutes under Miri, and no unsafe here"
     )]
     fn too_many_notes_stop_the_walk() {
+        // Issue 19, 2e: libelf marks "too many ELF notes", stops, and keeps what it read
+        // (an error before). The entry as note 65,535 is read; as note 65,536 it is not.
         let empty = raw_note(b"", 0, b"");
-        let many: Vec<Vec<u8>> = vec![empty; MAX_TOTAL_NOTES as usize + 1];
+        let entry = xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes());
+        let limit = MAX_TOTAL_NOTES as usize;
+        let mut many: Vec<Vec<u8>> = vec![empty; limit - 1];
+        many.push(entry.clone());
         let img = Elf::new(ElfClass::Elf32).segment(&many).build();
-        let err = summary(&img).unwrap_err();
-        assert_eq!(
-            err,
-            NotesError::TooManyNotes {
-                limit: MAX_TOTAL_NOTES
-            }
-        );
+        let s = summary(&img).unwrap();
+        assert_eq!((s.xen_notes, s.phys32_entry), (1, Some(0x10_0000)));
+        assert!(!s.note_limit_reached);
+        many.insert(0, raw_note(b"", 0, b""));
         let img = Elf::new(ElfClass::Elf32)
-            .segment(&many[..MAX_TOTAL_NOTES as usize])
+            .segment(&many)
+            .section(&[entry])
             .build();
-        assert_eq!(summary(&img).unwrap().xen_notes, 0);
+        let s = summary(&img).unwrap();
+        // Not in the segment, and not from the section either: the count is shared.
+        assert_eq!((s.xen_notes, s.phys32_entry), (0, None));
+        assert!(s.note_limit_reached);
+        let image = ElfImage::parse(&img).unwrap();
+        let mut notes = image.notes();
+        assert_eq!((&mut notes).count(), limit);
+        assert!(notes.note_limit_reached());
+    }
+
+    /// Issue 19, 2a: `elf_init` checks `e_phoff + e_phentsize * count > size` for a count of 0
+    /// too ("Unable to init ELF"); such images were read before.
+    #[test]
+    fn an_empty_header_table_past_the_end_of_the_file_is_refused() {
+        for class in BOTH {
+            let img = Elf::new(class)
+                .segment(&[xen(XenNoteType::Phys32Entry, &1u32.to_le_bytes())])
+                .build();
+            let len = img.len() as u64;
+            // e_shoff and e_shnum of this writer's image without sections: 0 and 0.
+            let is64 = class == ElfClass::Elf64;
+            let (shoff_at, w) = if is64 { (40, 8) } else { (32, 4) };
+            for (shoff, ok) in [(len, true), (len + 1, false), (u64::from(u32::MAX), false)] {
+                let mut bad = img.clone();
+                bad[shoff_at..shoff_at + w].copy_from_slice(&shoff.to_le_bytes()[..w]);
+                let parsed = ElfImage::parse(&bad);
+                if ok {
+                    assert!(parsed.is_ok(), "{class} e_shoff {shoff:#x}");
+                } else {
+                    assert_eq!(
+                        parsed.unwrap_err(),
+                        NotesError::TableOutOfBounds {
+                            table: HeaderTable::Section,
+                            offset: shoff,
+                            count: 0,
+                            entsize: if is64 { 64 } else { 40 },
+                            len,
+                        }
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 19, 2b: libelf keeps PHYS32_ENTRY in a `uint32_t` whose unset value is
+    /// `UNSET_ADDR32`: low 32 bits of 0xffffffff are no entry (and unset an earlier one).
+    #[test]
+    fn phys32_entry_of_unset_addr32_is_no_entry() {
+        let entry4 = |e: u32| xen(XenNoteType::Phys32Entry, &e.to_le_bytes());
+        let entry8 = |e: u64| xen(XenNoteType::Phys32Entry, &e.to_le_bytes());
+        for notes in [
+            vec![entry4(0xffff_ffff)],
+            vec![entry8(0x1_ffff_ffff)],
+            vec![entry4(0x10_0000), entry4(0xffff_ffff)],
+        ] {
+            let img = Elf::new(ElfClass::Elf64).segment(&notes).build();
+            let s = summary(&img).unwrap();
+            assert_eq!(s.phys32_entry, None, "{notes:x?}");
+            assert_eq!(s.xen_notes, notes.len() as u32);
+        }
+        let img = Elf::new(ElfClass::Elf64)
+            .segment(&[entry4(0xffff_ffff), entry8(0x1_ffff_fffe)])
+            .build();
+        assert_eq!(summary(&img).unwrap().phys32_entry, Some(0xffff_fffe));
+    }
+
+    /// Issue 19, 2c: libelf loads a `PT_LOAD` only with one of R, W, X
+    /// (`elf_phdr_is_loadable`): an entry in a segment without them is in no loaded segment.
+    #[test]
+    fn a_load_segment_without_rwx_is_not_loadable() {
+        let mut elf = Elf::new(ElfClass::Elf64);
+        elf.loads = vec![(0x10_0000, 0x10_0000, 0x1000, 0)];
+        let img = elf.build();
+        let image = ElfImage::parse(&img).unwrap();
+        assert_eq!(image.load_segment_at_paddr(0x10_0000), None);
+        assert!(!image.program_header(0).unwrap().is_loadable());
+        for flags in [PF_R, PF_W, PF_X] {
+            elf.loads = vec![(0x10_0000, 0x10_0000, 0x1000, flags)];
+            let img = elf.build();
+            let image = ElfImage::parse(&img).unwrap();
+            assert_eq!(
+                image.load_segment_at_paddr(0x10_0000).map(|p| p.paddr),
+                Some(0x10_0000)
+            );
+        }
+    }
+
+    /// Issue 19, 2f: libelf rounds `namesz` / `descsz` up in 32 bits, so 0xfffffffd to
+    /// 0xffffffff step 0 bytes and the walk goes on. Rejected as truncated before.
+    #[test]
+    fn sizes_that_round_past_2_pow_32_step_nothing() {
+        let entry = xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes());
+        for size in [0xffff_fffd_u32, 0xffff_fffe, 0xffff_ffff] {
+            // A note whose namesz wraps: its name (read as a C string at +12) is the next
+            // note's header, not "Xen"; the next note follows 12 bytes on.
+            let mut wrapped_name = Vec::new();
+            for v in [size, 0, XenNoteType::Phys32Entry as u32] {
+                wrapped_name.extend_from_slice(&v.to_le_bytes());
+            }
+            // A Xen PHYS32_RELOC whose descsz wraps: libelf reads `descsz >= 4` as true and
+            // each value as 0 (`descsz % 4` is not 0); the next note follows 16 bytes on.
+            let mut wrapped_desc = Vec::new();
+            for v in [4, size, XenNoteType::Phys32Reloc as u32] {
+                wrapped_desc.extend_from_slice(&v.to_le_bytes());
+            }
+            wrapped_desc.extend_from_slice(b"Xen\0");
+            for class in BOTH {
+                let img = Elf::new(class)
+                    .segment(&[wrapped_name.clone(), wrapped_desc.clone(), entry.clone()])
+                    .build();
+                let s = summary(&img).unwrap();
+                assert_eq!(s.xen_notes, 2, "{size:#x}");
+                assert_eq!(s.phys32_entry, Some(0x10_0000));
+                assert_eq!(
+                    s.phys32_reloc,
+                    Some(Phys32Reloc {
+                        align: Some(0),
+                        min: Some(0),
+                        max: Some(0)
+                    })
+                );
+                let image = ElfImage::parse(&img).unwrap();
+                let notes: Vec<Note> = image.notes().map(Result::unwrap).collect();
+                assert_eq!(notes.len(), 3);
+                assert_eq!(notes[0].name_field(), b"");
+                assert_eq!((notes[1].desc(), notes[1].descsz()), (&[][..], size));
+                assert_eq!(notes[2].offset(), notes[1].offset() + 16);
+            }
+        }
+    }
+
+    /// Issue 19, 2g: 4 bytes of padding after the last note of a PT_NOTE: libelf boots it
+    /// (rejected as a truncated note before). The bytes are ignored and recorded.
+    #[test]
+    fn a_tail_shorter_than_a_header_ends_the_region() {
+        let entry = xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes());
+        for tail in 1..12usize {
+            let padded = [entry.clone(), vec![0; tail]].concat();
+            let img = Elf::new(ElfClass::Elf64)
+                .segment(&[padded])
+                .section(&[xen(XenNoteType::GuestOs, b"linux\0")])
+                .build();
+            let s = summary(&img).unwrap();
+            assert_eq!((s.xen_notes, s.phys32_entry), (1, Some(0x10_0000)));
+            let image = ElfImage::parse(&img).unwrap();
+            let p = image
+                .program_headers()
+                .find(|p| p.p_type == PT_NOTE)
+                .unwrap();
+            assert_eq!(
+                s.short_tail,
+                Some(ShortTail {
+                    source: NoteSource::Segment(p.index),
+                    offset: p.offset + entry.len() as u64,
+                    len: tail as u64,
+                })
+            );
+        }
     }
 
     #[test]

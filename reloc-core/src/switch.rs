@@ -359,7 +359,8 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     ///   image and of the destination (all apply and the re-copy touch) is canonical;
     /// - the stack shares no byte with a planned page table.
     ///
-    /// Stack use: a few hundred bytes (no buffer).
+    /// Reads only through `directmap`'s memory and keeps no buffer on the stack: one table
+    /// walk for the image start and one per leaf the stack spans.
     pub fn new<D: DirectMapped + ?Sized>(
         plan: &'p Plan<N>,
         directmap: &D,

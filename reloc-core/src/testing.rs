@@ -33,7 +33,7 @@
 //! let info = BootInfo::parse(&mem, ebx)?;
 //! assert_eq!(info.memory_map(), map);
 //! assert_eq!(info.modules()[0].range.start, 0x40_0000);
-//! assert!(info.cmdline_has_word("la57"));
+//! assert!(info.cmdline_has_word(&mem, "la57"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //! A multiboot2 MBI as GRUB writes one (tags in the order given, then the end tag):
@@ -66,17 +66,21 @@
 //! [`DirectMap::from_slice`]: crate::DirectMap::from_slice
 
 use core::fmt;
+#[cfg(feature = "hvm")]
 use core::mem::offset_of;
 
+#[cfg(feature = "hvm")]
 use crate::hvm::{
     HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, START_INFO_MAGIC, START_INFO_V0_SIZE,
     START_INFO_V1_SIZE,
 };
+#[cfg(feature = "multiboot2")]
 use crate::multiboot2::{
     EfiMemoryDescriptor, MEMORY_MAP_ENTRY_V0_SIZE, TAG_BASIC_MEMINFO, TAG_BOOTLOADER_NAME,
     TAG_CMDLINE, TAG_EFI_MEMORY_MAP, TAG_END, TAG_MEMORY_MAP, TAG_MODULE,
 };
 use crate::phys::PhysRange;
+#[cfg(any(feature = "hvm", feature = "multiboot2"))]
 use crate::select::MemoryRegion;
 
 /// Why a writer could not lay a piece out.
@@ -213,11 +217,13 @@ impl<'a> PhysWriter<'a> {
 }
 
 /// The `%ebx` for a structure at `paddr`.
+#[cfg(any(feature = "hvm", feature = "multiboot2"))]
 fn ebx_of(paddr: u64) -> Result<u32, WriteError> {
     u32::try_from(paddr).map_err(|_| WriteError::Above4GiB { paddr })
 }
 
-/// One PVH module for [`PvhStartInfo`].
+/// One PVH module for [`PvhStartInfo`] (feature `hvm`).
+#[cfg(feature = "hvm")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PvhModule<'s> {
     /// Where the module is (its bytes are not written).
@@ -228,7 +234,9 @@ pub struct PvhModule<'s> {
     pub cmdline: Option<&'s [u8]>,
 }
 
-/// A PVH `hvm_start_info` and what it points to, to be laid out by [`PvhStartInfo::write`].
+/// A PVH `hvm_start_info` and what it points to, to be laid out by [`PvhStartInfo::write`]
+/// (feature `hvm`).
+#[cfg(feature = "hvm")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PvhStartInfo<'s> {
     /// 0 (40 bytes, no memory map: the parser refuses it) or 1 and later (56 bytes).
@@ -245,6 +253,7 @@ pub struct PvhStartInfo<'s> {
     pub cmdline: Option<&'s [u8]>,
 }
 
+#[cfg(feature = "hvm")]
 impl<'s> PvhStartInfo<'s> {
     /// Version 1 with `memory_map` and nothing else.
     pub fn new(memory_map: &'s [MemoryRegion]) -> Self {
@@ -349,6 +358,7 @@ impl<'s> PvhStartInfo<'s> {
     }
 }
 
+#[cfg(feature = "hvm")]
 const fn size_of_modlist_entry() -> usize {
     core::mem::size_of::<HvmModlistEntry>()
 }
@@ -357,7 +367,8 @@ const fn size_of_modlist_entry() -> usize {
 /// tag 8-aligned, `total_size` filled in by [`MbiWriter::end`] or [`MbiWriter::finish`].
 ///
 /// Methods chain; the first error is kept and returned by `end` / `finish`, so a chain reads
-/// like the MBI it writes.
+/// like the MBI it writes. Feature `multiboot2`.
+#[cfg(feature = "multiboot2")]
 #[derive(Debug)]
 pub struct MbiWriter<'w, 'a> {
     writer: &'w mut PhysWriter<'a>,
@@ -365,6 +376,7 @@ pub struct MbiWriter<'w, 'a> {
     error: Option<WriteError>,
 }
 
+#[cfg(feature = "multiboot2")]
 impl<'w, 'a> MbiWriter<'w, 'a> {
     /// Starts an MBI at the writer's cursor, rounded up to 8 (the header's `total_size` is
     /// written at the end).
@@ -505,8 +517,9 @@ impl<'w, 'a> MbiWriter<'w, 'a> {
     }
 
     /// The EFI memory map (type 17) of `descriptor_size`-byte descriptors: each the 40-byte
-    /// `EFI_MEMORY_DESCRIPTOR`, then zeros up to `descriptor_size` (OVMF's are 48 bytes).
-    /// A `descriptor_size` below 40 writes each descriptor's first `descriptor_size` bytes.
+    /// `EFI_MEMORY_DESCRIPTOR`, then bytes of 0xee up to `descriptor_size` (OVMF's are 48
+    /// bytes), so a reader that ignores `descriptor_size` reads garbage. A `descriptor_size`
+    /// below 40 writes each descriptor's first `descriptor_size` bytes.
     pub fn efi_memory_map(
         &mut self,
         descriptor_size: u32,
@@ -518,7 +531,7 @@ impl<'w, 'a> MbiWriter<'w, 'a> {
         self.payload(&descriptor_size.to_le_bytes());
         self.payload(&descriptor_version.to_le_bytes());
         for descriptor in descriptors {
-            self.entry(&descriptor.to_bytes(), descriptor_size, 0);
+            self.entry(&descriptor.to_bytes(), descriptor_size, 0xee);
         }
         self
     }
@@ -572,6 +585,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "hvm", feature = "multiboot2"))]
     fn structures_above_4_gib_are_refused() {
         let mut memory = [0u64; 64];
         let mut w = PhysWriter::new(&mut memory, 1 << 32);
@@ -587,6 +601,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "multiboot2")]
     fn mbi_that_does_not_fit_is_an_error_not_a_partial_image() {
         let mut memory = [0u64; 4];
         let mut w = PhysWriter::new(&mut memory, 0x1000);

@@ -10,6 +10,18 @@
 //! leaf). So a virtual address mapped by an image leaf translates to its old physical
 //! address plus delta; one whose leaf entry is a pointer seen through a recursive slot (it
 //! maps a page table, which moved) does too; every other mapping stays.
+//!
+//! # One call
+//!
+//! [`check`] checks every property of one relocation: a [`Snapshot`] of memory before it,
+//! one after it, and the [`Expectation`] (the move that was asked for, or a rejection). The
+//! snapshots come from reloc-sim's [`Machine`], its [`SparseMemory`], a `DirectMap` buffer or
+//! any [`PhysRead`] memory, so the tables can be written and relocated
+//! by any code. It returns a [`Report`] of every property, held, violated or not checked
+//! (and why not).
+//!
+//! The functions below it (`check_mappings`, `check_copy`, ...) are the single properties
+//! [`check`] and [`crate::run`] are made of.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +29,7 @@ use std::fmt;
 use reloc_core::PhysRange;
 
 use crate::machine::Machine;
-use crate::mem::{Scope, SparseMemory, TableView};
+use crate::mem::{PhysFault, PhysRead, Scope, SparseMemory, TableView, PAGE_SIZE};
 use crate::paging::{enumerate, walk, LeafMapping, Perms, WalkConfig, DEFAULT_LEAF_LIMIT};
 use crate::relocators::Request;
 
@@ -557,4 +569,337 @@ pub fn check_naive(core: &SparseMemory, naive: &SparseMemory) -> Result<(), Viol
         }),
         None => Ok(()),
     }
+}
+
+/// The outcome of one property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyOutcome {
+    /// Which.
+    pub property: Property,
+    /// What was verified, or the violation.
+    pub result: Result<String, Violation>,
+}
+
+/// Memory and paging at one moment, for [`check`]: before a relocation, or after it (then
+/// optionally with the machine after the switch, [`Snapshot::with_switch`]).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    mem: SparseMemory,
+    paging: WalkConfig,
+    switched: Option<Machine>,
+}
+
+impl Snapshot {
+    /// `mem` as it is now, walked with `paging` (cheap: pages are shared until written).
+    pub fn of_memory(mem: &SparseMemory, paging: WalkConfig) -> Self {
+        Self {
+            mem: mem.clone(),
+            paging,
+            switched: None,
+        }
+    }
+
+    /// `machine`'s memory and paging (CR3, LA57, MAXPHYADDR) as they are now.
+    pub fn of_machine(machine: &Machine) -> Self {
+        Self::of_memory(&machine.mem, machine.walk_config())
+    }
+
+    /// Any memory reloc-sim can read: a copy of `ram` (every byte readable) taken through
+    /// [`PhysRead`]. Costs a read of every page of `ram`; pages holding only zeros are not
+    /// stored. For a `DirectMap`, [`Snapshot::of_directmap`] gives `ram`.
+    pub fn capture<M: PhysRead + ?Sized>(
+        mem: &M,
+        ram: &[PhysRange],
+        paging: WalkConfig,
+    ) -> Result<Self, PhysFault> {
+        let mut copy = SparseMemory::new(ram);
+        let mut words = Box::new([0u64; 512]);
+        for r in copy.ram().to_vec() {
+            let mut page = r.start & !(PAGE_SIZE - 1);
+            while page < r.end {
+                let whole = page >= r.start && page + PAGE_SIZE <= r.end;
+                if let Some(lent) = mem.table_ref(page).filter(|_| whole) {
+                    *words = *lent;
+                } else if whole {
+                    mem.read_table(page, &mut words).map_err(|(_, f)| f)?;
+                } else {
+                    // A page RAM covers in part (RAM is byte-granular): its qwords in RAM.
+                    for (i, w) in words.iter_mut().enumerate() {
+                        let at = page + i as u64 * 8;
+                        *w = if r.contains(at) {
+                            mem.read_phys_u64(at)?
+                        } else {
+                            0
+                        };
+                    }
+                }
+                if words.iter().any(|&w| w != 0) {
+                    for (i, &w) in words.iter().enumerate() {
+                        let at = page + i as u64 * 8;
+                        if w != 0 || copy.is_ram(at) {
+                            copy.write(at, w)?;
+                        }
+                    }
+                }
+                page = match page.checked_add(PAGE_SIZE) {
+                    Some(next) => next,
+                    None => break,
+                };
+            }
+        }
+        Ok(Self::of_memory(&copy, paging))
+    }
+
+    /// The memory behind a directmap (on the host, a `DirectMap::from_slice` buffer): its
+    /// window is the RAM.
+    pub fn of_directmap(directmap: &reloc_core::DirectMap<'_>, paging: WalkConfig) -> Self {
+        // Every byte of the window is readable by the directmap's contract.
+        Self::capture(directmap, &[directmap.window()], paging)
+            .unwrap_or_else(|_| unreachable!("a directmap reads its whole window"))
+    }
+
+    /// This snapshot (memory right after the copy and rebase) with `machine` after the
+    /// switch: [`check`] then also checks TLB coherence and stale reads on it, and walks its
+    /// CR3 (so a wrong CR3 shows as changed mappings).
+    pub fn with_switch(mut self, machine: &Machine) -> Self {
+        self.switched = Some(machine.clone());
+        self
+    }
+
+    /// The memory.
+    pub fn memory(&self) -> &SparseMemory {
+        &self.mem
+    }
+
+    /// The paging configuration.
+    pub fn paging(&self) -> WalkConfig {
+        self.paging
+    }
+}
+
+/// What a relocation should have done, for [`check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// The image moved to `new_base`; `image_maps` are the L2 tables whose 2 MiB leaves map
+    /// the image (the request's).
+    Moved {
+        /// The old image.
+        image: PhysRange,
+        /// Its new physical start.
+        new_base: u64,
+        /// The declared image maps.
+        image_maps: Vec<u64>,
+    },
+    /// The relocation was rejected: memory must be bit-identical.
+    Rejected,
+}
+
+impl Expectation {
+    /// The move `request` asks for.
+    pub fn moved(request: &reloc_core::RelocationRequest<'_>) -> Self {
+        Expectation::Moved {
+            image: request.image,
+            new_base: request.new_base.as_u64(),
+            image_maps: request.image_maps.iter().map(|m| m.as_u64()).collect(),
+        }
+    }
+
+    /// [`Expectation::moved`] for `Ok`, [`Expectation::Rejected`] for `Err`: what the
+    /// relocation that returned `result` must have done.
+    pub fn for_outcome<T, E>(
+        request: &reloc_core::RelocationRequest<'_>,
+        result: &Result<T, E>,
+    ) -> Self {
+        match result {
+            Ok(_) => Self::moved(request),
+            Err(_) => Expectation::Rejected,
+        }
+    }
+}
+
+impl From<&Request> for Expectation {
+    fn from(request: &Request) -> Self {
+        Self::moved(&request.as_core())
+    }
+}
+
+/// What [`check`] found: every property, held or violated, and those it could not check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The properties checked, in [`Property`] order.
+    pub outcomes: Vec<PropertyOutcome>,
+    /// The properties not checked, and why (a rejected request has no copy; without
+    /// [`Snapshot::with_switch`] there is no TLB).
+    pub not_checked: Vec<(Property, &'static str)>,
+}
+
+impl Report {
+    /// True when every property checked held.
+    pub fn passed(&self) -> bool {
+        self.outcomes.iter().all(|p| p.result.is_ok())
+    }
+
+    /// Every violation.
+    pub fn violations(&self) -> impl Iterator<Item = (Property, &Violation)> {
+        self.outcomes
+            .iter()
+            .filter_map(|p| p.result.as_ref().err().map(|v| (p.property, v)))
+    }
+
+    /// The outcome of `property`, if it was checked.
+    pub fn outcome(&self, property: Property) -> Option<&Result<String, Violation>> {
+        self.outcomes
+            .iter()
+            .find(|p| p.property == property)
+            .map(|p| &p.result)
+    }
+
+    /// Panics with the whole report unless every property checked held: for tests.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        assert!(self.passed(), "relocation properties violated:\n{self}");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.outcomes {
+            match &p.result {
+                Ok(what) => writeln!(f, "ok      {}: {what}", p.property)?,
+                Err(v) => writeln!(f, "FAILED  {}: {v}", p.property)?,
+            }
+        }
+        for (property, why) in &self.not_checked {
+            writeln!(f, "skipped {property}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `cr3` with its top table moved by `delta` when that table lies in `image` (every
+/// reachable table does, for reloc-core): the CR3 a correct switch loads.
+fn moved_cr3(paging: &WalkConfig, image: PhysRange, delta: u64) -> u64 {
+    let top = paging.top_table();
+    if image.contains(top) {
+        paging.cr3.wrapping_add(delta)
+    } else {
+        paging.cr3
+    }
+}
+
+/// Checks every property of one relocation (mappings, copy, old image and everything outside
+/// the new image untouched, or memory untouched for a rejection; TLB coherence and stale
+/// reads when `after` carries the switched machine) and returns the [`Report`].
+///
+/// `before` is memory before the relocation, walked with its paging configuration; `after`
+/// is memory right after the copy and rebase (before code runs in the critical region),
+/// optionally [`Snapshot::with_switch`]. After the move, tables are walked from `before`'s
+/// top table moved by delta (the switched machine's CR3 when there is one).
+pub fn check(before: &Snapshot, after: &Snapshot, expected: &Expectation) -> Report {
+    let mut report = Report {
+        outcomes: Vec::new(),
+        not_checked: Vec::new(),
+    };
+    let (image, new_base, image_maps) = match expected {
+        Expectation::Rejected => {
+            report.outcomes.push(PropertyOutcome {
+                property: Property::RejectedUntouched,
+                result: check_untouched(&before.mem, &after.mem)
+                    .map(|()| "memory bit-identical".into()),
+            });
+            for property in [
+                Property::Mappings,
+                Property::Copy,
+                Property::OutsideUntouched,
+                Property::OldImageUntouched,
+                Property::TlbCoherent,
+                Property::NoStaleReads,
+            ] {
+                report
+                    .not_checked
+                    .push((property, "the relocation was rejected"));
+            }
+            return report;
+        }
+        Expectation::Moved {
+            image,
+            new_base,
+            image_maps,
+        } => (*image, *new_base, image_maps),
+    };
+    let delta = new_base.wrapping_sub(image.start);
+    let moving = entries_that_move(&before.mem, &before.paging, image_maps);
+    let request = Request {
+        paging: if before.paging.la57 {
+            reloc_core::PagingMode::FiveLevel
+        } else {
+            reloc_core::PagingMode::FourLevel
+        },
+        top_table: reloc_core::PhysAddr::new_truncate(before.paging.top_table()),
+        image,
+        new_base: reloc_core::PhysAddr::new_truncate(new_base),
+        image_maps: Vec::new(),
+        max_phys_bits: before.paging.max_phys_bits,
+        encryption_mask: 0,
+    };
+    let (after_mem, after_paging) = match &after.switched {
+        Some(m) => (&m.mem, m.walk_config()),
+        None => (
+            &after.mem,
+            WalkConfig {
+                cr3: moved_cr3(&before.paging, image, delta),
+                ..before.paging
+            },
+        ),
+    };
+    report.outcomes.push(PropertyOutcome {
+        property: Property::Mappings,
+        result: check_mappings(
+            &before.mem,
+            &before.paging,
+            after_mem,
+            &after_paging,
+            &request,
+            &moving,
+        )
+        .map(|s| {
+            format!(
+                "{} leaves in {} ranges, {} moved by delta, the rest unchanged",
+                s.leaves, s.ranges, s.moved
+            )
+        }),
+    });
+    for (property, result) in check_copy(&before.mem, &after.mem, &request, &moving) {
+        report.outcomes.push(PropertyOutcome {
+            property,
+            result: result.map(|s| match property {
+                Property::Copy => format!(
+                    "{} bytes compared, {} entries rebased as specified",
+                    s.bytes_compared, s.entries_rebased
+                ),
+                Property::OldImageUntouched => "old image bit-identical".into(),
+                _ => "every byte outside the new image bit-identical".into(),
+            }),
+        });
+    }
+    match &after.switched {
+        Some(m) => {
+            report.outcomes.push(PropertyOutcome {
+                property: Property::TlbCoherent,
+                result: check_tlb(m, image)
+                    .map(|n| format!("{n} cached entries agree with the new tables")),
+            });
+            report.outcomes.push(PropertyOutcome {
+                property: Property::NoStaleReads,
+                result: check_stale_reads(m).map(|()| "no stale read".into()),
+            });
+        }
+        None => {
+            let why = "no switch recorded (Snapshot::with_switch)";
+            report.not_checked.push((Property::TlbCoherent, why));
+            report.not_checked.push((Property::NoStaleReads, why));
+        }
+    }
+    report.outcomes.sort_by_key(|p| p.property);
+    report
 }

@@ -149,12 +149,13 @@ impl XenLayout {
     }
 }
 
-/// The virtual side of a simulated boot: where the image runs, where the directmap maps
-/// physical memory, and the boot stack, as scenario files and the fuzzer give them;
-/// [`VirtLayout::core`] and [`VirtLayout::directmap`] are reloc-core's typed views (reloc-core
-/// checks them).
+/// The virtual addresses the switch needs: where the image runs, where the directmap maps
+/// physical memory, and the boot stack, as scenario files and the fuzzer give them.
+/// [`SwitchAddresses::core`] (reloc-core's `VirtualLayout`: image and stack) and
+/// [`SwitchAddresses::directmap`] are reloc-core's typed views, which reloc-core checks.
+/// (Named apart from reloc-core's `VirtualLayout`, which holds only the image and stack.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VirtLayout {
+pub struct SwitchAddresses {
     /// Virtual image start.
     pub image_start: u64,
     /// Virtual address of physical 0 in the directmap.
@@ -167,7 +168,7 @@ pub struct VirtLayout {
     pub stack_top: u64,
 }
 
-impl VirtLayout {
+impl SwitchAddresses {
     /// reloc-core's view of the image and the stack.
     pub fn core(&self) -> VirtualLayout {
         VirtualLayout {
@@ -201,7 +202,7 @@ pub struct BootLayout {
     /// The L2 tables holding the image's 2 MiB leaves.
     pub image_maps: Vec<u64>,
     /// Virtual layout for the switch.
-    pub virt: VirtLayout,
+    pub virt: SwitchAddresses,
     /// A stack pointer inside the stack, below live frames.
     pub rsp: u64,
     /// Every table the builder allocated.
@@ -630,7 +631,7 @@ impl LayoutSpec {
             cr3: b.top,
             cr4: CR4_PGE | if la57 { CR4_LA57 } else { 0 },
             image_maps,
-            virt: VirtLayout {
+            virt: SwitchAddresses {
                 image_start: self.virt_base,
                 directmap_base: self.directmap_base,
                 directmap_size: 1u64

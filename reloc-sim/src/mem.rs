@@ -122,6 +122,45 @@ pub trait PhysRead {
     }
 }
 
+/// Any reloc-core [`PhysMemory`] seen as a [`PhysRead`], so reloc-sim's walkers and checker
+/// read the memory the engine ran on (a user's own memory type). [`reloc_core::DirectMap`]
+/// implements [`PhysRead`] itself; this adapter is for other `PhysMemory` types. A qword
+/// outside what `check_range` accepts is a [`PhysFault::NotRam`] naming the address it gives.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreMemory<'a, M: ?Sized>(pub &'a M);
+
+/// The qword at `addr` of a reloc-core memory, faults typed as reloc-sim's.
+fn read_core<M: PhysMemory + ?Sized>(mem: &M, addr: u64) -> Result<u64, PhysFault> {
+    if !addr.is_multiple_of(8) {
+        return Err(PhysFault::Misaligned { addr });
+    }
+    mem.check_range(addr, 8)
+        .map_err(|f| PhysFault::NotRam { addr: f.addr })?;
+    Ok(mem.read_u64(addr))
+}
+
+impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
+    fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
+        read_core(self.0, addr)
+    }
+
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        self.0.table(table)
+    }
+}
+
+/// A directmap (on the host, a buffer made with `DirectMap::from_slice`): the window is the
+/// RAM; reads outside it fault.
+impl PhysRead for reloc_core::DirectMap<'_> {
+    fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
+        read_core(self, addr)
+    }
+
+    fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
+        PhysMemory::table(self, table)
+    }
+}
+
 /// A table as walkers read it: lent in place ([`PhysRead::table_ref`]) or a snapshot on the
 /// heap ([`PhysRead::read_table`]), never 4 KiB on the stack (walkers recurse, and under
 /// AddressSanitizer every large frame is a heap-like allocation).

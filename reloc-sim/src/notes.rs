@@ -4,13 +4,18 @@
 //! The reading is `reloc_core::notes` (libelf's rules); this module adds what a host tool
 //! needs: gzip input (distributions ship hypervisors compressed), one list of the notes, and
 //! the lints:
-//! - **error** `entry-outside-load`: PHYS32_ENTRY lies in no `PT_LOAD` segment's physical
-//!   range `[p_paddr, p_paddr + p_memsz)`. QEMU loads segments at `p_paddr` and jumps to the
+//! - **error** `entry-outside-load`: PHYS32_ENTRY lies in no loadable segment's physical
+//!   range `[p_paddr, p_paddr + p_memsz)` (a `PT_LOAD` with R, W or X: libelf loads no other). QEMU loads segments at `p_paddr` and jumps to the
 //!   entry; Xen's PVH loader checks only that the entry lies between the lowest `p_paddr` and
 //!   the highest `p_paddr + p_memsz` of the loadable segments (`elf_xen_addr_calc_check`), so
 //!   an entry in a gap between segments passes Xen and still runs unloaded memory.
-//! - **warning** `not-pvh-bootable`: no PHYS32_ENTRY note, so no PVH loader (QEMU `-kernel`,
-//!   Xen's PVH dom0/domU builder) can start the image.
+//! - **warning** `not-pvh-bootable`: no PHYS32_ENTRY note (or one of 0xffffffff, libelf's
+//!   unset value), so no PVH loader (QEMU `-kernel`, Xen's PVH dom0/domU builder) can start
+//!   the image.
+//! - **warning** `note-region-short-tail`: a note segment or section ends with 1 to 11 bytes
+//!   after its last note; libelf reads a header across its end, reloc-core ignores them.
+//! - **warning** `too-many-notes`, `string-too-long`: what libelf marks the image broken for
+//!   and boots anyway (it stops after 65,536 notes; it skips a string over 4,096 bytes).
 //! - **warning** `feature-name-unknown-to-old-xen`: a FEATURES token other than the five
 //!   names the first libelf knew (bits 0-4). That libelf (Xen 4.1 among others) rejects the
 //!   whole image for a name it does not know, `!` or not; the current one knows only bits
@@ -26,7 +31,8 @@ use std::io::Read;
 
 use reloc_core::notes::{
     feature_bit, ElfClass, ElfImage, Escaped, FeatureSet, FeatureTokens, NoteSource, NotesError,
-    Phys32Reloc, XenNote, XenNoteType, XenSummary, XenValue, ORIGINAL_LIBELF_FEATURE_BITS,
+    Phys32Reloc, XenNote, XenNoteType, XenSummary, XenValue, MAX_STRING_LEN, MAX_TOTAL_NOTES,
+    ORIGINAL_LIBELF_FEATURE_BITS,
 };
 
 /// The gzip magic.
@@ -199,6 +205,38 @@ impl NotesReport {
                 ),
             }),
             Some(_) => {}
+        }
+        if let Some(tail) = summary.short_tail {
+            lints.push(Lint {
+                severity: Severity::Warning,
+                code: "note-region-short-tail",
+                message: format!(
+                    "{} ends with {} byte(s) after its last note at offset {:#x}, fewer than a                      12-byte note header: libelf reads a note header there across the end                      (usually padding, read as a note it ignores); reloc-core ignores the bytes.                      Make the segment's size cover whole notes",
+                    tail.source, tail.len, tail.offset
+                ),
+            });
+        }
+        if summary.note_limit_reached {
+            lints.push(Lint {
+                severity: Severity::Warning,
+                code: "too-many-notes",
+                message: format!(
+                    "more than {MAX_TOTAL_NOTES} notes: libelf marks the image broken (\"too many \
+                     ELF notes\") and ignores every note after that many"
+                ),
+            });
+        }
+        if summary.strings_too_long > 0 {
+            lints.push(Lint {
+                severity: Severity::Warning,
+                code: "string-too-long",
+                message: format!(
+                    "{} Xen string note(s) longer than {MAX_STRING_LEN} bytes: libelf marks the \
+                     image broken (\"excessively long string\") and skips them (a FEATURES \
+                     string that long sets and requires nothing)",
+                    summary.strings_too_long
+                ),
+            });
         }
         Ok(Self {
             compressed,
@@ -387,6 +425,9 @@ fn value_text(v: &XenValue<'_>) -> String {
         XenValue::Phys32Entry(e) => format!("{e:#x}"),
         XenValue::Phys32Reloc(r) => reloc_text(r),
         XenValue::Ignored(d) => format!("ignored by libelf: {}", hex(d)),
+        XenValue::StringTooLong => format!(
+            "string longer than {MAX_STRING_LEN} bytes: skipped by libelf (\"excessively long string\")"
+        ),
     }
 }
 

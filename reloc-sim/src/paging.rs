@@ -169,6 +169,16 @@ pub struct WalkConfig {
 }
 
 impl WalkConfig {
+    /// The configuration a relocation request describes: CR3 pointing at its top table,
+    /// LA57 for five levels, its MAXPHYADDR.
+    pub fn of_request(request: &reloc_core::RelocationRequest<'_>) -> Self {
+        Self {
+            cr3: request.top_table.as_u64(),
+            la57: request.paging == reloc_core::PagingMode::FiveLevel,
+            max_phys_bits: request.max_phys_bits,
+        }
+    }
+
     /// 4 or 5.
     pub fn levels(&self) -> u8 {
         if self.la57 {

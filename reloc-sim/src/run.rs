@@ -12,7 +12,7 @@ use reloc_core::{
 };
 
 use crate::check::{self, Property, Violation};
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 use crate::machine::{AccessFault, Machine, SwitchFault, SwitchOptions, SwitchReport};
 use crate::relocators::{Relocator, Request};
 
@@ -38,7 +38,7 @@ pub struct RunInput {
     pub target: Target,
     /// Virtual layout for the switch; without it the stack is not re-copied and no spill is
     /// simulated.
-    pub virt: Option<VirtLayout>,
+    pub virt: Option<SwitchAddresses>,
 }
 
 impl RunInput {
@@ -241,14 +241,7 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// The outcome of one property.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PropertyOutcome {
-    /// Which.
-    pub property: Property,
-    /// What was verified, or the violation.
-    pub result: Result<String, Violation>,
-}
+pub use crate::check::PropertyOutcome;
 
 /// Everything a run did and found.
 #[derive(Clone, Debug)]

@@ -55,7 +55,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::check::reached_tables;
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 use crate::machine::{Machine, CR4_LA57};
 use crate::mem::{PhysFault, SparseMemory};
 use crate::relocators::Request;
@@ -412,7 +412,7 @@ impl Scenario {
         let mut machine = Machine::new(mem, self.cr3.0, self.cr4.0, self.max_phys_bits);
         let virt = self.virt.map(|v| {
             machine.rsp = v.rsp.0;
-            VirtLayout {
+            SwitchAddresses {
                 image_start: v.image_start.0,
                 directmap_base: v.directmap_base.0,
                 directmap_size: v.directmap_size.map_or(

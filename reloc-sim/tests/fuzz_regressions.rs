@@ -180,6 +180,9 @@ fn multiboot2_seeds_replay() {
     assert!(outcomes
         .iter()
         .any(|o| matches!(o, multiboot2::Outcome::Parsed { meminfo: true, .. })));
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, multiboot2::Outcome::Parsed { efi: true, .. })));
     assert!(outcomes.contains(&multiboot2::Outcome::Rejected));
 }
 

@@ -273,3 +273,53 @@ fn bad_files_exit_1_with_one_line() {
     let (code, _, _) = reloc_sim(&["notes"]);
     assert_eq!(code, 2);
 }
+
+/// Issue 19, 2c: libelf loads a `PT_LOAD` only with R, W or X (`elf_phdr_is_loadable`): an
+/// entry inside a `PT_LOAD` with none of them runs unloaded memory. It passed before.
+#[test]
+fn entry_in_a_load_segment_without_rwx_is_an_error() {
+    let mut w = ElfWriter::new(true);
+    w.loads = vec![(0x10_0000, 0x10_0000, 0x1_0000, 0)];
+    w.note_segments.push(entry(0x10_0000));
+    let f = Scratch::new("no-rwx", &w.build());
+    let (code, out, err) = reloc_sim(&["notes", f.path()]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("error   entry-outside-load: PHYS32_ENTRY 0x100000 is outside"),
+        "{out}"
+    );
+}
+
+/// Issue 19, 2g: padding after a PT_NOTE's last note boots under libelf; it was rejected as a
+/// truncated note. Now the image reads, and the bytes get a warning.
+#[test]
+fn padding_after_the_last_note_is_a_warning() {
+    let f = Scratch::new("short-tail", &image(true, &[entry(0x10_0000), vec![0; 4]]));
+    let (code, out, err) = reloc_sim(&["notes", f.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning note-region-short-tail: PT_NOTE segment 1 ends with 4 byte(s)"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("result: PVH-bootable, 0 error(s), 1 warning(s)\n"),
+        "{out}"
+    );
+}
+
+/// Issue 19, 2d: a string note over 4,096 bytes: libelf skips it and boots (it was rejected).
+#[test]
+fn an_over_long_string_note_is_skipped_with_a_warning() {
+    let long = "!no_such_feature|".to_string() + &"a".repeat(4096);
+    let f = Scratch::new(
+        "long-string",
+        &image(false, &[xen_string(10, &long), entry(0x10_0000)]),
+    );
+    let (code, out, err) = reloc_sim(&["notes", f.path()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning string-too-long: 1 Xen string note(s)"),
+        "{out}"
+    );
+    assert!(out.contains("required          0x00000000"), "{out}");
+}

@@ -16,7 +16,9 @@
 //! - `cargo xtask ci [--quick]`: everything CI checks, each step printed with its wall time:
 //!   the `test` set-up plus the clippy and rustfmt components, `cargo fmt --check`, clippy for
 //!   the host and for the bare-metal target (reloc-core, boot-stub), `cargo doc` with
-//!   `-D warnings`, reloc-core built for the bare-metal target, `cargo test --workspace`, the
+//!   `-D warnings`, `cargo publish --dry-run -p reloc-core -p reloc-sim` (packaging and a build
+//!   from the packages alone; never an upload), reloc-core built for the bare-metal target,
+//!   `cargo test --workspace`, the
 //!   main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz run.
 //!   `--quick` skips Miri and fuzzing. `.ci/run` only makes sure rustup and the toolchain
 //!   exist, then calls this.

@@ -123,7 +123,9 @@ struct Expected {
     source: MemoryMapSource,
     modules: Vec<(PhysRange, PhysRange)>,
     cmdline: Vec<u8>,
+    cmdline_truncated: bool,
     name: Vec<u8>,
+    name_truncated: bool,
     avoid: Vec<PhysRange>,
 }
 
@@ -177,6 +179,25 @@ fn string(b: &[u8], from: u128, to: u128) -> Option<(u128, Vec<u8>)> {
     None
 }
 
+/// The E820 type Xen's `efi_arch_process_memory_map` (`xen/arch/x86/efi/efi-boot.h`, without
+/// `-mapbs`) gives an EFI descriptor of `kind` with `attribute`: its `switch`, case by case.
+fn xen_e820_type(kind: u128, attribute: u128) -> u32 {
+    const EFI_MEMORY_WB: u128 = 0x8;
+    const EFI_MEMORY_RUNTIME: u128 = 1 << 63;
+    match kind {
+        // EfiBootServicesCode/Data (map_bs off), EfiConventionalMemory, EfiLoaderCode/Data.
+        3 | 4 | 7 | 1 | 2 if attribute & EFI_MEMORY_RUNTIME != 0 => 2,
+        3 | 4 | 7 | 1 | 2 if attribute & EFI_MEMORY_WB != 0 => 1,
+        3 | 4 | 7 | 1 | 2 => 5,
+        // EfiUnusableMemory, EfiACPIReclaimMemory, EfiACPIMemoryNVS.
+        8 => 5,
+        9 => 3,
+        10 => 4,
+        // default: E820_RESERVED.
+        _ => 2,
+    }
+}
+
 /// An independent reading of the MBI at `paddr`; `None` where the parser must reject.
 fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<Expected> {
     if paddr & 7 != 0 {
@@ -216,22 +237,22 @@ fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<
     }
     let first = |kind: u128| tags.iter().copied().find(|t| t.0 == kind);
 
-    let (mut cmdline, mut cmd_range) = (Vec::new(), PhysRange::default());
+    // Strings of any length are accepted; the copy holds the first CAPACITY bytes.
+    let (mut cmdline, mut cmd_range, mut cmdline_truncated) =
+        (Vec::new(), PhysRange::default(), false);
     if let Some((_, at, size)) = first(1) {
-        let (off, s) = string(b, at + 8, at + size)?;
-        if s.len() > CMDLINE_CAPACITY {
-            return None;
-        }
+        let (off, mut s) = string(b, at + 8, at + size)?;
         cmd_range = phys(off, s.len() as u128 + 1);
+        cmdline_truncated = s.len() > CMDLINE_CAPACITY;
+        s.truncate(CMDLINE_CAPACITY);
         cmdline = s;
     }
-    let (mut name, mut name_range) = (Vec::new(), PhysRange::default());
+    let (mut name, mut name_range, mut name_truncated) = (Vec::new(), PhysRange::default(), false);
     if let Some((_, at, size)) = first(2) {
-        let (off, s) = string(b, at + 8, at + size)?;
-        if s.len() > BOOTLOADER_NAME_CAPACITY {
-            return None;
-        }
+        let (off, mut s) = string(b, at + 8, at + size)?;
         name_range = phys(off, s.len() as u128 + 1);
+        name_truncated = s.len() > BOOTLOADER_NAME_CAPACITY;
+        s.truncate(BOOTLOADER_NAME_CAPACITY);
         name = s;
     }
     let mut modules = Vec::new();
@@ -288,6 +309,52 @@ fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<
             entry_version: version as u32,
         });
     }
+    // The EFI memory map (tag 17), only when tag 6 gave nothing: Xen's conversion of each
+    // descriptor and its merging of contiguous ones of one type, zero-length ones skipped.
+    if let (true, Some((_, at, size))) = (map.is_empty(), first(17)) {
+        if size < 16 {
+            return None;
+        }
+        let (descriptor_size, version) = (le32(b, at + 8), le32(b, at + 12));
+        if descriptor_size < 40 || descriptor_size % 8 != 0 || (size - 16) % descriptor_size != 0 {
+            return None;
+        }
+        let count = (size - 16) / descriptor_size;
+        let mut extents: Vec<(u128, u128, u32)> = Vec::new();
+        for i in 0..count {
+            let e = at + 16 + i * descriptor_size;
+            let (kind, start, pages, attribute) =
+                (le32(b, e), le64(b, e + 8), le64(b, e + 24), le64(b, e + 32));
+            let len = pages * 4096;
+            if start + len >= 1 << 64 {
+                return None;
+            }
+            let e820 = xen_e820_type(kind, attribute);
+            match extents.last_mut() {
+                Some(last) if last.2 == e820 && last.0 + last.1 == start => last.1 += len,
+                _ if len == 0 => {}
+                _ => extents.push((start, len, e820)),
+            }
+        }
+        if extents.len() > map_cap {
+            return None;
+        }
+        if !extents.is_empty() {
+            map = extents
+                .iter()
+                .map(|&(start, len, kind)| MemoryRegion {
+                    start: start as u64,
+                    len: len as u64,
+                    kind,
+                })
+                .collect();
+            source = Some(MemoryMapSource::EfiMemoryMap {
+                descriptor_size: descriptor_size as u32,
+                descriptor_version: version as u32,
+                descriptors: count as u32,
+            });
+        }
+    }
     if map.is_empty() {
         let (lower, upper) = meminfo?;
         if map_cap < 2 {
@@ -324,7 +391,9 @@ fn expected(mem: &Memory, paddr: u64, map_cap: usize, mod_cap: usize) -> Option<
         source: source?,
         modules,
         cmdline,
+        cmdline_truncated,
         name,
+        name_truncated,
         avoid,
     })
 }
@@ -340,7 +409,9 @@ fn actual<const MAP: usize, const MODS: usize>(info: &Multiboot2Info<MAP, MODS>)
             .map(|m| (m.range, m.cmdline))
             .collect(),
         cmdline: info.cmdline().to_vec(),
+        cmdline_truncated: info.cmdline_truncated(),
         name: info.bootloader_name().to_vec(),
+        name_truncated: info.bootloader_name_truncated(),
         avoid: info.avoid_ranges().collect(),
     }
 }
@@ -356,6 +427,8 @@ pub enum Outcome {
         modules: usize,
         /// True when the map came from basic meminfo.
         meminfo: bool,
+        /// True when the map came from the EFI memory map (tag 17).
+        efi: bool,
     },
     /// Rejected, as the oracle expected.
     Rejected,
@@ -419,6 +492,10 @@ pub fn check(d: &Description) -> Outcome {
         }
     }
     if let Ok(info) = &parsed {
+        let range = info.cmdline_range();
+        if let Some(line) = oracle.get(range.start, range.len().saturating_sub(1)) {
+            super::boot_info::check_words(line, |word| info.cmdline_has_word(&mem, word), d);
+        }
         assert!(info.avoid_ranges().count() <= Multiboot2Info::<128, 16>::MAX_AVOID_RANGES);
     }
     match parsed {
@@ -428,6 +505,10 @@ pub fn check(d: &Description) -> Outcome {
             meminfo: matches!(
                 info.memory_map_source(),
                 MemoryMapSource::BasicMeminfo { .. }
+            ),
+            efi: matches!(
+                info.memory_map_source(),
+                MemoryMapSource::EfiMemoryMap { .. }
             ),
         },
         Err(_) => Outcome::Rejected,
@@ -475,7 +556,8 @@ impl SeedMbi {
 
 /// Named seeds: a GRUB-like MBI under QEMU `-m 3G` (command line, name, two modules,
 /// meminfo, boot device, the memory map), one with 32-byte version-1 map entries, one with
-/// basic meminfo only, and one whose module tag runs past `total_size`.
+/// basic meminfo only, one whose module tag runs past `total_size`, an 8 KiB command line
+/// ending in `la57`, and an OVMF-like EFI memory map (tag 17, 129 descriptors) with no tag 6.
 pub fn seeds() -> Vec<(&'static str, Description)> {
     let qemu_3g = [
         (0u64, 0x9fc00u64, 1u32),
@@ -514,6 +596,22 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
             &[639u32.to_le_bytes(), 130_048u32.to_le_bytes()].concat(),
         )
         .done();
+    // GRUB puts the whole command line in tag 1, however long (issue 19 item 1).
+    let mut long_line = b"console=com1 ".to_vec();
+    long_line.resize(0x2000 - 5, b'x');
+    long_line.extend_from_slice(b" la57\0");
+    let long_cmdline = SeedMbi::new()
+        .tag(1, &long_line)
+        .map(24, 0, &qemu_3g)
+        .done();
+    // GRUB-EFI on OVMF with tag 6 hidden (`mbi-no-memmap`): basic meminfo stopping at the
+    // 8 MiB hole, and tag 17 with 129 descriptors of 48 bytes (one more than the parser's
+    // capacity) that merge into 13 extents.
+    let efi = SeedMbi::new()
+        .tag(1, b"mbi-no-memmap\0")
+        .tag(4, &[640u32.to_le_bytes(), 7168u32.to_le_bytes()].concat())
+        .tag(17, &ovmf_efi_memory_map())
+        .done();
     let mut corrupt = grub.clone();
     // The first module tag (after the 32-byte command line and name tags) claims 4 KiB.
     corrupt[8 + 32 + 32 + 4..8 + 32 + 32 + 8].copy_from_slice(&0x1000u32.to_le_bytes());
@@ -522,7 +620,57 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("entry-size-32-version-1", described(0, wide)),
         ("basic-meminfo-only", described(0, meminfo)),
         ("module-tag-past-total-size", described(0, corrupt)),
+        ("cmdline-8k-la57", described(0, long_cmdline)),
+        ("efi-memory-map-ovmf-129", described(0, efi)),
     ]
+}
+
+/// The payload of an OVMF-like tag 17 (`-m 3G`): `descriptor_size` 48, version 1, then 129
+/// descriptors (NVS holes at 8 MiB, 115 contiguous boot-services, loader and free pieces,
+/// runtime services, ACPI, RAM to just below 3 GiB, NVS, MMIO), each padded to 48 bytes.
+fn ovmf_efi_memory_map() -> Vec<u8> {
+    const WB_ETC: u64 = 0xf;
+    const RUNTIME: u64 = 1 << 63;
+    let mut pieces: Vec<(u32, u64, u64, u64)> = vec![
+        (7, 0, 0xa0000, WB_ETC),
+        (7, 0x100000, 0x700000, WB_ETC),
+        (10, 0x800000, 0x8000, WB_ETC),
+        (7, 0x808000, 0x3000, WB_ETC),
+        (10, 0x80b000, 0x1000, WB_ETC),
+        (7, 0x80c000, 0x5000, WB_ETC),
+        (10, 0x811000, 0xef000, WB_ETC),
+        (7, 0x900000, 0x700000, WB_ETC),
+    ];
+    for i in 0..115u64 {
+        pieces.push((
+            [4, 3, 2, 7][i as usize % 4],
+            0x1000000 + i * 0x10000,
+            0x10000,
+            WB_ETC,
+        ));
+    }
+    let x = 0x1730000;
+    pieces.extend([
+        (6, x, 0x10000, WB_ETC | RUNTIME),
+        (5, x + 0x10000, 0x10000, WB_ETC | RUNTIME),
+        (9, x + 0x20000, 0x10000, WB_ETC),
+        (7, x + 0x30000, 0xbfff0000 - (x + 0x30000), WB_ETC),
+        (10, 0xbfff0000, 0x10000, WB_ETC),
+        (11, 0xffc00000, 0x400000, 1 | RUNTIME),
+    ]);
+    let mut payload = [48u32.to_le_bytes(), 1u32.to_le_bytes()].concat();
+    for (kind, physical_start, len, attribute) in pieces {
+        let descriptor = reloc_core::multiboot2::EfiMemoryDescriptor {
+            kind,
+            physical_start,
+            virtual_start: 0,
+            number_of_pages: len / 4096,
+            attribute,
+        };
+        payload.extend_from_slice(&descriptor.to_bytes());
+        payload.extend_from_slice(&[0; 8]);
+    }
+    payload
 }
 
 #[cfg(test)]
@@ -549,19 +697,34 @@ mod tests {
                 Outcome::Parsed {
                     entries: 6,
                     modules: 2,
-                    meminfo: false
+                    meminfo: false,
+                    efi: false
                 },
                 Outcome::Parsed {
                     entries: 4,
                     modules: 0,
-                    meminfo: false
+                    meminfo: false,
+                    efi: false
                 },
                 Outcome::Parsed {
                     entries: 2,
                     modules: 0,
-                    meminfo: true
+                    meminfo: true,
+                    efi: false
                 },
                 Outcome::Rejected,
+                Outcome::Parsed {
+                    entries: 6,
+                    modules: 0,
+                    meminfo: false,
+                    efi: false
+                },
+                Outcome::Parsed {
+                    entries: 13,
+                    modules: 0,
+                    meminfo: false,
+                    efi: true
+                },
             ]
         );
     }

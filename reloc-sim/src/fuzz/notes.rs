@@ -11,14 +11,17 @@
 //! (`elf_xen_parse`, `elf_xen_parse_notes`, `elf_note_next`, `elf_xen_parse_note`,
 //! `elf_xen_parse_features`): whole-width (`u128`) arithmetic instead of checked `u64`, byte
 //! loops instead of iterators, and libelf's feature loop transliterated with its 64-byte
-//! buffer. It also applies the bounds reloc-core documents as stricter than libelf (notes
-//! inside their segment or section, strings terminated inside their descriptor). Every note
-//! the walk yields, where it stops with an error, and the folded summary must agree.
+//! buffer; sizes rounded as libelf's 32-bit `(size + 3) & ~3`, `UNSET_ADDR32`, the shared
+//! note count that stops the walk, over-long strings skipped. It also applies the bounds
+//! reloc-core documents as stricter than libelf (notes inside their segment or section,
+//! strings terminated inside it, a tail shorter than a header ignored; its module docs list
+//! every difference). Every note the walk yields, where it stops with an error, and the
+//! folded summary must agree.
 
 use arbitrary::Unstructured;
 use reloc_core::notes::{
-    ElfImage, NoteSource, NotesError, Phys32Reloc, XenNote, XenSummary, PF_R, PF_X, PT_LOAD,
-    PT_NOTE, SHT_NOTE,
+    ElfImage, NoteSource, NotesError, Phys32Reloc, ShortTail, XenNote, XenSummary, PF_R, PF_X,
+    PT_LOAD, PT_NOTE, SHT_NOTE,
 };
 
 use super::Reader;
@@ -260,6 +263,8 @@ pub struct OracleNote {
     pub name: Vec<u8>,
     /// `type`.
     pub n_type: u32,
+    /// `descsz` as in the header.
+    pub descsz: u32,
     /// The descriptor.
     pub desc: Vec<u8>,
     /// From the descriptor to the end of the segment or section.
@@ -275,8 +280,12 @@ pub struct Expected {
     pub header_ok: bool,
     /// Notes the walk yields before it ends.
     pub notes: Vec<OracleNote>,
-    /// Whether the walk ends with an error (structure: bounds, count).
+    /// Whether the walk ends with an error (structure: bounds).
     pub walk_error: bool,
+    /// Whether the walk stopped at libelf's note limit.
+    pub limit_reached: bool,
+    /// The first region tail shorter than a header.
+    pub short_tail: Option<ShortTail>,
     /// The folded summary, or `None` when libelf (or the stricter bounds) reject a Xen note
     /// or the walk fails; with the unknown required name when that is why.
     pub summary: Result<XenSummary, Option<Vec<u8>>>,
@@ -360,6 +369,8 @@ pub fn oracle(file: &[u8]) -> Expected {
         header_ok,
         notes: Vec::new(),
         walk_error: false,
+        limit_reached: false,
+        short_tail: None,
         summary: Err(None),
     };
     if file.len() < 6 || file[..4] != *b"\x7fELF" || !matches!(file[4], 1 | 2) || file[5] != 1 {
@@ -377,8 +388,10 @@ pub fn oracle(file: &[u8]) -> Expected {
     let ehsize_at = 28 + 3 * w;
     let (phentsize, phnum) = (rd(ehsize_at + 2, 2), rd(ehsize_at + 4, 2));
     let (shentsize, shnum) = (rd(ehsize_at + 6, 2), rd(ehsize_at + 8, 2));
+    // elf_init: `offset = e_phoff + e_phentsize * count; if ( offset > elf->size )`, for
+    // every count (libelf does not check the entry size; reloc-core does, when count > 0).
     let table_ok =
-        |off: u128, ent: u128, n: u128, need: u128| n == 0 || (ent >= need && off + ent * n <= len);
+        |off: u128, ent: u128, n: u128, need: u128| (n == 0 || ent >= need) && off + ent * n <= len;
     if !table_ok(phoff, phentsize, phnum, if is64 { 56 } else { 32 })
         || !table_ok(shoff, shentsize, shnum, if is64 { 64 } else { 40 })
     {
@@ -407,6 +420,8 @@ pub fn oracle(file: &[u8]) -> Expected {
         header_ok: true,
         notes: Vec::new(),
         walk_error: false,
+        limit_reached: false,
+        short_tail: None,
         summary: Err(None),
     };
     let mut regions: Vec<(NoteSource, u128, u128)> = (0..phnum)
@@ -441,19 +456,34 @@ pub fn oracle(file: &[u8]) -> Expected {
         }
         let mut pos = start;
         while pos < end {
+            // elf_xen_parse_notes: "too many ELF notes", break; the count is shared, so no
+            // later region reads a note either.
             if walked >= 65536 {
-                expected.walk_error = true;
+                expected.limit_reached = true;
                 break 'walk;
             }
             if end - pos < 12 {
-                expected.walk_error = true;
-                break 'walk;
+                // libelf reads a header across the end; reloc-core ignores the bytes (stricter,
+                // documented) but counts them as libelf does.
+                walked += 1;
+                expected.short_tail.get_or_insert(ShortTail {
+                    source,
+                    offset: pos as u64,
+                    len: (end - pos) as u64,
+                });
+                break;
             }
             let namesz = rd(pos, 4);
             let descsz = rd(pos + 4, 4);
             let n_type = rd(pos + 8, 4) as u32;
-            let desc_at = pos + 12 + namesz.div_ceil(4) * 4;
-            if desc_at + descsz > end {
+            // `unsigned namesz = (elf_uval(elf, note, namesz) + 3) & ~3;` in 32 bits.
+            let round = |n: u128| (n + 3) % (1 << 32) / 4 * 4;
+            let (name_len, desc_len) = (
+                if round(namesz) == 0 { 0 } else { namesz },
+                if round(descsz) == 0 { 0 } else { descsz },
+            );
+            let desc_at = pos + 12 + round(namesz);
+            if desc_at + desc_len > end {
                 expected.walk_error = true;
                 break 'walk;
             }
@@ -463,9 +493,10 @@ pub fn oracle(file: &[u8]) -> Expected {
                 index: walked,
                 source,
                 offset: pos as u64,
-                name: range(pos + 12, namesz),
+                name: range(pos + 12, name_len),
                 n_type,
-                desc: range(desc_at, descsz),
+                descsz: descsz as u32,
+                desc: range(desc_at, desc_len),
                 tail: range(desc_at, end - desc_at),
                 xen,
             });
@@ -473,13 +504,18 @@ pub fn oracle(file: &[u8]) -> Expected {
             if xen && !in_sections {
                 xen_in_segments += 1;
             }
-            pos = desc_at + descsz.div_ceil(4) * 4;
+            pos = desc_at + round(descsz);
         }
     }
     // libelf stops at the first Xen note it rejects, so a rejection before the walk's error
     // is what the fold reports.
     expected.summary = match fold(&expected.notes) {
         Ok(_) if expected.walk_error => Err(None),
+        Ok(mut s) => {
+            s.note_limit_reached = expected.limit_reached;
+            s.short_tail = expected.short_tail;
+            Ok(s)
+        }
         other => other,
     };
     expected
@@ -492,52 +528,62 @@ fn fold(notes: &[OracleNote]) -> Result<XenSummary, Option<Vec<u8>>> {
         1 | 2 | 4 | 8 => le(d, 0, d.len()).unwrap_or(0) as u64,
         _ => 0,
     };
-    // elf_strval from the descriptor: a NUL within 4097 bytes, before the region's end.
-    let string = |tail: &[u8]| -> Option<Vec<u8>> {
+    // elf_strval from the descriptor: `Ok(Some)` for a NUL within 4097 bytes, `Ok(None)` for
+    // "excessively long string" (libelf skips the note), `Err` for the region's end first
+    // (reloc-core's stricter bound).
+    let string = |tail: &[u8]| -> Result<Option<Vec<u8>>, ()> {
         let mut len = 0;
         loop {
-            let b = *tail.get(len)?;
+            let b = *tail.get(len).ok_or(())?;
             if b == 0 {
-                return Some(tail[..len].to_vec());
+                return Ok(Some(tail[..len].to_vec()));
             }
             if len >= 4096 {
-                return None;
+                return Ok(None);
             }
             len += 1;
         }
     };
     for n in notes.iter().filter(|n| n.xen) {
         let d = &n.desc;
+        // `descsz % unitsz || idx >= descsz / unitsz` (elf_note_numeric_array), on descsz.
+        let dsz = u128::from(n.descsz);
         match n.n_type {
-            5..=9 | 11 => {
-                string(&n.tail).ok_or(None)?;
+            5..=9 | 11 if string(&n.tail).map_err(|()| None)?.is_none() => {
+                s.strings_too_long += 1;
             }
-            10 => {
-                let text = string(&n.tail).ok_or(None)?;
-                let (sup, req) = libelf_features(&text).map_err(Some)?;
-                s.supported.0 |= sup;
-                s.required.0 |= req;
-            }
-            17 if !d.is_empty() && d.len() % 4 == 0 => {
+            10 => match string(&n.tail).map_err(|()| None)? {
+                Some(text) => {
+                    let (sup, req) = libelf_features(&text).map_err(Some)?;
+                    s.supported.0 |= sup;
+                    s.required.0 |= req;
+                }
+                None => s.strings_too_long += 1,
+            },
+            17 if dsz != 0 && dsz % 4 == 0 => {
                 s.supported.0 |= le(d, 0, 4).unwrap_or(0) as u32;
             }
-            18 => s.phys32_entry = Some(numeric(d) as u32),
+            18 => {
+                // `parms->phys_entry = val` into a uint32_t; UNSET_ADDR32 is "no entry".
+                let entry = numeric(d) as u32;
+                s.phys32_entry = (entry != 0xffff_ffff).then_some(entry);
+            }
             19 => {
                 let r = s.phys32_reloc.get_or_insert_with(Phys32Reloc::default);
                 let word = |i: u128| {
-                    if d.len() % 4 == 0 {
+                    if dsz % 4 == 0 {
                         le(d, 4 * i, 4).unwrap_or(0) as u32
                     } else {
                         0
                     }
                 };
-                if d.len() >= 4 {
+                if dsz >= 4 {
                     r.align = Some(word(0));
                 }
-                if d.len() >= 8 {
+                if dsz >= 8 {
                     r.min = Some(word(1));
                 }
-                if d.len() >= 12 {
+                if dsz >= 12 {
                     r.max = Some(word(2));
                 }
             }
@@ -601,6 +647,7 @@ pub fn check(d: &Description) -> Outcome {
                 offset: n.offset(),
                 name: n.name_field().to_vec(),
                 n_type: n.n_type(),
+                descsz: n.descsz(),
                 desc: n.desc().to_vec(),
                 tail: n.tail().to_vec(),
                 xen: n.is_xen(),
@@ -658,8 +705,8 @@ pub fn check(d: &Description) -> Outcome {
 }
 
 /// Named seeds: a boot-stub-like ELF64 PVH image, an ELF32 image with the Xen 4.1 FEATURES
-/// string and a PHYS32_RELOC note, notes only in a section (fallback), and an unknown
-/// required feature.
+/// string and a PHYS32_RELOC note, notes only in a section (fallback), an unknown required
+/// feature, and libelf's edges (sizes rounding past 2^32, an over-long string, a short tail).
 pub fn seeds() -> Vec<(&'static str, Description)> {
     let entry = |e: u32| note("Xen", 18, &e.to_le_bytes());
     let mut pvh = ElfWriter::new(true);
@@ -701,6 +748,23 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
     unknown
         .note_segments
         .push(xen_string(10, "writable_page_tables|!no_such_feature"));
+    // libelf's edges (issue 19, 2d, 2f, 2g): a name size and a descriptor size that round up
+    // past 2^32 (stepping 0 bytes), an over-long FEATURES string (skipped), the entry, then
+    // 4 bytes of padding (a tail shorter than a header).
+    let header = |namesz: u32, descsz: u32, n_type: u32| {
+        [namesz, descsz, n_type].map(u32::to_le_bytes).concat()
+    };
+    let mut edges = ElfWriter::new(true);
+    edges.note_segments.push(
+        [
+            header(0xffff_fffd, 0, 6),
+            [header(4, 0xffff_ffff, 19), b"Xen\0".to_vec()].concat(),
+            xen_string(10, &("!no_such_feature|".to_string() + &"a".repeat(4096))),
+            entry(0x10_0000),
+            vec![0; 4],
+        ]
+        .concat(),
+    );
     let fixed = |w: &ElfWriter| Description {
         flags: FIX_IDENT,
         file: w.build(),
@@ -710,6 +774,7 @@ pub fn seeds() -> Vec<(&'static str, Description)> {
         ("xen-4.1-features-elf32", fixed(&linux32)),
         ("section-fallback", fixed(&sections_only)),
         ("unknown-required-feature", fixed(&unknown)),
+        ("libelf-edges", fixed(&edges)),
     ]
 }
 
@@ -751,6 +816,12 @@ mod tests {
                     entry: true
                 },
                 Outcome::Rejected,
+                // The wrapped-name note, the wrapped-descriptor PHYS32_RELOC, FEATURES, entry.
+                Outcome::Read {
+                    notes: 4,
+                    xen: 3,
+                    entry: true
+                },
             ]
         );
     }

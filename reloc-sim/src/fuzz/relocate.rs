@@ -20,10 +20,10 @@ use reloc_core::{
     SwitchParams, TargetRequest,
 };
 
-use crate::layout::VirtLayout;
+use crate::layout::SwitchAddresses;
 
 use super::{Reader, Writer};
-use crate::check;
+use crate::check::{check_copy, check_untouched, entries_that_move};
 use crate::layout::{data_pattern, random_layout, BootLayout, RandomLayout, Sharing, MIB};
 use crate::machine::{Machine, CR4_LA57, CR4_PGE};
 use crate::mem::{SparseMemory, TableView, PAGE_SIZE};
@@ -403,7 +403,7 @@ pub struct Built {
     /// The target.
     pub target: Target,
     /// The virtual layout, when the base has one.
-    pub virt: Option<VirtLayout>,
+    pub virt: Option<SwitchAddresses>,
     /// Every table of the description (base tables, then extra ones).
     pub tables: Vec<u64>,
 }
@@ -796,7 +796,7 @@ pub fn check_bytes(data: &[u8]) -> Outcome {
 /// mapped at `image_start`, the stack is writable, and the directmap maps the destination's
 /// stack pages writable. Without them the simulated code itself would fault: not a
 /// relocation property.
-fn virt_usable(machine: &Machine, request: &Request, v: &VirtLayout) -> bool {
+fn virt_usable(machine: &Machine, request: &Request, v: &SwitchAddresses) -> bool {
     let cfg = machine.walk_config();
     let len = request.image.len();
     let maps = |va: u64, pa: u64, write: bool| {
@@ -918,7 +918,7 @@ pub fn check(d: &Description) -> Outcome {
         let before = machine.mem.clone();
         let again = Relocator::Core.relocate(&mut machine, &request).err();
         assert_eq!(again, Some(e), "planning is not deterministic");
-        if let Err(v) = check::check_untouched(&before, &machine.mem) {
+        if let Err(v) = check_untouched(&before, &machine.mem) {
             panic!("rejected request ({e}) changed memory: {v}\n{d:?}");
         }
         assert!(!e.to_string().is_empty());
@@ -960,8 +960,8 @@ pub fn check(d: &Description) -> Outcome {
         if let Ok(plan) = &planned {
             machine.apply(plan);
         }
-        let moving = check::entries_that_move(&before, &cfg, &request.image_map_addrs());
-        for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
+        let moving = entries_that_move(&before, &cfg, &request.image_map_addrs());
+        for (property, result) in check_copy(&before, &machine.mem, &request, &moving) {
             if let Err(v) = result {
                 panic!("{property} violated: {v}\n{d:?}");
             }
