@@ -145,7 +145,7 @@ impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
     }
 
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        self.0.table(table)
+        stable_table(self.0, table)
     }
 }
 
@@ -157,7 +157,17 @@ impl PhysRead for reloc_core::DirectMap<'_> {
     }
 
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        PhysMemory::table(self, table)
+        stable_table(self, table)
+    }
+}
+
+/// A table the memory lends as [`LentTable::Stable`], in place. A live table (a directmap's:
+/// something may update it while lent) is read qword by qword instead, as the walkers'
+/// snapshot.
+fn stable_table<M: PhysMemory + ?Sized>(mem: &M, table: u64) -> Option<&[u64; 512]> {
+    match mem.table(table)? {
+        LentTable::Stable(entries) => Some(entries),
+        LentTable::Live(_) => None,
     }
 }
 
