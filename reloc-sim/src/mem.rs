@@ -139,13 +139,43 @@ fn read_core<M: PhysMemory + ?Sized>(mem: &M, addr: u64) -> Result<u64, PhysFaul
     Ok(mem.read_u64(addr))
 }
 
+/// A lent table reloc-sim can hold as a plain array: only a [`LentTable::Stable`] one (a
+/// [`LentTable::Live`] table is read entry by entry, [`read_core_table`]).
+fn stable(lent: Option<LentTable<'_>>) -> Option<&[u64; 512]> {
+    match lent {
+        Some(LentTable::Stable(entries)) => Some(entries),
+        _ => None,
+    }
+}
+
+/// The table at `table` of a reloc-core memory: lent in one piece when it lends it, else
+/// qword by qword up to the first fault.
+fn read_core_table<M: PhysMemory + ?Sized>(
+    mem: &M,
+    table: u64,
+    out: &mut [u64; 512],
+) -> Result<(), (usize, PhysFault)> {
+    if let Some(lent) = mem.table(table) {
+        lent.read_entries(0, out);
+        return Ok(());
+    }
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = read_core(mem, table.wrapping_add(index as u64 * 8)).map_err(|f| (index, f))?;
+    }
+    Ok(())
+}
+
 impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
     fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
         read_core(self.0, addr)
     }
 
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        read_core_table(self.0, table, out)
+    }
+
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        self.0.table(table)
+        stable(self.0.table(table))
     }
 }
 
@@ -156,8 +186,12 @@ impl PhysRead for reloc_core::DirectMap<'_> {
         read_core(self, addr)
     }
 
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        read_core_table(self, table, out)
+    }
+
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        PhysMemory::table(self, table)
+        stable(PhysMemory::table(self, table))
     }
 }
 
