@@ -10,34 +10,28 @@ use reloc_core::multiboot2::{
     MemoryMapSource, BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_MEMORY_MAP,
 };
 use reloc_core::{
-    BootInfo, BootInfoError, LoaderInfo, MemoryRegion, Multiboot2Error, Multiboot2Info, PhysMemory,
-    PhysRange,
+    select_target_for, BootInfo, BootInfoError, MemoryRegion, Multiboot2Error, Multiboot2Info,
+    PhysAddr, PhysMemory, PhysRange, SelectError,
 };
 
 use crate::entry::{ENTRY_MULTIBOOT2, ENTRY_PVH};
+use crate::in_place::InPlace;
+use crate::layout::IMAGE_PHYS;
 use crate::println;
 
-/// Most boot-data ranges any entry's boot information yields for the avoid list.
-pub const MAX_AVOID_RANGES: usize = {
-    let pvh = <BootInfo as LoaderInfo>::MAX_AVOID_RANGES;
-    let mb2 = <Multiboot2Info as LoaderInfo>::MAX_AVOID_RANGES;
-    if pvh > mb2 {
-        pvh
-    } else {
-        mb2
-    }
-};
-
-/// The parsed boot information.
-// Both variants are ~5 KiB (copies of the map and strings) and there is no allocator to box
-// one: the single value lives on the boot stack (`layout::STACK_SIZE`).
-#[allow(clippy::large_enum_variant)]
+/// The parsed boot information, in a static: parsed in place there, never on the stack.
 pub enum Boot {
     /// Through the PVH note.
-    Pvh(BootInfo),
+    Pvh(&'static BootInfo),
     /// Through the multiboot2 header.
-    Multiboot2(Multiboot2Info),
+    Multiboot2(&'static Multiboot2Info),
 }
+
+/// Where `hvm_start_info` is parsed to (`BootInfo::parse_in_place`): about 5 KiB, which the
+/// stack does not have to hold.
+static PVH_INFO: InPlace<BootInfo> = InPlace::new(BootInfo::empty());
+/// Where the multiboot2 MBI is parsed to (`Multiboot2Info::parse_in_place`).
+static MULTIBOOT2_INFO: InPlace<Multiboot2Info> = InPlace::new(Multiboot2Info::empty());
 
 /// Why the boot information was refused.
 pub enum BootError {
@@ -49,6 +43,8 @@ pub enum BootError {
     Multiboot2Magic(u32),
     /// The entry code passed an entry number this code does not know.
     UnknownEntry(u32),
+    /// The boot information was parsed already (its static is taken).
+    ParsedTwice,
 }
 
 impl fmt::Display for BootError {
@@ -61,6 +57,7 @@ impl fmt::Display for BootError {
                 "multiboot2 entry with %eax {eax:#x}, expected {BOOTLOADER_MAGIC:#x}"
             ),
             BootError::UnknownEntry(entry) => write!(f, "unknown entry {entry}"),
+            BootError::ParsedTwice => write!(f, "the boot information was parsed twice"),
         }
     }
 }
@@ -95,6 +92,23 @@ fn poke_u32<M: PhysMemory + ?Sized>(mem: &mut M, addr: u64, value: u32) {
     mem.write_u64(addr & !7, patched);
 }
 
+/// Fault injection `image-not-ram`: in the loader's memory map (E820-style entries of u64
+/// base, u64 length, u32 type at the physical addresses `entries`), the RAM entry holding the
+/// image's first byte becomes reserved (type 2), as if the loader had put the image over
+/// firmware memory. The caller parses the map again.
+fn mark_image_reserved<M: PhysMemory + ?Sized>(mem: &mut M, entries: impl Iterator<Item = u64>) {
+    for entry in entries {
+        let (start, len) = (mem.read_u64(entry), mem.read_u64(entry + 8));
+        let kind = mem.read_u64(entry + 16) as u32;
+        if kind == 1 && start <= IMAGE_PHYS && IMAGE_PHYS - start < len {
+            println!(
+                "boot: image-not-ram requested: memory map entry at {entry:#x} ({start:#x}+{len:#x}) marked reserved"
+            );
+            poke_u32(mem, entry + 16, 2);
+        }
+    }
+}
+
 impl Boot {
     /// Parses the boot information `entry` (`entry::ENTRY_*`) left at `info_paddr` and prints
     /// what it holds; `loader_eax` is what the loader left in `%eax`.
@@ -115,7 +129,9 @@ impl Boot {
     }
 
     fn parse_multiboot2<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
-        let info = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
+        let info = MULTIBOOT2_INFO.take().ok_or(BootError::ParsedTwice)?;
+        info.parse_in_place(mem, ebx)
+            .map_err(BootError::Multiboot2)?;
         let text = |bytes| core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
         let mbi = info.mbi_range();
         println!(
@@ -143,31 +159,45 @@ impl Boot {
                 }
             }
         }
+        if info.cmdline_has_word(mem, "image-not-ram") {
+            if let Some(tag) = find_tag(mem, mbi, TAG_MEMORY_MAP) {
+                let header = mem.read_u64(tag);
+                let entry_size = u64::from(mem.read_u64(tag + 8) as u32);
+                let end = tag + (header >> 32);
+                if entry_size >= 24 {
+                    mark_image_reserved(mem, (tag + 16..end).step_by(entry_size as usize));
+                }
+            }
+        }
         if info.cmdline_has_word(mem, "mbi-bad-tag-size") {
             let size = (mbi.len() as u32).wrapping_add(8);
             let at = mbi.start + 8 + 4;
             println!("boot: mbi-bad-tag-size requested: writing size {size} at {at:#x}");
             poke_u32(mem, at, size);
         }
-        let info = if ["mbi-no-memmap", "mbi-no-meminfo", "mbi-bad-tag-size"]
-            .iter()
-            .any(|word| info.cmdline_has_word(mem, word))
+        if [
+            "mbi-no-memmap",
+            "mbi-no-meminfo",
+            "mbi-bad-tag-size",
+            "image-not-ram",
+        ]
+        .iter()
+        .any(|word| info.cmdline_has_word(mem, word))
         {
-            let again = Multiboot2Info::parse(mem, ebx).map_err(BootError::Multiboot2)?;
-            if let MemoryMapSource::BasicMeminfo { .. } = again.memory_map_source() {
+            info.parse_in_place(mem, ebx)
+                .map_err(BootError::Multiboot2)?;
+            if let MemoryMapSource::BasicMeminfo { .. } = info.memory_map_source() {
                 println!("boot: memory map now from basic meminfo");
             }
-            again
-        } else {
-            info
-        };
+        }
         let boot = Boot::Multiboot2(info);
         boot.print_memory_map();
         Ok(boot)
     }
 
     fn parse_pvh<M: PhysMemory + ?Sized>(mem: &mut M, ebx: u32) -> Result<Self, BootError> {
-        let boot = BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
+        let boot = PVH_INFO.take().ok_or(BootError::ParsedTwice)?;
+        boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
         let cmdline = core::str::from_utf8(boot.cmdline()).unwrap_or("<not UTF-8>");
         println!(
             "boot: hvm_start_info v{} flags {:#x} modules {} memmap entries {} cmdline \"{cmdline}\"",
@@ -185,8 +215,13 @@ impl Boot {
                 let addr = u64::from(ebx) + offset;
                 println!("boot: {word} requested: writing {value:#x} at {addr:#x}");
                 poke_u32(mem, addr, value);
-                BootInfo::parse(mem, ebx).map_err(BootError::Pvh)?;
+                boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
             }
+        }
+        if boot.cmdline_has_word(mem, "image-not-ram") {
+            let (base, count) = (boot.header.memmap_paddr, boot.header.memmap_entries);
+            mark_image_reserved(mem, (0..u64::from(count)).map(|i| base + i * 24));
+            boot.parse_in_place(mem, ebx).map_err(BootError::Pvh)?;
         }
         let boot = Boot::Pvh(boot);
         boot.print_memory_map();
@@ -224,6 +259,15 @@ impl Boot {
         match self {
             Boot::Pvh(boot) => boot.start_info_range(),
             Boot::Multiboot2(info) => info.mbi_range(),
+        }
+    }
+
+    /// The target for `image`: `reloc_core::select_target_for` on this boot information
+    /// (avoiding the image and every piece of boot data).
+    pub fn select_target(&self, image: PhysRange) -> Result<PhysAddr, SelectError> {
+        match self {
+            Boot::Pvh(boot) => select_target_for(*boot, image),
+            Boot::Multiboot2(info) => select_target_for(*info, image),
         }
     }
 

@@ -97,6 +97,21 @@ mb2_start32:
     /* %ebp = entry, %esi = the loader's %eax, %ebx = boot information: kept untouched (or
        saved around CPUID) until the call to stub_main. */
 start32_common:
+    /* Before anything can fault: note the IDTR the loader left (OVMF's points at its 64-bit
+       IDT in boot-services memory, which the relocation may overwrite), then load an empty
+       one (limit 0), so that a fault before stub_main's IDT stops the machine (triple
+       fault) instead of jumping into the firmware's handlers. */
+    sidt (inherited_idtr - KVO)
+    lidt (idt_empty - KVO)
+    /* Note the CR4 and EFER the loader left, for stub_main to print: OVMF leaves CR4 0x648
+       and EFER 0x800 (NXE), SeaBIOS and QEMU's PVH loader 0. Both are overwritten below. */
+    mov %cr4, %eax
+    mov %eax, (inherited_cr4 - KVO)
+    mov $0xc0000080, %ecx
+    rdmsr
+    mov %eax, (inherited_efer - KVO)
+    mov %edx, (inherited_efer + 4 - KVO)
+
     /* Zero .bss (the stack and the Rust statics that start as zero). */
     mov $(__bss_start - KVO), %edi
     mov $(__bss_end - KVO), %ecx
@@ -144,15 +159,20 @@ start32_common:
     movl $0, (pml4 - KVO)
     mov $(pml5 - KVO), %eax
 4:
-    /* CR3, then CR4, EFER.LME, CR0.PG|WP|PE: long mode, compatibility segment. */
+    /* CR3, then CR4, EFER, CR0: long mode, compatibility segment. Each is written whole, not
+       ORed into what the loader left, so the stub runs in the same state under every
+       firmware: CR4 = PAE (+ PGE, + LA57 as chosen above), which clears what OVMF sets
+       (DE, MCE, OSFXSR, OSXMMEXCPT: the stub uses no SSE, and a machine check is then a
+       shutdown rather than a jump through an IDT entry); EFER = LME only, which clears
+       OVMF's NXE (no table of the stub sets bit 63) and SCE; CR0 = PG | WP | NE | ET | MP | PE,
+       with CD and NW clear (caching on). */
     mov %eax, %cr3
     mov %edi, %cr4
     mov $0xc0000080, %ecx
-    rdmsr
-    or $0x100, %eax
+    xor %edx, %edx
+    mov ${efer_lme}, %eax
     wrmsr
-    mov %cr0, %eax
-    or $0x80010001, %eax
+    mov ${cr0_long}, %eax
     mov %eax, %cr0
     lgdt (gdt_ptr32 - KVO)
     ljmp $0x08, $(start64_identity - KVO)
@@ -177,9 +197,10 @@ wants_la57:
     call find_cmdline
     test %eax, %eax
     jz 9f
-    /* Scan at most {cmdline_max} bytes for "la57" between separators (<= ' ') or NUL. */
+    /* Scan the whole line (up to NUL or the bound in %edx) for "la57" between separators
+       (<= ' '): a long line keeps `la57` at its end (GRUB puts no limit on it). */
     mov %eax, %esi
-    lea {cmdline_max}(%eax), %edi
+    lea (%eax,%edx), %edi
     mov $0x20, %dl                             /* the byte before: a separator */
 5:
     cmp %edi, %esi
@@ -208,18 +229,22 @@ wants_la57:
     pop %ebx
     ret
 
-    /* %eax = physical address of the command line (NUL-terminated), or 0. In: %ebp entry,
-       %ebx boot information. Clobbers %eax, %ecx, %edx. */
+    /* %eax = physical address of the command line (NUL-terminated), or 0, and %edx = the
+       most bytes to read from it. In: %ebp entry, %ebx boot information. Clobbers %eax, %ecx,
+       %edx. */
 find_cmdline:
     cmp ${entry_pvh}, %ebp
     jne 1f
-    /* hvm_start_info: magic at 0, cmdline_paddr (u64) at 24; below 4 GiB only. */
+    /* hvm_start_info: magic at 0, cmdline_paddr (u64) at 24; below 4 GiB only. The line
+       has no length field: scan to its NUL, at most {pvh_cmdline_scan} bytes (a bound, so
+       a line without NUL cannot send the scan through all memory). */
     xor %eax, %eax
     cmpl ${start_info_magic}, (%ebx)
     jne 7f
     cmpl $0, 28(%ebx)
     jne 7f
     mov 24(%ebx), %eax
+    mov ${pvh_cmdline_scan}, %edx
     ret
 1:
     /* Multiboot2 MBI: total_size at 0, tags from 8, each {{u32 type, u32 size}} 8-aligned;
@@ -247,6 +272,10 @@ find_cmdline:
     jc 6f
     jmp 2b
 3:
+    /* The string fills the tag after its 8-byte header. */
+    mov 4(%ecx), %edx
+    sub $8, %edx
+    jb 6f
     lea 8(%ecx), %eax
     ret
 6:
@@ -261,6 +290,7 @@ start64_identity:
     jmp *%rax
 start64_high:
     lgdt gdt_ptr64(%rip)
+    lidt idt_empty(%rip)
     mov $0x10, %eax
     mov %eax, %ds
     mov %eax, %es
@@ -292,6 +322,50 @@ gdt_ptr32:
 gdt_ptr64:
     .word gdt_end - gdt - 1
     .quad gdt
+    /* An empty IDT (limit 0, base 0): any exception is a triple fault. */
+    .p2align 3
+idt_empty:
+    .word 0
+    .quad 0
+
+    .section .data.inherited, "aw", @progbits
+    .p2align 3
+    .global inherited_cr4
+inherited_cr4:
+    .quad 0
+    .global inherited_efer
+inherited_efer:
+    .quad 0
+    .global inherited_idtr
+inherited_idtr:
+    .quad 0
+    .quad 0
+
+    /* CPU exceptions 0-31: one 16-byte stub each at exception_stubs + 16 * vector, which
+       pushes a zero error code where the CPU pushes none, then the vector, and goes to
+       stub_exception (stub.rs), which reports and exits. */
+    .section .text.exceptions, "ax", @progbits
+    .p2align 4
+    .global exception_stubs
+exception_stubs:
+    .set vector, 0
+    .rept 32
+    .p2align 4
+    .if (vector == 8) || ((vector >= 10) && (vector <= 14)) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
+    .else
+    push $0
+    .endif
+    push $vector
+    jmp exception_common
+    .set vector, vector + 1
+    .endr
+exception_common:
+    mov (%rsp), %rdi                           /* vector */
+    mov 8(%rsp), %rsi                          /* error code */
+    mov 16(%rsp), %rdx                         /* the faulting RIP */
+    and $-16, %rsp
+    call stub_exception
+    ud2
 
     .section .data.pagetables, "aw", @progbits
     .p2align 12
@@ -378,10 +452,12 @@ stack_top:
     mb2_magic = const MULTIBOOT2_HEADER_MAGIC,
     mb2_bootloader_magic = const MULTIBOOT2_BOOTLOADER_MAGIC,
     start_info_magic = const reloc_core::hvm::START_INFO_MAGIC,
-    cmdline_max = const reloc_core::boot::CMDLINE_CAPACITY,
+    pvh_cmdline_scan = const PVH_CMDLINE_SCAN,
     cr4_pae = const 1u32 << 5,
     cr4_pge = const 1u32 << 7,
     cr4_la57 = const 1u32 << 12,
+    efer_lme = const 1u32 << 8,
+    cr0_long = const 0x8001_0033u32,
     options(att_syntax)
 );
 
@@ -409,4 +485,19 @@ unsafe extern "C" {
     pub static stack_bottom: u8;
     /// One past the boot stack.
     pub static stack_top: u8;
+    /// CR4 as the loader left it (written by the entry code before it sets its own).
+    pub static inherited_cr4: u64;
+    /// EFER as the loader left it.
+    pub static inherited_efer: u64;
+    /// IDTR as the loader left it, as the 32-bit `sidt` stores it: limit (2 bytes), base (4).
+    pub static inherited_idtr: [u8; 16];
+    /// The first of 32 exception stubs, 16 bytes apart (vector 0 to 31).
+    pub static exception_stubs: u8;
 }
+
+/// Most bytes the entry code scans of a PVH command line for `la57` (multiboot2's tag 1
+/// gives its own length). QEMU's PVH loader cannot pass more than about 4,100 bytes.
+const PVH_CMDLINE_SCAN: u32 = 64 * 1024;
+
+/// Bytes between two exception stubs.
+pub const EXCEPTION_STUB_SIZE: u64 = 16;

@@ -15,8 +15,10 @@ pub enum ExitCode {
     PlanError = 0x13,
     /// The post-switch checks on the CPU found a difference (status 41).
     VerifyFailed = 0x14,
-    /// A panic (status 43).
+    /// A panic or a CPU exception (status 43).
     Panic = 0x15,
+    /// The image lies over memory the loader's map does not report as RAM (status 45).
+    ImageNotRam = 0x16,
 }
 
 impl ExitCode {
@@ -63,8 +65,9 @@ mod tests {
             ExitCode::PlanError,
             ExitCode::VerifyFailed,
             ExitCode::Panic,
+            ExitCode::ImageNotRam,
         ];
         let statuses: Vec<i32> = all.iter().map(|c| c.qemu_status()).collect();
-        assert_eq!(statuses, [33, 35, 37, 39, 41, 43]);
+        assert_eq!(statuses, [33, 35, 37, 39, 41, 43, 45]);
     }
 }

@@ -4,10 +4,11 @@
 //!
 //! Built for `x86_64-unknown-none` it is a freestanding image linked at
 //! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see `entry` for
-//! the two entries and the boot page tables, `boot` for the boot information, `cpu` for the
-//! PGE and LA57 choices, `stub` for the relocation and its checks, and `fault` for the
-//! `keep-pge` fault injection. Output goes to COM1;
-//! the outcome is an `isa-debug-exit` code (`exit::ExitCode`).
+//! the two entries and the boot page tables, `idt` for the stub's own IDT and the CPU state
+//! the loader left, `boot` for the boot information, `cpu` for the PGE and LA57 choices,
+//! `stub` for the relocation and its checks, `stack` for the stack high-water mark of the
+//! relocation path, and `fault` for the `keep-pge` fault injection. Output goes to COM1; the
+//! outcome is an `isa-debug-exit` code (`exit::ExitCode`).
 //!
 //! On the host the crate is an empty program, so workspace builds, tests and clippy work.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -29,6 +30,12 @@ mod cpu;
 mod entry;
 #[cfg(target_os = "none")]
 mod fault;
+#[cfg(target_os = "none")]
+mod idt;
+#[cfg(target_os = "none")]
+mod in_place;
+#[cfg(target_os = "none")]
+mod stack;
 #[cfg(target_os = "none")]
 mod stub;
 #[cfg(target_os = "none")]

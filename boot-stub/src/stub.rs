@@ -7,20 +7,24 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    select_target, DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
-    PlanError, RelocationRequest, SelectError, TargetRequest, VirtAddr, IMAGE_ALIGN,
+    DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
+    PlanError, RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
 };
 use x86_64::registers::control::Cr3;
 
-use crate::boot::{self, Boot, BootError};
+use crate::boot::{Boot, BootError};
 
 use crate::exit::{exit, halt_forever, ExitCode};
+use crate::in_place::InPlace;
 use crate::layout::{
     DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_PAINT,
     STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{cpu, entry, fault, println, serial};
+use crate::{cpu, entry, fault, idt, println, serial, stack};
+
+/// The plan, built in place (`Plan::new_in_place`).
+static PLAN: InPlace<Plan> = InPlace::new(Plan::empty());
 
 /// A global written before the copy (in the old image) and again after the switch (which must
 /// land in the new copy only).
@@ -39,6 +43,8 @@ enum Failure {
     Switch(SwitchError),
     Relocate(RelocateError),
     Verify(u32),
+    /// The image's range is not all RAM in the memory map: the first address that is not.
+    ImageNotRam(PhysRange, u64),
 }
 
 impl Failure {
@@ -50,6 +56,7 @@ impl Failure {
                 ExitCode::PlanError
             }
             Failure::Verify(_) => ExitCode::VerifyFailed,
+            Failure::ImageNotRam(..) => ExitCode::ImageNotRam,
         }
     }
 }
@@ -64,6 +71,11 @@ impl fmt::Display for Failure {
             Failure::Switch(e) => write!(f, "plan error: switch parameters: {e}"),
             Failure::Relocate(e) => write!(f, "plan error: switch refused: {e}"),
             Failure::Verify(n) => write!(f, "verification failed: {n} check(s) differ"),
+            Failure::ImageNotRam(image, at) => write!(
+                f,
+                "image not in RAM: the image {image} is loaded over {at:#x}, which the memory \
+                 map does not report as RAM"
+            ),
         }
     }
 }
@@ -78,13 +90,17 @@ enum Outcome {
 /// (`hvm_start_info` or the multiboot2 MBI).
 #[unsafe(no_mangle)]
 pub extern "C" fn stub_main(entry: u32, loader_eax: u32, info_paddr: u32) -> ! {
+    idt::install();
     serial::init();
     if entry == entry::ENTRY_MULTIBOOT2 {
         println!("boot-stub: multiboot2 entry, eax {loader_eax:#x}, MBI at {info_paddr:#x}");
     } else {
         println!("boot-stub: PVH entry, hvm_start_info at {info_paddr:#x}");
     }
-    match run(entry, loader_eax, info_paddr) {
+    idt::report_inherited();
+    // The high-water mark counts from here: everything `run` does up to the switch.
+    let stack_base = stack::repaint_unused(&raw const entry::stack_bottom as u64);
+    match run(entry, loader_eax, info_paddr, stack_base) {
         Ok(Outcome::Exit) => exit(ExitCode::Success),
         Ok(Outcome::Hold) => {
             println!("reloc: holding");
@@ -127,6 +143,25 @@ fn tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// The first address of `range` that no RAM region of `map` covers, or `None` when RAM
+/// covers all of it (regions in any order, overlapping or adjacent).
+fn first_non_ram(map: &[MemoryRegion], range: PhysRange) -> Option<u64> {
+    let mut at = range.start;
+    while at < range.end {
+        // The furthest a RAM region containing `at` reaches; none: `at` is not RAM.
+        let reach = map
+            .iter()
+            .filter(|region| region.is_ram() && region.range().contains(at))
+            .map(|region| region.range().end)
+            .max();
+        match reach {
+            Some(end) => at = end,
+            None => return Some(at),
+        }
+    }
+    None
+}
+
 /// Where image address `addr` lands in the copy.
 fn relocated(plan: &Plan, addr: u64) -> Result<u64, Failure> {
     PhysAddr::try_new(addr)
@@ -164,7 +199,7 @@ impl Checks {
     }
 }
 
-fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure> {
+fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<Outcome, Failure> {
     // SAFETY: the entry code maps physical [0, 4 GiB) at DIRECTMAP_BASE with writable 2 MiB
     // leaves held in tables inside the image, so the mapping stays valid after the switch.
     // The engine writes only the destination, which no Rust reference points into; it reads
@@ -175,6 +210,12 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
     let boot = Boot::parse(&mut mem, entry, loader_eax, info_paddr).map_err(Failure::BootInfo)?;
     if boot.cmdline_has_word(&mem, "panic") {
         panic!("panic requested on the command line");
+    }
+    if boot.cmdline_has_word(&mem, "ud2") {
+        // Fault injection: an invalid opcode, which the stub's IDT must report (exit 0x15).
+        println!("boot: ud2 requested");
+        // SAFETY: raises #UD, which `idt::stub_exception` turns into a panic: never returns.
+        unsafe { core::arch::asm!("ud2", options(noreturn)) };
     }
 
     let image = PhysRange::new(
@@ -188,23 +229,20 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         "image: {:#x} {:#x} virt {:#x}",
         image.start, image.end, IMAGE_VIRT
     );
+    // A loader that does not check a fixed-address image against its map (GRUB-EFI does
+    // not) may have put it over firmware memory (ACPI NVS, runtime services): refuse to run
+    // from there rather than copy it on.
+    if let Some(at) = first_non_ram(boot.memory_map(), image) {
+        return Err(Failure::ImageNotRam(image, at));
+    }
 
     // The image first, then every piece of boot data.
-    let mut avoid = [PhysRange::default(); 1 + boot::MAX_AVOID_RANGES];
-    let mut avoid_len = 0;
-    for (slot, range) in avoid
-        .iter_mut()
-        .zip(core::iter::once(image).chain(boot.avoid_ranges()))
-    {
-        *slot = range;
-        avoid_len += 1;
-    }
-    let avoid = &avoid[..avoid_len];
-    for range in avoid {
+    // What select_target_for avoids, printed for the tests' recomputation: the image first,
+    // then every piece of boot data.
+    for range in core::iter::once(image).chain(boot.avoid_ranges()) {
         println!("avoid: {:#x} {:#x}", range.start, range.end);
     }
-    let target = select_target(boot.memory_map(), &TargetRequest::new(image.len(), avoid))
-        .map_err(Failure::NoRoom)?;
+    let target = boot.select_target(image).map_err(Failure::NoRoom)?;
     println!("target: {:#x}", target.as_u64());
 
     let bits = max_phys_bits();
@@ -233,7 +271,10 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         encryption_mask: 0,
     };
     let tsc_plan = tsc();
-    let plan: Plan = Plan::new(&mem, &request).map_err(Failure::Plan)?;
+    // Planned in place, in a static: a plan is several KiB, which the stack does not hold.
+    let plan = PLAN.take().ok_or(Failure::Layout("plan taken twice", 0))?;
+    plan.new_in_place(&mem, &request).map_err(Failure::Plan)?;
+    let plan: &Plan = plan;
     let plan_cycles = tsc().wrapping_sub(tsc_plan);
     println!(
         "plan: {} -> {} top table {:#x} -> {:#x} MAXPHYADDR {bits}",
@@ -258,7 +299,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         stack_bottom: VirtAddr::new(stack_bottom),
         stack_top: VirtAddr::new(stack_top),
     };
-    let params = SwitchParams::new(&plan, &mem, &layout).map_err(Failure::Switch)?;
+    let params = SwitchParams::new(plan, &mem, &layout).map_err(Failure::Switch)?;
     if x86_64::instructions::interrupts::are_enabled() {
         return Err(Failure::Layout("RFLAGS.IF", 1));
     }
@@ -300,6 +341,13 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
         unsafe { switch::relocate(&params, &mut mem) }.map_err(Failure::Relocate)?
     };
     let apply_cycles = tsc().wrapping_sub(tsc_apply);
+    // First thing after the switch, before any check or print (see `stack`).
+    let stack_bottoms = [
+        image_phys(stack_bottom),
+        relocated(plan, image_phys(stack_bottom))?,
+    ];
+    let high_water = stack::high_water(&mem, stack_bottoms, stack_bottom, stack_base);
+    println!("stack: high-water mark {high_water} bytes (parse + select + plan + switch)");
     // Printed after the switch: nothing but the relocation runs in between. Under QEMU's TCG
     // the TSC does not follow guest instructions, so the counts are only indicative.
     println!(
@@ -397,7 +445,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
     let post_mark = new_image.start ^ POST_SWITCH_SALT;
     SWITCH_MARK.store(post_mark, Ordering::SeqCst);
     let mark_old = image_phys(mark_virt);
-    let mark_new = relocated(&plan, mark_old)?;
+    let mark_new = relocated(plan, mark_old)?;
     let seen_new = mem.read_u64(mark_new);
     let seen_old = mem.read_u64(mark_old);
     checks.check(
@@ -416,7 +464,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32) -> Result<Outcome, Failure>
     // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
     // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
     let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
-    let bottom_new = relocated(&plan, image_phys(stack_bottom))?;
+    let bottom_new = relocated(plan, image_phys(stack_bottom))?;
     let untouched = (0..STACK_SIZE as u64 / 8)
         .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
         .count() as u64;

@@ -753,6 +753,12 @@ mod tests {
         fn cmdline(&self) -> &[u8] {
             &[]
         }
+        fn cmdline_truncated(&self) -> bool {
+            false
+        }
+        fn cmdline_range(&self) -> PhysRange {
+            PhysRange::new(0, 0)
+        }
         fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
             self.boot_data.iter().copied()
         }

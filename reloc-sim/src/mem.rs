@@ -139,15 +139,6 @@ fn read_core<M: PhysMemory + ?Sized>(mem: &M, addr: u64) -> Result<u64, PhysFaul
     Ok(mem.read_u64(addr))
 }
 
-/// A lent table reloc-sim can hold as a plain array: only a [`LentTable::Stable`] one (a
-/// [`LentTable::Live`] table is read entry by entry, [`read_core_table`]).
-fn stable(lent: Option<LentTable<'_>>) -> Option<&[u64; 512]> {
-    match lent {
-        Some(LentTable::Stable(entries)) => Some(entries),
-        _ => None,
-    }
-}
-
 /// The table at `table` of a reloc-core memory: lent in one piece when it lends it, else
 /// qword by qword up to the first fault.
 fn read_core_table<M: PhysMemory + ?Sized>(
@@ -175,7 +166,7 @@ impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
     }
 
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        stable(self.0.table(table))
+        stable_table(self.0, table)
     }
 }
 
@@ -191,7 +182,17 @@ impl PhysRead for reloc_core::DirectMap<'_> {
     }
 
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
-        stable(PhysMemory::table(self, table))
+        stable_table(self, table)
+    }
+}
+
+/// A table the memory lends as [`LentTable::Stable`], in place. A live table (a directmap's:
+/// something may update it while lent) is read with its relaxed loads instead
+/// ([`read_core_table`]), into the walkers' snapshot.
+fn stable_table<M: PhysMemory + ?Sized>(mem: &M, table: u64) -> Option<&[u64; 512]> {
+    match mem.table(table)? {
+        LentTable::Stable(entries) => Some(entries),
+        LentTable::Live(_) => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! GRUB rescue images for the multiboot2 boot tests: a `grub.cfg` that boots the stub with
 //! `multiboot2` (plus `module2` lines), made into an ISO with `grub-mkrescue` in a temporary
-//! directory at test time. Images are never committed; the directory goes when the
+//! directory at test time. The image is a hybrid: SeaBIOS boots it through GRUB's i386-pc
+//! side, OVMF ([`OVMF`]) through its x86_64-efi side. Images are never committed; the directory goes when the
 //! [`GrubImage`] is dropped.
 
 use std::path::{Path, PathBuf};
@@ -9,17 +10,34 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::qemu::Medium;
 
-/// The programs and files `grub-mkrescue` needs for a BIOS (i386-pc) rescue image, with the
-/// Debian package providing each.
-const NEEDS: [(&str, &str); 4] = [
+/// The programs and files `grub-mkrescue` needs for a hybrid rescue image that boots on BIOS
+/// (i386-pc) and UEFI (x86_64-efi) firmware, with the Debian package providing each.
+const NEEDS: [(&str, &str); 5] = [
     ("grub-mkrescue", "grub-common"),
     ("/usr/lib/grub/i386-pc", "grub-pc-bin"),
+    ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
 ];
 
 /// How to install everything [`build`] needs on Debian or Ubuntu.
-pub const INSTALL_HINT: &str = "apt-get install -y grub-pc-bin grub-common xorriso mtools";
+pub const INSTALL_HINT: &str =
+    "apt-get install -y grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools";
+
+/// UEFI firmware for QEMU (Debian's `ovmf`): `-bios OVMF` boots the rescue image's EFI side.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// `-bios` with [`OVMF`]; `Err` names the package and `cargo xtask test` when it is missing.
+pub fn ovmf_args() -> Result<[&'static str; 2], String> {
+    if std::path::Path::new(OVMF).is_file() {
+        Ok(["-bios", OVMF])
+    } else {
+        Err(format!(
+            "the OVMF boot tests need {OVMF} (ovmf): run `cargo xtask test`, which installs it \
+             (as root on Debian/Ubuntu: `apt-get install -y ovmf`)"
+        ))
+    }
+}
 
 /// `Ok` when every program (on `path_var`) and file `grub-mkrescue` needs is there;
 /// otherwise which are missing and how to install them.

@@ -9,7 +9,8 @@
 //! - [`grub`]: GRUB rescue images (`grub-mkrescue`) that boot the stub through multiboot2.
 //! - [`bochs`]: boots such an image under Bochs, whose TLB keeps global entries.
 //!
-//! The boot tests live in `tests/boot.rs` (PVH), `tests/grub.rs` (GRUB, multiboot2) and
+//! The boot tests live in `tests/boot.rs` (PVH), `tests/grub.rs` (GRUB, multiboot2, on
+//! SeaBIOS and on OVMF), `tests/stack.rs` (the stack high-water mark against the budget) and
 //! `tests/bochs.rs`. QEMU or the GRUB tools missing is a test failure with an install hint,
 //! never a skip; Bochs missing is a printed notice (see `tests/bochs.rs`).
 #![forbid(unsafe_code)]
@@ -33,4 +34,42 @@ pub fn missing_tools(needs: &[(&str, &str)], path_var: &std::ffi::OsStr) -> Vec<
         })
         .map(|(what, package)| format!("{what} ({package})"))
         .collect()
+}
+
+/// A command line of exactly `len` bytes: filler words (`pad00000 pad00001 ...`, none of
+/// them a word the stub knows) then `last` as the final word. Panics when `len` leaves no
+/// room for `last`.
+pub fn long_command_line(len: usize, last: &str) -> String {
+    assert!(len > last.len(), "{len} bytes cannot end in `{last}`");
+    let mut line = String::with_capacity(len);
+    let mut n = 0;
+    // Each filler word is 8 bytes plus a space; what is left before `last` becomes one more
+    // word of `x`s and its space (or a lone space, a second separator).
+    while line.len() + 9 + last.len() <= len {
+        line.push_str(&format!("pad{n:05} "));
+        n += 1;
+    }
+    let rest = len - line.len() - last.len();
+    if rest > 0 {
+        line.push_str(&"x".repeat(rest - 1));
+        line.push(' ');
+    }
+    line.push_str(last);
+    assert_eq!(line.len(), len);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::long_command_line;
+
+    #[test]
+    fn long_command_lines_have_the_length_and_end_in_the_word() {
+        for len in [5, 6, 13, 14, 4096, 8192] {
+            let line = long_command_line(len, "la57");
+            assert_eq!(line.len(), len);
+            assert!(line.ends_with(" la57") || line == "la57", "{line}");
+            assert_eq!(line.split_whitespace().filter(|w| *w == "la57").count(), 1);
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! - `plan: table <addr> <level> rebased=<bool> image_map=<bool>`;
 //! - `verify: ... ok|MISMATCH`;
 //! - `paging: ...` saying which paging mode the entry chose and why;
+//! - `stack: high-water mark <N> bytes (parse + select + plan + switch)` (decimal);
 //! - the summary `reloc: moved <start>+<len> -> <new> tables=<n> leaves=<n> paging=<4|5>-level ok`.
 
 use reloc_core::{select_target, MemoryRegion, PhysRange, TargetRequest, IMAGE_ALIGN};
@@ -73,7 +74,15 @@ pub struct StubOutput {
     pub split_switch_checks: u32,
     /// The summary line, if printed.
     pub summary: Option<Summary>,
+    /// The stack high-water mark of parse + select + plan + switch, in bytes.
+    pub stack_high_water: Option<u64>,
 }
+
+/// The words around the number on the stack line.
+const STACK_LINE: (&str, &str) = (
+    "stack: high-water mark ",
+    " bytes (parse + select + plan + switch)",
+);
 
 fn hex(word: &str) -> Result<u64, String> {
     let digits = word
@@ -108,6 +117,13 @@ impl StubOutput {
                 .and_then(|rest| rest.split_once("MBI at "))
             {
                 out.entry = Some(Entry::Multiboot2(hex(mbi.trim())?));
+            }
+            if let Some(rest) = line.strip_prefix(STACK_LINE.0) {
+                let bytes = rest
+                    .strip_suffix(STACK_LINE.1)
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("malformed stack line `{line}`"))?;
+                out.stack_high_water = Some(bytes);
             }
             if line.starts_with("verify: global read between copy and switch") {
                 out.split_switch_checks += 1;
@@ -213,6 +229,10 @@ pub fn check_relocation(out: &StubOutput, serial: &str) {
     }
     assert_eq!(summary.old_base, image.start);
     assert_eq!(summary.len, image.len());
+    let high_water = out
+        .stack_high_water
+        .unwrap_or_else(|| panic!("no stack high-water line:\n{serial}"));
+    assert!(high_water > 0, "stack high-water mark 0:\n{serial}");
 
     let expected = select_target(&out.memmap, &TargetRequest::new(image.len(), &out.avoid))
         .unwrap_or_else(|e| panic!("host selection failed: {e}\n{serial}"))
@@ -262,6 +282,7 @@ mod tests {
             plan: table 0x20b000 L1 rebased=false image_map=false\n\
             verify: cr3 0x7c0a000 expected 0x7c0a000 ok\n\
             verify: walk code 0x1 -> 0x2 expected 0x3 MISMATCH\n\
+            stack: high-water mark 3200 bytes (parse + select + plan + switch)\n\
             reloc: moved 0x200000+0x26000 -> 0x7c00000 tables=10 leaves=1 paging=5-level ok\n";
         let out = StubOutput::parse(serial).unwrap();
         assert_eq!(out.entry, Some(Entry::Pvh(0x21e0)));
@@ -272,6 +293,7 @@ mod tests {
         assert_eq!(out.target, Some(0x7c00000));
         assert_eq!(out.rebased_tables, 1);
         assert_eq!((out.checks_ok, out.checks_failed), (1, 1));
+        assert_eq!(out.stack_high_water, Some(3200));
         assert_eq!(
             out.summary,
             Some(Summary {
@@ -318,6 +340,11 @@ mod tests {
             "reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 paging=3-level ok"
         )
         .is_err());
+        assert!(StubOutput::parse(
+            "stack: high-water mark 0x10 bytes (parse + select + plan + switch)"
+        )
+        .is_err());
+        assert!(StubOutput::parse("stack: high-water mark 16 bytes").is_err());
         // The summary before the paging mode was printed.
         assert!(StubOutput::parse("reloc: moved 0x2+0x1 -> 0x1 tables=1 leaves=1 ok").is_err());
     }

@@ -29,8 +29,10 @@ pub mod status {
     pub const PLAN_ERROR: i32 = 39;
     /// 0x14: a post-switch check failed.
     pub const VERIFY_FAILED: i32 = 41;
-    /// 0x15: panic.
+    /// 0x15: panic, or a CPU exception the stub's IDT reported.
     pub const PANIC: i32 = 43;
+    /// 0x16: the image lies over memory the map does not report as RAM.
+    pub const IMAGE_NOT_RAM: i32 = 45;
 }
 
 /// The workspace root (parent of this crate).

@@ -180,6 +180,62 @@ fn panic_prints_message_and_location() {
 }
 
 #[test]
+fn a_cpu_exception_is_reported_by_the_stubs_idt() {
+    // `ud2`: an invalid opcode after parsing; the stub's IDT names it and exits 0x15.
+    let run = qemu::boot(&["-m", "128M", "-append", "ud2"]);
+    assert_eq!(run.status, Some(status::PANIC), "serial:\n{}", run.serial);
+    assert!(
+        run.serial
+            .lines()
+            .any(|l| l.starts_with("panic: CPU exception 6 error code 0x0 at rip 0xffffffff8")),
+        "{}",
+        run.serial
+    );
+}
+
+#[test]
+fn inherited_cpu_state_is_reported_and_replaced() {
+    let (_, run) = boot_ok_once(&["-m", "128M"]);
+    // QEMU's PVH loader leaves CR4 and EFER 0; the stub sets CR4 = PAE | PGE (TCG's default
+    // CPU has PGE) and EFER = LME | LMA.
+    assert!(
+        run.serial
+            .lines()
+            .any(|l| l.starts_with("cpu: inherited IDTR ")
+                && l.contains(" CR4 0x0 EFER 0x0; now own IDT, CR4 0xa0 EFER 0x500")),
+        "{}",
+        run.serial
+    );
+}
+
+#[test]
+fn an_image_outside_ram_has_its_own_exit_code() {
+    // `image-not-ram` marks the loader's RAM entry holding the image reserved (in the
+    // hvm_start_info memory map, firmware memory) and parses again: the check of the image
+    // range against the parsed map must refuse before selecting a target.
+    let run = qemu::boot(&["-m", "128M", "-append", "image-not-ram"]);
+    assert_eq!(
+        run.status,
+        Some(status::IMAGE_NOT_RAM),
+        "serial:\n{}",
+        run.serial
+    );
+    let out = StubOutput::parse(&run.serial).unwrap();
+    let image = out.image.expect("image line");
+    assert!(
+        run.serial.lines().any(|l| l
+            == format!(
+                "reloc: FAILED: image not in RAM: the image {image} is loaded over {:#x}, which \
+                 the memory map does not report as RAM",
+                image.start
+            )),
+        "{}",
+        run.serial
+    );
+    assert!(out.target.is_none(), "selected a target:\n{}", run.serial);
+}
+
+#[test]
 fn hold_keeps_running_and_monitor_sees_new_cr3() {
     let mut vm = qemu::boot_and_hold(&["-m", "128M"]);
     let serial = vm.serial();
@@ -255,6 +311,15 @@ fn la57_relocates_with_five_levels() {
         "{}",
         run.serial
     );
+}
+
+#[test]
+fn a_4_kib_command_line_relocates_and_honours_la57_at_its_end() {
+    // QEMU's PVH loader puts the command line at 0x11c0 with hvm_start_info after it: past
+    // about 4,100 bytes it overwrites the start info (QEMU's limit, not the stub's).
+    let line = reloc_tests::long_command_line(4096, "la57");
+    let (out, run) = boot_ok(&["-m", "3G", "-cpu", "max,la57=on", "-append", &line]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
 }
 
 #[test]

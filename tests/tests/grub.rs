@@ -1,7 +1,8 @@
 //! Boots the boot-stub from real GRUB (a `grub-mkrescue` image, QEMU `-cdrom`) through its
 //! multiboot2 header, and checks each configuration as the PVH tests do: the summary, and the
 //! target recomputed on the host from the memory map and avoided ranges the stub printed.
-//! Also the header itself (where GRUB looks for it) and the MBI fault injections.
+//! Also the header itself (where GRUB looks for it) and the MBI fault injections. The
+//! `ovmf_*` tests boot the same hybrid image on UEFI firmware (OVMF, TCG only).
 //!
 //! The GRUB tools missing is a failure naming `cargo xtask test`, never a skip. KVM: GRUB
 //! boots very slowly under this machine's nested KVM (real-mode firmware and disc I/O trap),
@@ -130,6 +131,15 @@ fn grub_la57_relocates_with_five_levels() {
 }
 
 #[test]
+fn grub_an_8_kib_command_line_relocates_and_honours_la57_at_its_end() {
+    // GRUB puts the whole line in tag 1, with no length limit.
+    let iso = image(&reloc_tests::long_command_line(8192, "la57"), &[]);
+    let (out, run) = boot_ok(&iso, &["-m", "3G", "-cpu", "max,la57=on"]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
+    qemu::notice("GRUB 8 KiB command line: ran TCG only (the test chooses its own -cpu)");
+}
+
+#[test]
 fn grub_corrupt_tag_size_is_a_typed_error() {
     let iso = image("mbi-bad-tag-size", &[]);
     let run = qemu::boot_medium(&iso.medium(), &["-m", "1G"], TCG_TIMEOUT);
@@ -254,4 +264,93 @@ fn multiboot2_header_is_where_grub_looks_and_asks_for_what_the_stub_needs() {
         .status()
         .expect("grub-file (grub-common; `cargo xtask test` installs it)");
     assert!(grub_file.success(), "grub-file --is-x86-multiboot2");
+}
+
+/// Boots `iso` on OVMF (UEFI, GRUB's x86_64-efi side of the same hybrid image) with `args`,
+/// TCG only (OVMF stops with "emulation failure" under this machine's nested KVM); checks
+/// success, the relocation recomputed on the host, and that the stub saw and replaced the
+/// firmware's leftover CPU state. Returns the parsed output.
+fn boot_ovmf(iso: &GrubImage, args: &[&str]) -> (StubOutput, Finished) {
+    let firmware = grub::ovmf_args().unwrap_or_else(|e| panic!("{e}"));
+    let all: Vec<&str> = firmware
+        .iter()
+        .copied()
+        .chain(args.iter().copied())
+        .collect();
+    let (out, run) = boot_ok(iso, &all);
+    // OVMF hands over with its own IDT loaded, CR4 0x648 and EFER.NXE (measured, OVMF
+    // 2022.11); the stub reports them and runs on its own IDT with CR4/EFER of its own.
+    let inherited = run
+        .serial
+        .lines()
+        .find(|l| l.starts_with("cpu: inherited IDTR "))
+        .unwrap_or_else(|| panic!("no inherited-state line:\n{}", run.serial));
+    assert!(
+        !inherited.starts_with("cpu: inherited IDTR 0x0+") && inherited.contains(" EFER 0x800;"),
+        "{inherited}"
+    );
+    assert!(inherited.contains("now own IDT, CR4 0x"), "{inherited}");
+    assert!(inherited.ends_with(" EFER 0x500"), "{inherited}");
+    qemu::notice(&format!(
+        "OVMF {args:?}: ran TCG only (OVMF fails under nested KVM here)"
+    ));
+    (out, run)
+}
+
+#[test]
+fn ovmf_3g() {
+    let iso = image("", &[]);
+    let (out, _) = boot_ovmf(&iso, &["-m", "3G"]);
+    // The same target as under SeaBIOS (measured on OVMF 2022.11).
+    assert_eq!(out.summary.unwrap().new_base, 0xbfc0_0000);
+}
+
+#[test]
+fn ovmf_q35_6g() {
+    let iso = image("", &[]);
+    let (out, _) = boot_ovmf(&iso, &["-m", "6G", "-machine", "q35"]);
+    assert!(out.memmap.iter().any(|r| r.kind == 1 && r.start >= 1 << 32));
+    assert_eq!(out.summary.unwrap().new_base, 0x7fc0_0000);
+}
+
+#[test]
+fn ovmf_1g_with_a_32_mib_module() {
+    let size = 32 << 20;
+    let iso = image(
+        "",
+        &[Module {
+            name: "big-module".into(),
+            size,
+            args: "big".into(),
+        }],
+    );
+    let (out, run) = boot_ovmf(&iso, &["-m", "1G"]);
+    let module = out
+        .modules
+        .iter()
+        .find(|m| m.len() == size)
+        .unwrap_or_else(|| panic!("no 32 MiB module line:\n{}", run.serial));
+    assert!(out.avoid.contains(module));
+}
+
+#[test]
+fn ovmf_la57_relocates_with_five_levels() {
+    let iso = image("la57", &[]);
+    let (out, run) = boot_ovmf(&iso, &["-m", "3G", "-cpu", "max,la57=on"]);
+    assert_eq!(out.summary.unwrap().paging_levels, 5, "{}", run.serial);
+}
+
+#[test]
+fn ovmf_missing_memory_map_tag_reads_the_efi_memory_map() {
+    // Without tag 6 the map must come from tag 17 (the EFI memory map), not basic meminfo,
+    // which on OVMF stops at the ACPI NVS hole at 8 MiB (it would give 0x600000).
+    let iso = image("mbi-no-memmap", &[]);
+    let (out, run) = boot_ovmf(&iso, &["-m", "3G"]);
+    assert!(
+        !run.serial
+            .contains("boot: memory map now from basic meminfo"),
+        "{}",
+        run.serial
+    );
+    assert_eq!(out.summary.unwrap().new_base, 0xbfc0_0000, "{}", run.serial);
 }

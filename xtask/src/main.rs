@@ -8,7 +8,8 @@
 //!   the `x86_64-unknown-none` target for the pinned toolchain (`rustup target add`; rustup
 //!   adds the targets of `rust-toolchain.toml` only when it installs the toolchain itself), and
 //!   the system packages in [`setup::PACKAGES`] (QEMU for the boot tests, binutils for
-//!   `readelf`, GRUB's `grub-mkrescue` with xorriso and mtools for the GRUB boot tests, Bochs
+//!   `readelf`, GRUB's `grub-mkrescue` with its BIOS and x86_64-efi modules, xorriso and mtools
+//!   for the GRUB boot tests, OVMF for the UEFI boots of the same images, Bochs
 //!   for the `keep-pge` test). As root on Debian or Ubuntu it installs missing packages with `apt-get`
 //!   (`apt-get update` first when the package lists do not know them); anywhere else it prints
 //!   the one-line command for the platform (`sudo apt-get`, `dnf`, `brew`) and exits non-zero.

@@ -58,6 +58,20 @@ pub const PACKAGES: &[Package] = &[
         dnf: "grub2-pc-modules",
         brew: "x86_64-elf-grub",
     },
+    // The same rescue image boots on UEFI firmware too (a hybrid ISO) when the x86_64-efi
+    // modules are there; the OVMF tests boot it with Debian's OVMF build.
+    Package {
+        program: "/usr/lib/grub/x86_64-efi",
+        apt: "grub-efi-amd64-bin",
+        dnf: "grub2-efi-x64-modules",
+        brew: "x86_64-elf-grub",
+    },
+    Package {
+        program: "/usr/share/ovmf/OVMF.fd",
+        apt: "ovmf",
+        dnf: "edk2-ovmf",
+        brew: "qemu",
+    },
     Package {
         program: "xorriso",
         apt: "xorriso",
@@ -548,10 +562,12 @@ binutils:
     }
 
     #[test]
-    fn the_grub_and_bochs_packages_are_set_up() {
+    fn the_grub_ovmf_and_bochs_packages_are_set_up() {
         let apt: Vec<&str> = PACKAGES.iter().map(|p| p.apt).collect();
         for package in [
             "grub-pc-bin",
+            "grub-efi-amd64-bin",
+            "ovmf",
             "grub-common",
             "xorriso",
             "mtools",
