@@ -99,11 +99,17 @@ pub trait LoaderInfo {
     fn cmdline(&self) -> &[u8];
 
     /// True when the line was longer than [`CMDLINE_CAPACITY`] and
-    /// [`LoaderInfo::cmdline`] holds only its start.
-    fn cmdline_truncated(&self) -> bool;
+    /// [`LoaderInfo::cmdline`] holds only its start. By default false: the copy is the
+    /// whole line.
+    fn cmdline_truncated(&self) -> bool {
+        false
+    }
 
-    /// Where the whole command line is, NUL included (empty when absent).
-    fn cmdline_range(&self) -> PhysRange;
+    /// Where the whole command line is, NUL included (empty when absent). By default empty:
+    /// only needed when [`LoaderInfo::cmdline_truncated`] can be true.
+    fn cmdline_range(&self) -> PhysRange {
+        PhysRange::default()
+    }
 
     /// True when the whole command line holds `word` as a whitespace-separated token. A
     /// line that fits is searched in the copy; a longer one is read again through `mem`

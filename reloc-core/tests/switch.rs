@@ -329,7 +329,7 @@ fn stack_crossing_a_leaf_that_maps_another_page_is_refused() {
 /// A stack whose upper part is not mapped by the image map is refused at the first byte of
 /// that part, though its bottom and the image start are mapped right.
 #[test]
-fn stack_under_a_leaf_that_does_not_move_is_refused() {
+fn stack_partly_unmapped_by_the_image_map_is_refused() {
     let mut f = fixture();
     let l2_xenmap = f.maps[0].as_u64();
     // Image-map leaf 2 unmapped: the stack's upper half has no translation after the move.
