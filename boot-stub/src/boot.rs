@@ -6,9 +6,7 @@
 
 use core::fmt;
 
-use reloc_core::multiboot2::{
-    MemoryMapSource, BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_MEMORY_MAP,
-};
+use reloc_core::multiboot2::{BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_MEMORY_MAP};
 use reloc_core::{
     select_target_for, BootInfo, BootInfoError, MemoryRegion, Multiboot2Error, Multiboot2Info,
     PhysAddr, PhysMemory, PhysRange, SelectError,
@@ -186,9 +184,7 @@ impl Boot {
         {
             info.parse_in_place(mem, ebx)
                 .map_err(BootError::Multiboot2)?;
-            if let MemoryMapSource::BasicMeminfo { .. } = info.memory_map_source() {
-                println!("boot: memory map now from basic meminfo");
-            }
+            println!("boot: memory map now from the {}", info.memory_map_source());
         }
         let boot = Boot::Multiboot2(info);
         boot.print_memory_map();

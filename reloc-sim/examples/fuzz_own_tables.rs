@@ -41,7 +41,7 @@ pub fn fuzz_one(data: &[u8]) {
     let paging = WalkConfig::of_request(&request);
 
     let before = Snapshot::of_memory(&mem, paging);
-    let result = Plan::new(&mem, &request).map(|plan: Plan| plan.apply(&mut mem));
+    let result = Plan::new(&mem, &request).map(|plan| plan.apply(&mut mem));
     let report = check(
         &before,
         &Snapshot::of_memory(&mem, paging),
@@ -84,7 +84,7 @@ mod tests {
         let request = tables.request(case.paging, case.image, case.target);
         let paging = WalkConfig::of_request(&request);
         let before = Snapshot::of_memory(&mem, paging);
-        let plan: Plan = Plan::new(&mem, &request).expect("accepted");
+        let plan = Plan::new(&mem, &request).expect("accepted");
         plan.apply(&mut mem);
         // Undo the rebase of the first image leaf in the new copy (a relocator that forgets
         // the image leaves).

@@ -42,7 +42,7 @@ fn relocate_and_check(case: &Case, switch: SwitchOptions) -> Report {
             .expect("the image is mapped");
     }
     let before = Snapshot::of_machine(&machine);
-    let plan: Plan = Plan::new(&machine.mem, &request).expect("reloc-core accepts the tables");
+    let plan = Plan::new(&machine.mem, &request).expect("reloc-core accepts the tables");
     machine.apply(&plan);
     let after = Snapshot::of_machine(&machine);
     machine
@@ -125,7 +125,7 @@ mod tests {
 
             let before = Snapshot::of_directmap(&dm, paging);
             let request = tables.request(case.paging, case.image, case.target);
-            let plan: Plan = Plan::new(&dm, &request).expect("accepted");
+            let plan = Plan::new(&dm, &request).expect("accepted");
             plan.apply(&mut dm);
             let report = check(
                 &before,
@@ -136,7 +136,7 @@ mod tests {
 
             let before = Snapshot::of_directmap(&dm, paging);
             let bad = tables.request(case.paging, case.image, case.target + 0x1000);
-            let result = Plan::new(&dm, &bad).map(|plan: Plan| plan.apply(&mut dm));
+            let result = Plan::new(&dm, &bad).map(|plan| plan.apply(&mut dm));
             let report = check(
                 &before,
                 &Snapshot::of_directmap(&dm, paging),

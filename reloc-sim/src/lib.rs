@@ -62,7 +62,7 @@
 //! };
 //! let paging = WalkConfig::of_request(&request);
 //! let before = Snapshot::of_memory(&mem, paging);
-//! let plan: Plan = Plan::new(&mem, &request).unwrap();
+//! let plan = Plan::new(&mem, &request).unwrap();
 //! plan.apply(&mut mem);
 //! let report = check(&before, &Snapshot::of_memory(&mem, paging), &Expectation::moved(&request));
 //! assert!(report.passed(), "{report}");

@@ -139,9 +139,30 @@ fn read_core<M: PhysMemory + ?Sized>(mem: &M, addr: u64) -> Result<u64, PhysFaul
     Ok(mem.read_u64(addr))
 }
 
+/// The table at `table` of a reloc-core memory: lent in one piece when it lends it, else
+/// qword by qword up to the first fault.
+fn read_core_table<M: PhysMemory + ?Sized>(
+    mem: &M,
+    table: u64,
+    out: &mut [u64; 512],
+) -> Result<(), (usize, PhysFault)> {
+    if let Some(lent) = mem.table(table) {
+        lent.read_entries(0, out);
+        return Ok(());
+    }
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = read_core(mem, table.wrapping_add(index as u64 * 8)).map_err(|f| (index, f))?;
+    }
+    Ok(())
+}
+
 impl<M: PhysMemory + ?Sized> PhysRead for CoreMemory<'_, M> {
     fn read_phys_u64(&self, addr: u64) -> Result<u64, PhysFault> {
         read_core(self.0, addr)
+    }
+
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        read_core_table(self.0, table, out)
     }
 
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
@@ -156,14 +177,18 @@ impl PhysRead for reloc_core::DirectMap<'_> {
         read_core(self, addr)
     }
 
+    fn read_table(&self, table: u64, out: &mut [u64; 512]) -> Result<(), (usize, PhysFault)> {
+        read_core_table(self, table, out)
+    }
+
     fn table_ref(&self, table: u64) -> Option<&[u64; 512]> {
         stable_table(self, table)
     }
 }
 
 /// A table the memory lends as [`LentTable::Stable`], in place. A live table (a directmap's:
-/// something may update it while lent) is read qword by qword instead, as the walkers'
-/// snapshot.
+/// something may update it while lent) is read with its relaxed loads instead
+/// ([`read_core_table`]), into the walkers' snapshot.
 fn stable_table<M: PhysMemory + ?Sized>(mem: &M, table: u64) -> Option<&[u64; 512]> {
     match mem.table(table)? {
         LentTable::Stable(entries) => Some(entries),

@@ -112,7 +112,7 @@ fn tlb_properties_need_the_switched_machine_and_catch_a_missing_pge_toggle() {
             .unwrap();
     }
     let before = Snapshot::of_machine(&machine);
-    let plan: Plan = Plan::new(&machine.mem, &request.as_core()).unwrap();
+    let plan = Plan::new(&machine.mem, &request.as_core()).unwrap();
     machine.apply(&plan);
     let after = Snapshot::of_machine(&machine);
     let report = check(&before, &after, &Expectation::from(&request));
@@ -161,7 +161,7 @@ fn a_directmap_buffer_and_the_simulated_memory_give_the_same_verdicts() {
 
     let before = Snapshot::of_directmap(&dm, paging);
     assert_eq!(before.memory(), &mem);
-    let plan: Plan = Plan::new(&dm, &request.as_core()).unwrap();
+    let plan = Plan::new(&dm, &request.as_core()).unwrap();
     plan.apply(&mut dm);
     let after = Snapshot::of_directmap(&dm, paging);
     check(&before, &after, &Expectation::from(&request)).assert_passed();

@@ -6,6 +6,11 @@
 //! The seeds are generated from `reloc_sim::fuzz::*::seeds()`; `RELOC_WRITE_SEEDS=1 cargo
 //! test -p reloc-sim --test fuzz_regressions` rewrites them after a format change.
 
+// `reloc_sim::fuzz` is behind the `fuzz` feature. In the workspace the dev-dependency on
+// reloc-sim itself turns it on; in the published package that dev-dependency is gone, so
+// without `--features fuzz` this file compiles to nothing instead of failing.
+#![cfg(feature = "fuzz")]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

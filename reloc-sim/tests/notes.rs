@@ -1,5 +1,10 @@
 //! `reloc-sim notes`: the report, the lints, exit statuses, gzip input, JSON.
 
+// The test images are written with `reloc_sim::fuzz::notes`'s ELF writer, behind the `fuzz`
+// feature (on in the workspace through the dev-dependency on reloc-sim itself; absent from
+// the published package, where this file then compiles to nothing).
+#![cfg(feature = "fuzz")]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;

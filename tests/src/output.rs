@@ -229,10 +229,16 @@ pub fn check_relocation(out: &StubOutput, serial: &str) {
     }
     assert_eq!(summary.old_base, image.start);
     assert_eq!(summary.len, image.len());
-    let high_water = out
-        .stack_high_water
-        .unwrap_or_else(|| panic!("no stack high-water line:\n{serial}"));
-    assert!(high_water > 0, "stack high-water mark 0:\n{serial}");
+    // Every boot prints the mark, except the keep-pge fault injection, which says why not.
+    if !serial
+        .lines()
+        .any(|l| l.starts_with("stack: not measured under keep-pge "))
+    {
+        let high_water = out
+            .stack_high_water
+            .unwrap_or_else(|| panic!("no stack high-water line:\n{serial}"));
+        assert!(high_water > 0, "stack high-water mark 0:\n{serial}");
+    }
 
     let expected = select_target(&out.memmap, &TargetRequest::new(image.len(), &out.avoid))
         .unwrap_or_else(|e| panic!("host selection failed: {e}\n{serial}"))

@@ -10,8 +10,8 @@ use reloc_tests::grub;
 use reloc_tests::output::check_relocation;
 use reloc_tests::qemu;
 
-// TODO(api): `reloc_core::STACK_BUDGET` once the api branch lands on main.
-const STACK_BUDGET: u64 = 4096;
+/// The budget reloc-core documents for parse + select + plan + switch.
+const STACK_BUDGET: u64 = reloc_core::STACK_BUDGET as u64;
 
 /// Boots `medium` with `args`, checks the relocation, returns the printed high-water mark.
 fn high_water(medium: &qemu::Medium, args: &[&str]) -> u64 {

@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: every check, in order, each printed with its wall time; a summary of the
 //! timings at the end, also when a step fails (the run stops at the first failure).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::setup::BARE_TARGET;
@@ -98,10 +99,13 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
         )?;
     }
     // What crates.io would receive: packages them (README, licence files), builds each
-    // from its package alone, and stops before the upload. No `--allow-dirty`: CI's clone
+    // from its package alone, and stops before the upload. reloc-sim is built against
+    // reloc-core's package, which cargo unpacks into CARGO_HOME once per version and then
+    // reuses even after reloc-core changed: those copies go first. No `--allow-dirty`: CI's clone
     // is clean, and a file the build leaves behind is worth a failure. Needs the crates.io
     // index (network).
     step("publish dry run: reloc-core, reloc-sim", &mut || {
+        forget_packaged_copies(&cargo_home())?;
         run(cargo().args([
             "publish",
             "--dry-run",
@@ -128,4 +132,75 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
         &mut || fuzz::run_targets(fuzz::DEFAULT_SECONDS, false, &[]),
     )?;
     Ok(())
+}
+
+/// `$CARGO_HOME`, or `~/.cargo`.
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
+}
+
+/// Removes the copies of this workspace's published crates that earlier publish dry runs
+/// unpacked into `cargo_home` (`registry/src/<registry>/reloc-core-0.1.0`, ...). Cargo skips
+/// unpacking a version already there, so a dry run would verify reloc-sim against an old
+/// reloc-core (a known cargo behaviour; miden-vm's CI clears the registry for the same
+/// reason). Crates of other names stay. Returns how many it removed.
+pub fn forget_packaged_copies(cargo_home: &Path) -> Result<usize, Error> {
+    let Ok(registries) = std::fs::read_dir(cargo_home.join("registry").join("src")) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for registry in registries.flatten() {
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            let name = krate.file_name();
+            let ours = ["reloc-core-", "reloc-sim-"]
+                .iter()
+                .any(|p| name.to_string_lossy().starts_with(p));
+            if ours {
+                let path = krate.path();
+                std::fs::remove_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_unpacked_crates_are_forgotten() {
+        let home = tempfile::tempdir().unwrap();
+        let src = home.path().join("registry/src");
+        for dir in [
+            "-47b3594ee4d670dc/reloc-core-0.1.0/src",
+            "-47b3594ee4d670dc/reloc-sim-0.1.0",
+            "index.crates.io-1949cf8c6b5b557f/serde-1.0.229",
+            "index.crates.io-1949cf8c6b5b557f/reloc-corex-1.0.0",
+        ] {
+            std::fs::create_dir_all(src.join(dir)).unwrap();
+        }
+        assert_eq!(forget_packaged_copies(home.path()).unwrap(), 2);
+        assert!(!src.join("-47b3594ee4d670dc/reloc-core-0.1.0").exists());
+        assert!(!src.join("-47b3594ee4d670dc/reloc-sim-0.1.0").exists());
+        assert!(src
+            .join("index.crates.io-1949cf8c6b5b557f/serde-1.0.229")
+            .exists());
+        assert!(src
+            .join("index.crates.io-1949cf8c6b5b557f/reloc-corex-1.0.0")
+            .exists());
+        // No registry at all: nothing to do.
+        assert_eq!(
+            forget_packaged_copies(&home.path().join("none")).unwrap(),
+            0
+        );
+    }
 }

@@ -131,6 +131,8 @@ pub enum Error {
     },
     /// Fuzzing found something (the details were printed above).
     FuzzFindings { targets: Vec<String> },
+    /// A file-system operation on `path` failed.
+    Io { path: PathBuf, source: io::Error },
 }
 
 impl fmt::Display for Error {
@@ -149,6 +151,7 @@ impl fmt::Display for Error {
             Error::FuzzFindings { targets } => {
                 write!(f, "fuzzing failed for {}", targets.join(", "))
             }
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
 }
