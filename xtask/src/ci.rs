@@ -98,6 +98,10 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
             },
         )?;
     }
+    step(
+        &format!("reloc-core README example as a user's crate ({BARE_TARGET})"),
+        &mut || crate::readme_example::build(&crate::workspace_root()),
+    )?;
     // What crates.io would receive: packages them (README, licence files), builds each
     // from its package alone, and stops before the upload. reloc-sim is built against
     // reloc-core's package, which cargo unpacks into CARGO_HOME once per version and then

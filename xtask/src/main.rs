@@ -16,10 +16,12 @@
 //! - `cargo xtask ci [--quick]`: everything CI checks, each step printed with its wall time:
 //!   the `test` set-up plus the clippy and rustfmt components, `cargo fmt --check`, clippy for
 //!   the host and for the bare-metal target (reloc-core, boot-stub), `cargo doc` with
-//!   `-D warnings`, `cargo publish --dry-run -p reloc-core -p reloc-sim` (packaging and a build
-//!   from the packages alone; never an upload), reloc-core built for the bare-metal target,
-//!   `cargo test --workspace`, the
-//!   main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz run.
+//!   `-D warnings`, reloc-core in every combination of its features (host clippy, bare-metal
+//!   build), reloc-core's README example built as a user's crate outside the workspace for the
+//!   bare-metal target (`readme_example`), `cargo publish --dry-run -p reloc-core -p reloc-sim`
+//!   (packaging and a build from the packages alone; never an upload), `cargo test
+//!   --workspace`, the main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz
+//!   run.
 //!   `--quick` skips Miri and fuzzing. `.ci/run` only makes sure rustup and the toolchain
 //!   exist, then calls this.
 //! - `cargo xtask miri`: reloc-core's tests under Miri with strict provenance, installing the
@@ -39,6 +41,7 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod fuzz;
+mod readme_example;
 mod setup;
 
 #[derive(Parser)]
