@@ -240,9 +240,11 @@ impl DirectMap<'static> {
     ///   writable, and valid for reads and writes as raw memory;
     /// - nothing else holds a Rust reference into that memory while the engine writes it
     ///   (the engine writes only the destination range and reads only the image);
-    /// - nothing but the CPU writes the page tables in the window while the engine plans. The
-    ///   CPU's accessed and dirty bit updates are fine: planning reads every qword with
-    ///   relaxed atomic loads ([`LentTable::Live`]), and no decision reads those bits.
+    /// - nothing but the CPU writes the page tables in the window while the engine plans and
+    ///   applies. The CPU's accessed and dirty bit updates are fine, at any time: planning
+    ///   reads every qword with relaxed atomic loads ([`LentTable::Live`]) and no decision
+    ///   reads those bits, and apply copies the image (tables included) with `rep movsb` in
+    ///   an `asm!` block, whose reads are hardware reads outside Rust's data-race rules.
     pub unsafe fn new(base: *mut u8, window: PhysRange) -> Self {
         Self {
             base,
@@ -375,9 +377,50 @@ impl PhysMemory for DirectMap<'_> {
             unsafe { core::ptr::copy(s, d, n) }
         } else {
             // SAFETY: as above, and the spans are disjoint (checked just above).
-            unsafe { core::ptr::copy_nonoverlapping(s, d, n) }
+            unsafe { copy_live(s, d, n) }
         }
     }
+}
+
+/// Copies `n` bytes from `src` to `dst` with `rep movsb`: apply's image copy.
+///
+/// The image holds the live page tables, whose accessed and dirty bits the CPU sets at any
+/// time, including in the directmap's own tables while this copy writes the destination
+/// through it. A Rust read (`copy_nonoverlapping`) racing with those hardware writes would be
+/// a data race; the reads of an `asm!` block are hardware reads outside Rust's memory model
+/// (as the stack re-copy in [`crate::switch`] is). A bit the CPU sets after its byte was
+/// copied is lost in the copy, which is harmless: accessed and dirty are hints the copy's
+/// users re-derive.
+///
+/// # Safety
+/// `[src, src + n)` is valid for reads and `[dst, dst + n)` for writes, and they are disjoint.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+unsafe fn copy_live(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller guarantees both spans are valid and disjoint; `rep movsb` touches
+    // exactly them. DF is clear on entry to asm (the Rust reference guarantees it), so the
+    // copy runs forwards. No `nomem`: the compiler must treat the block as reading `src` and
+    // writing `dst`.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rcx") n => _,
+            inout("rsi") src => _,
+            inout("rdi") dst => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Under Miri (which cannot run `asm!`) and on other architectures: `copy_nonoverlapping`.
+/// Miri's memory is not written by a CPU behind its back, so its plain reads race with
+/// nothing; a non-x86_64 host only runs the engine on buffers it owns.
+///
+/// # Safety
+/// As for the x86_64 version.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+unsafe fn copy_live(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller guarantees both spans are valid and disjoint.
+    unsafe { core::ptr::copy_nonoverlapping(src, dst, n) }
 }
 
 #[cfg(test)]

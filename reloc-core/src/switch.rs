@@ -558,7 +558,10 @@ fn check_alias_canonical(
 /// - `mem` is valid for the whole destination until the switch (the directmap), and stays
 ///   mapped afterwards;
 /// - nothing but this call runs between the start of the copy and the switch (other CPUs
-///   included), and nothing writes the image's page tables after planning;
+///   included), and nothing but the CPU writes the image's page tables after planning (its
+///   accessed and dirty bit updates are fine: apply copies the tables in an `asm!` block and
+///   reads no decision from those bits; a bit set after its table was copied is not carried
+///   into the copy);
 /// - the new tables map the code that executes right after the CR3 load at the same virtual
 ///   address (they do when the image map maps the image's own code, which
 ///   [`SwitchParams::new`] checked for the image's first byte).
