@@ -365,6 +365,11 @@ impl PhysMemory for DirectMap<'_> {
         Some(LentTable::Live(unsafe { &*p }))
     }
 
+    /// Copies nothing when either span is not wholly in the window (the trait's rule for
+    /// out-of-range access). The engine cannot get there: [`crate::Plan::new`] checks both
+    /// spans with [`PhysMemory::check_range`] on the memory it plans over, and
+    /// [`crate::switch::SwitchParams::new`] refuses a directmap whose window misses the old
+    /// image or the destination, so `relocate` copies through a window that holds both.
     fn copy(&mut self, src: u64, dst: u64, len: u64) {
         let (Some(s), Some(d), Ok(n)) = (self.ptr(src, len), self.ptr(dst, len), len.try_into())
         else {

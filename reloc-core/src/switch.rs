@@ -106,6 +106,14 @@ pub enum SwitchError {
         /// The directmap's physical window.
         window: PhysRange,
     },
+    /// The old image does not lie in the directmap the switch copies through: apply's copy
+    /// would read nothing (or something else) there.
+    ImageOutsideDirectMap {
+        /// The old image.
+        image: PhysRange,
+        /// The directmap's physical window.
+        window: PhysRange,
+    },
     /// The stack shares memory with a page table: the re-copy of the live stack would write
     /// old entries over the rebased ones.
     StackOverlapsTable {
@@ -182,6 +190,10 @@ impl fmt::Display for SwitchError {
             } => write!(
                 f,
                 "destination {destination} is outside the directmap window {window}"
+            ),
+            SwitchError::ImageOutsideDirectMap { image, window } => write!(
+                f,
+                "the old image {image} is not in the directmap window {window}"
             ),
             SwitchError::StackOverlapsTable { table, stack } => write!(
                 f,
@@ -318,7 +330,7 @@ impl<M: PhysMemory + ?Sized> DirectMapped for SimulatedDirectMap<'_, M> {
 ///   plan validated and as they will be after the move, to their places in the copy;
 /// - the stack `[stack_bottom, stack_top)` is 8-byte aligned, inside the image, and shares
 ///   no byte with a planned page table;
-/// - the destination lies in the directmap recorded here, the directmap's aliases of the old
+/// - the old image and the destination lie in the directmap recorded here, the directmap's aliases of the old
 ///   image and the destination are canonical, and the stack's alias in the copy is
 ///   `stack address + stack_copy_offset` in that directmap.
 ///
@@ -355,7 +367,7 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     /// - after the move, the image's first byte translates to the copy's first byte, and every
     ///   byte of the stack to its place in the copy: the stack is walked leaf by leaf, its
     ///   bottom and every leaf boundary it crosses;
-    /// - the destination lies in the directmap window, and the directmap's alias of the old
+    /// - the destination and the old image lie in the directmap window, and the directmap's alias of the old
     ///   image and of the destination (all apply and the re-copy touch) is canonical;
     /// - the stack shares no byte with a planned page table.
     ///
@@ -428,9 +440,17 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
                 _ => break,
             }
         }
+        // Apply copies from the old image to the destination through the directmap: both
+        // must lie in its window, or `DirectMap::copy` would have nothing to copy.
         if !directmap.covers(new_image) {
             return Err(SwitchError::DestinationOutsideDirectMap {
                 destination: new_image,
+                window: directmap.window,
+            });
+        }
+        if !directmap.covers(image) {
+            return Err(SwitchError::ImageOutsideDirectMap {
+                image,
                 window: directmap.window,
             });
         }
@@ -501,9 +521,9 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     }
 }
 
-/// Checks that the directmap's alias of `range` (which lies in its window, and whose alias
-/// does not wrap) is canonical in `mode`: both ends canonical and in the same half, since
-/// the canonical hole lies between the halves.
+/// Checks that the directmap's alias of `range` (which [`DirectMapLayout::covers`] accepted)
+/// is canonical in `mode`: both ends canonical and in the same half, since the canonical hole
+/// lies between the halves. A range without an alias is refused too.
 fn check_alias_canonical(
     directmap: &DirectMapLayout,
     range: PhysRange,
@@ -513,9 +533,11 @@ fn check_alias_canonical(
         directmap.virt_of(range.start),
         directmap.virt_of(range.end - 1),
     ) else {
-        // Not wholly in the window: the destination's window check names that, and the old
-        // image is in a real directmap's window (planning read it through it).
-        return Ok(());
+        // Unreachable after `covers`; refused rather than assumed.
+        return Err(SwitchError::ImageOutsideDirectMap {
+            image: range,
+            window: directmap.window,
+        });
     };
     let start_ok = mode.is_canonical(VirtAddr::new(start));
     if start_ok && mode.is_canonical(VirtAddr::new(last)) && (start >> 63) == (last >> 63) {

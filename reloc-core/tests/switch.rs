@@ -400,3 +400,37 @@ fn directmap_alias_crossing_the_canonical_hole_is_refused() {
     assert!(f.params_with(&plan, below_hole, &layout(STACK)).is_ok());
     assert!(f.mem == before, "SwitchParams::new wrote memory");
 }
+
+/// Review finding (second round): a directmap whose window covers the destination but not
+/// the old image was accepted, and `DirectMap::copy` then silently copied nothing.
+#[test]
+fn old_image_outside_the_directmap_window_is_refused() {
+    let mut f = fixture();
+    let plan = f.plan();
+    let before = f.mem.clone();
+    let real = f.directmap();
+    // Physical 16-48 MiB: the destination (32-38 MiB) is in, the old image (2-8 MiB) is not.
+    let high = DirectMapLayout {
+        window: PhysRange::new(16 * MIB, MEM),
+        ..real
+    };
+    let err = f.params_with(&plan, high, &layout(STACK)).unwrap_err();
+    assert_eq!(
+        err,
+        SwitchError::ImageOutsideDirectMap {
+            image: PhysRange::new(IMAGE_START, IMAGE_START + IMAGE_LEN),
+            window: PhysRange::new(16 * MIB, MEM),
+        }
+    );
+    assert!(err.to_string().contains("old image"), "{err}");
+    // Half of the image in the window is still outside.
+    let half = DirectMapLayout {
+        window: PhysRange::new(4 * MIB, MEM),
+        ..real
+    };
+    assert!(matches!(
+        f.params_with(&plan, half, &layout(STACK)),
+        Err(SwitchError::ImageOutsideDirectMap { .. })
+    ));
+    assert!(f.mem == before, "SwitchParams::new wrote memory");
+}

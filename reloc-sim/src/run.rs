@@ -159,6 +159,7 @@ pub fn switch_error_kind(e: &SwitchError) -> &'static str {
         SwitchError::LayoutMismatch { .. } => "LayoutMismatch",
         SwitchError::StackMismatch { .. } => "StackMismatch",
         SwitchError::DestinationOutsideDirectMap { .. } => "DestinationOutsideDirectMap",
+        SwitchError::ImageOutsideDirectMap { .. } => "ImageOutsideDirectMap",
         SwitchError::StackOverlapsTable { .. } => "StackOverlapsTable",
         SwitchError::NonCanonical { .. } => "NonCanonical",
         SwitchError::DirectMapAliasNonCanonical { .. } => "DirectMapAliasNonCanonical",
