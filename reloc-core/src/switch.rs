@@ -123,7 +123,8 @@ pub enum SwitchError {
         stack: PhysRange,
     },
     /// A virtual address of the layout or the directmap's start is not canonical in the
-    /// plan's paging mode.
+    /// plan's paging mode, or the stack runs into the canonical hole (`virt` is then its first
+    /// byte past the stack bottom's half).
     NonCanonical {
         /// The address.
         virt: VirtAddr,
@@ -362,7 +363,7 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
     ///
     /// Checked, in this order, each refusal typed ([`SwitchError`]):
     /// - the layout's addresses and the directmap's start are canonical in the plan's paging
-    ///   mode;
+    ///   mode, and the whole stack is in one canonical half;
     /// - the stack is non-empty, inside the image's virtual range and 8-byte aligned;
     /// - after the move, the image's first byte translates to the copy's first byte, and every
     ///   byte of the stack to its place in the copy: the stack is walked leaf by leaf, its
@@ -397,6 +398,23 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
             }
         }
         let (bottom, top) = (layout.stack_bottom.as_u64(), layout.stack_top.as_u64());
+        // The stack's last byte must be canonical and in the bottom's half: a stack across the
+        // canonical hole would pass the walk below (which indexes the tables with the
+        // address's low bits) and fault in the re-copy.
+        if let Some(last) = top.checked_sub(1).filter(|&last| last >= bottom) {
+            if !mode.is_canonical(VirtAddr::new(last)) || (last >> 63) != (bottom >> 63) {
+                // The first byte past the bottom's half: the hole's start for a lower-half
+                // bottom, the stack's last byte (wrapped past 2^64) for an upper-half one.
+                let virt = if bottom >> 63 == 0 {
+                    1u64 << (mode.virt_bits() - 1)
+                } else {
+                    last
+                };
+                return Err(SwitchError::NonCanonical {
+                    virt: VirtAddr::new(virt),
+                });
+            }
+        }
         let image_virt = layout.image_start.as_u64();
         let image_virt_end = image_virt.checked_add(image.len());
         if bottom >= top || bottom < image_virt || image_virt_end.is_none_or(|end| top > end) {

@@ -434,3 +434,35 @@ fn old_image_outside_the_directmap_window_is_refused() {
     ));
     assert!(f.mem == before, "SwitchParams::new wrote memory");
 }
+
+/// Review finding (second round): a stack whose bottom is canonical but which runs into the
+/// canonical hole was not refused as such (only the bottom was checked for canonicality).
+#[test]
+fn stack_crossing_the_canonical_hole_is_refused() {
+    let mut f = fixture();
+    let plan = f.plan();
+    let hole = 1u64 << 47;
+    let crossing = VirtualLayout {
+        image_start: va(hole - 0x1000),
+        stack_bottom: va(hole - 0x1000),
+        stack_top: va(hole + 0x1000),
+    };
+    let err = f.params(&plan, &crossing).unwrap_err();
+    assert_eq!(err, SwitchError::NonCanonical { virt: va(hole) });
+    // Ending exactly at the hole is one half.
+    let below = VirtualLayout {
+        stack_top: va(hole),
+        ..crossing
+    };
+    assert!(!matches!(
+        f.params(&plan, &below),
+        Err(SwitchError::NonCanonical { .. })
+    ));
+    // An upper-half stack whose top wraps past 2^64 is refused too.
+    let wrapping = VirtualLayout {
+        image_start: va(u64::MAX - 0xfff),
+        stack_bottom: va(u64::MAX - 0xfff),
+        stack_top: va(0x1000),
+    };
+    assert!(f.params(&plan, &wrapping).is_err());
+}
