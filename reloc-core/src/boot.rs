@@ -12,7 +12,32 @@
 //! each other, and each implements [`LoaderInfo`] beside its own type.
 
 use crate::phys::{PhysMemory, PhysRange};
-use crate::select::MemoryRegion;
+
+/// The E820 / `hvm_memmap_table_entry` type of usable RAM.
+pub const E820_RAM: u32 = 1;
+
+/// One firmware memory-map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryRegion {
+    /// First byte.
+    pub start: u64,
+    /// Length in bytes (zero-sized entries are ignored).
+    pub len: u64,
+    /// E820 type: 1 is RAM; anything else (reserved, ACPI, NVS, unknown) is not.
+    pub kind: u32,
+}
+
+impl MemoryRegion {
+    /// The region as a range; a region wrapping past 2^64 is cut at 2^64 - 1.
+    pub fn range(&self) -> PhysRange {
+        PhysRange::new(self.start, self.start.saturating_add(self.len))
+    }
+
+    /// True for usable RAM.
+    pub fn is_ram(&self) -> bool {
+        self.kind == E820_RAM
+    }
+}
 
 /// Default capacity for memory-map entries in a parsed boot information.
 pub const DEFAULT_MEMMAP_CAPACITY: usize = 128;

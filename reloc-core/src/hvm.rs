@@ -23,10 +23,10 @@ use core::fmt;
 use core::mem::{offset_of, size_of};
 
 use crate::boot::{
-    BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY, DEFAULT_MODULE_CAPACITY,
+    BootModule, LoaderInfo, MemoryRegion, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY,
+    DEFAULT_MODULE_CAPACITY,
 };
 use crate::phys::{MemoryFault, PhysMemory, PhysRange};
-use crate::select::MemoryRegion;
 
 /// `hvm_start_info.magic`: "xEn3" with the top bit of the last byte set.
 pub const START_INFO_MAGIC: u32 = 0x336e_c578;

@@ -46,6 +46,7 @@ pub mod switch;
 pub mod testing;
 
 pub use boot::{BootModule, LoaderInfo};
+pub use boot::{MemoryRegion, E820_RAM};
 pub use error::Error;
 #[cfg(feature = "hvm")]
 pub use hvm::{BootData, BootInfo, BootInfoError, HvmStartInfo};
@@ -57,7 +58,7 @@ pub use plan::{
     ApplyReport, EntryLocation, PerLevel, Plan, PlanError, PlannedTable, RangeRole,
     RelocationRequest, TableRole, DEFAULT_MAX_TABLES, IMAGE_ALIGN,
 };
-pub use select::{select_target, select_target_for, MemoryRegion, SelectError, TargetRequest};
+pub use select::{select_target, select_target_for, SelectError, TargetRequest};
 pub use switch::{
     DirectMapped, RelocateError, SimulatedDirectMap, SwitchError, SwitchParams, VirtualLayout,
 };

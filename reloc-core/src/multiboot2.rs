@@ -70,10 +70,10 @@
 use core::fmt;
 
 use crate::boot::{
-    BootModule, LoaderInfo, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY, DEFAULT_MODULE_CAPACITY,
+    BootModule, LoaderInfo, MemoryRegion, CMDLINE_CAPACITY, DEFAULT_MEMMAP_CAPACITY,
+    DEFAULT_MODULE_CAPACITY, E820_RAM,
 };
 use crate::phys::{MemoryFault, PhysMemory, PhysRange};
-use crate::select::{MemoryRegion, E820_RAM};
 
 /// `%eax` at a multiboot2 entry.
 pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;

@@ -67,38 +67,13 @@ use core::fmt;
 use x86_64::PhysAddr;
 
 use crate::boot::LoaderInfo;
+pub use crate::boot::{MemoryRegion, E820_RAM};
 use crate::paging::SIZE_2M;
 use crate::phys::PhysRange;
-
-/// The E820 / `hvm_memmap_table_entry` type of usable RAM.
-pub const E820_RAM: u32 = 1;
 
 /// One past the highest physical address x86_64 can form (2^52, the architectural
 /// MAXPHYADDR); RAM above it is never picked.
 pub const PHYS_ADDR_END: u64 = 1 << 52;
-
-/// One firmware memory-map entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MemoryRegion {
-    /// First byte.
-    pub start: u64,
-    /// Length in bytes (zero-sized entries are ignored).
-    pub len: u64,
-    /// E820 type: 1 is RAM; anything else (reserved, ACPI, NVS, unknown) is not.
-    pub kind: u32,
-}
-
-impl MemoryRegion {
-    /// The region as a range; a region wrapping past 2^64 is cut at 2^64 - 1.
-    pub fn range(&self) -> PhysRange {
-        PhysRange::new(self.start, self.start.saturating_add(self.len))
-    }
-
-    /// True for usable RAM.
-    pub fn is_ram(&self) -> bool {
-        self.kind == E820_RAM
-    }
-}
 
 /// What to place and what to keep clear of.
 #[derive(Clone, Copy, Debug)]
