@@ -1,10 +1,11 @@
 //! One error type for the whole boot path, so that a caller's `?` needs no `From` of its own.
 //!
-//! Each step keeps its own error type for those who match on it ([`BootInfoError`],
-//! [`Multiboot2Error`], [`SelectError`], [`PlanError`], [`SwitchError`], [`RelocateError`]);
-//! every one of them
-//! converts into [`Error`], which names the step that failed, prints the step's own message
-//! and hands the step's error back through [`core::error::Error::source`].
+//! Each step keeps its own error type for those who match on it (`hvm::BootInfoError`,
+//! `multiboot2::Multiboot2Error`, [`SelectError`], [`PlanError`], [`SwitchError`],
+//! [`RelocateError`]); every one of them converts into [`Error`], which names only the step
+//! that failed and hands the step's error back through [`core::error::Error::source`]. An
+//! error reporter that walks the chain prints each message once; to print the detail
+//! yourself, print `source()` (or the step's error) as well.
 //!
 //! ```
 //! fn boot_step(image_size: u64) -> Result<reloc_core::PhysAddr, reloc_core::Error> {
@@ -52,17 +53,19 @@ pub enum Error {
     Relocate(RelocateError),
 }
 
+/// Names the step only: the step's error is [`core::error::Error::source`], which error
+/// reporters print after this (printing it here too would repeat it).
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             #[cfg(feature = "hvm")]
-            Error::BootInfo(e) => write!(f, "PVH boot information: {e}"),
+            Error::BootInfo(_) => f.write_str("PVH boot information rejected"),
             #[cfg(feature = "multiboot2")]
-            Error::Multiboot2(e) => write!(f, "multiboot2 boot information: {e}"),
-            Error::Select(e) => write!(f, "target selection: {e}"),
-            Error::Plan(e) => write!(f, "relocation plan: {e}"),
-            Error::Switch(e) => write!(f, "switch parameters: {e}"),
-            Error::Relocate(e) => write!(f, "relocation: {e}"),
+            Error::Multiboot2(_) => f.write_str("multiboot2 boot information rejected"),
+            Error::Select(_) => f.write_str("no relocation target selected"),
+            Error::Plan(_) => f.write_str("relocation plan refused"),
+            Error::Switch(_) => f.write_str("switch parameters refused"),
+            Error::Relocate(_) => f.write_str("relocation refused to start"),
         }
     }
 }
@@ -130,8 +133,8 @@ mod tests {
     use super::*;
     use crate::paging::VirtAddr;
 
-    /// Each step's error converts, keeps its step's message after the step's name, and is
-    /// the source.
+    /// Each step's error converts, is the source, and its message is not repeated in the
+    /// step's name (an error reporter prints the chain).
     #[test]
     fn every_step_converts_and_is_the_source() {
         let select = SelectError::EmptyImage;
@@ -148,25 +151,26 @@ mod tests {
             (
                 BootInfoError::NoMemoryMap.into(),
                 BootInfoError::NoMemoryMap.to_string(),
-                "PVH boot information: ",
+                "PVH boot information rejected",
             ),
             #[cfg(feature = "multiboot2")]
             (
                 Multiboot2Error::MissingMemoryMap.into(),
                 Multiboot2Error::MissingMemoryMap.to_string(),
-                "multiboot2 boot information: ",
+                "multiboot2 boot information rejected",
             ),
             (
                 Error::from(select),
                 select.to_string(),
-                "target selection: ",
+                "no relocation target selected",
             ),
-            (plan.into(), plan.to_string(), "relocation plan: "),
-            (switch.into(), switch.to_string(), "switch parameters: "),
-            (relocate.into(), relocate.to_string(), "relocation: "),
+            (plan.into(), plan.to_string(), "relocation plan refused"),
+            (switch.into(), switch.to_string(), "switch parameters refused"),
+            (relocate.into(), relocate.to_string(), "relocation refused to start"),
         ];
         for (error, inner, step) in cases {
-            assert_eq!(error.to_string(), std::format!("{step}{inner}"));
+            assert_eq!(error.to_string(), step);
+            assert!(!error.to_string().contains(&inner), "{error} repeats {inner}");
             let source = error.source().expect("a step error is the source");
             assert_eq!(source.to_string(), inner);
         }
