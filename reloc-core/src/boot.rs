@@ -78,8 +78,19 @@ pub(crate) fn has_word(cmdline: &[u8], word: &str) -> bool {
 /// True when the bytes of `line` in `mem` hold `word` as a whitespace-separated token: the
 /// rule of [`has_word`], streamed over memory so a line of any length is searched whole
 /// without a copy. Memory that cannot be read holds no word.
+///
+/// Bytes are read as whole aligned qwords ([`PhysMemory::read_u64`] takes 8-byte-aligned
+/// addresses), so what is checked is the line widened to qword boundaries: every qword read
+/// lies in a range [`PhysMemory::check_range`] accepted.
 pub(crate) fn line_has_word<M: PhysMemory + ?Sized>(mem: &M, line: PhysRange, word: &str) -> bool {
-    if mem.check_range(line.start, line.len()).is_err() {
+    let qwords_start = line.start & !7;
+    let Some(qwords_end) = line.end.checked_next_multiple_of(8) else {
+        return false;
+    };
+    if mem
+        .check_range(qwords_start, qwords_end.saturating_sub(qwords_start))
+        .is_err()
+    {
         return false;
     }
     let word = word.as_bytes();
@@ -150,4 +161,118 @@ pub trait LoaderInfo {
 
     /// Every non-empty range of boot data a relocation target must not overlap.
     fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_;
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::phys::MemoryFault;
+
+    /// Memory of `bytes` at physical `start` that panics on any read outside a range it
+    /// accepted in `check_range` (PhysMemory's rule), and on any write.
+    struct StrictMem {
+        start: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl StrictMem {
+        fn end(&self) -> u64 {
+            self.start + self.bytes.len() as u64
+        }
+    }
+
+    impl PhysMemory for StrictMem {
+        fn check_range(&self, start: u64, len: u64) -> Result<(), MemoryFault> {
+            if len == 0 || (self.start <= start && start.saturating_add(len) <= self.end()) {
+                Ok(())
+            } else {
+                Err(MemoryFault {
+                    addr: start.max(self.start).min(self.end()),
+                })
+            }
+        }
+        fn read_u64(&self, addr: u64) -> u64 {
+            assert!(addr.is_multiple_of(8), "unaligned read at {addr:#x}");
+            assert!(
+                self.start <= addr && addr + 8 <= self.end(),
+                "read of {addr:#x} outside the checked memory"
+            );
+            let at = (addr - self.start) as usize;
+            u64::from_le_bytes(self.bytes[at..at + 8].try_into().unwrap())
+        }
+        fn write_u64(&mut self, _: u64, _: u64) {
+            panic!("line_has_word writes nothing");
+        }
+        fn copy(&mut self, _: u64, _: u64, _: u64) {
+            panic!("line_has_word copies nothing");
+        }
+    }
+
+    /// The line sits in readable bytes, but the qwords holding its first and last bytes
+    /// reach outside them: refused (no word), and nothing outside is read. Before the check
+    /// covered the aligned span, this read outside what `check_range` accepted.
+    #[test]
+    fn line_whose_qwords_reach_unreadable_memory_holds_no_word() {
+        // Readable: [0x1004, 0x1014). The line [0x1004, 0x1008) is in it, its qword
+        // [0x1000, 0x1008) is not.
+        let mem = StrictMem {
+            start: 0x1004,
+            bytes: b"hold la57 xx".iter().copied().chain([b' '; 4]).collect(),
+        };
+        assert_eq!(mem.check_range(0x1004, 4), Ok(()));
+        assert!(!line_has_word(&mem, PhysRange::new(0x1004, 0x1008), "hold"));
+        // Wholly unreadable line.
+        assert!(!line_has_word(&mem, PhysRange::new(0x2000, 0x2008), "hold"));
+        // A line in memory that is readable qword by qword is searched.
+        let mem = StrictMem {
+            start: 0x1000,
+            bytes: b"    hold la57 xx".to_vec(),
+        };
+        assert!(line_has_word(&mem, PhysRange::new(0x1004, 0x1008), "hold"));
+        assert!(line_has_word(&mem, PhysRange::new(0x1004, 0x100e), "la57"));
+        assert!(!line_has_word(&mem, PhysRange::new(0x1004, 0x100c), "la57"));
+    }
+
+    fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b'a'),
+                Just(b'b'),
+                Just(b' '),
+                Just(b'\t'),
+                Just(b'\n'),
+                Just(b'\r')
+            ],
+            0..40,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Streaming over memory follows `has_word`'s rule on any line (leading, trailing
+        /// and doubled whitespace of every kind) at any start alignment.
+        #[test]
+        #[cfg_attr(miri, ignore = "proptest persists failures through the file system, which Miri isolates")]
+        fn line_has_word_agrees_with_has_word(
+            line in line_bytes(),
+            word in "[ab]{0,3}",
+            offset in 0usize..8,
+            slack in 0usize..8,
+        ) {
+            let mut bytes = std::vec![0x5a_u8; offset];
+            bytes.extend_from_slice(&line);
+            bytes.resize((bytes.len() + slack).next_multiple_of(8), 0x5a);
+            let mem = StrictMem { start: 0x4000, bytes };
+            let start = 0x4000 + offset as u64;
+            let range = PhysRange::new(start, start + line.len() as u64);
+            prop_assert_eq!(line_has_word(&mem, range, &word), has_word(&line, &word));
+        }
+    }
 }
