@@ -1,6 +1,6 @@
 //! What relocation needs from a loader's boot information, whichever protocol delivered it.
 //!
-//! PVH ([`crate::hvm::BootInfo`]) and multiboot2 ([`crate::multiboot2::Multiboot2Info`]) both
+//! PVH ([`hvm::BootInfo`]) and multiboot2 ([`multiboot2::Multiboot2Info`]) both
 //! reduce to the same boot data: a firmware memory map for [`crate::select::select_target`],
 //! the boot modules, the command line, and the ranges a relocation target must not overlap.
 //! [`LoaderInfo`] names that common shape so one target-selection path can serve both
@@ -10,6 +10,18 @@
 //! This module holds what both parsers share (the module record, the capacities, the word
 //! rule) and imports neither parser: `hvm` and `multiboot2` import from here and never from
 //! each other, and each implements [`LoaderInfo`] beside its own type.
+//!
+// The parsers are features: without one, its link points at the features section.
+#![cfg_attr(feature = "hvm", doc = "[`hvm::BootInfo`]: crate::hvm::BootInfo")]
+#![cfg_attr(not(feature = "hvm"), doc = "[`hvm::BootInfo`]: crate#features")]
+#![cfg_attr(
+    feature = "multiboot2",
+    doc = "[`multiboot2::Multiboot2Info`]: crate::multiboot2::Multiboot2Info"
+)]
+#![cfg_attr(
+    not(feature = "multiboot2"),
+    doc = "[`multiboot2::Multiboot2Info`]: crate#features"
+)]
 
 use crate::phys::{PhysMemory, PhysRange};
 

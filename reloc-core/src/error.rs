@@ -165,12 +165,23 @@ mod tests {
                 "no relocation target selected",
             ),
             (plan.into(), plan.to_string(), "relocation plan refused"),
-            (switch.into(), switch.to_string(), "switch parameters refused"),
-            (relocate.into(), relocate.to_string(), "relocation refused to start"),
+            (
+                switch.into(),
+                switch.to_string(),
+                "switch parameters refused",
+            ),
+            (
+                relocate.into(),
+                relocate.to_string(),
+                "relocation refused to start",
+            ),
         ];
         for (error, inner, step) in cases {
             assert_eq!(error.to_string(), step);
-            assert!(!error.to_string().contains(&inner), "{error} repeats {inner}");
+            assert!(
+                !error.to_string().contains(&inner),
+                "{error} repeats {inner}"
+            );
             let source = error.source().expect("a step error is the source");
             assert_eq!(source.to_string(), inner);
         }

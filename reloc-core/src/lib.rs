@@ -25,6 +25,11 @@
 //! same boot data ([`boot::LoaderInfo`]), so one target-selection path serves both entries.
 //!
 //! `unsafe` lives only in [`phys::DirectMap`] and [`switch`].
+//!
+// Without a parser's feature its module does not exist: its link then points at the
+// features section instead of breaking the docs of `--no-default-features`.
+#![cfg_attr(not(feature = "hvm"), doc = "[`hvm`]: crate#features")]
+#![cfg_attr(not(feature = "multiboot2"), doc = "[`multiboot2`]: crate#features")]
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -200,7 +200,9 @@ pub enum TagProblem {
     },
     /// More memory-map entries than this parser holds.
     TooManyMapEntries {
-        /// Entries in the tag (2 for basic meminfo).
+        /// Entries the tag yields: a type-6 tag's entries, a type-17 tag's extents (its
+        /// non-empty descriptors, contiguous ones of the same E820 kind merged), 2 for basic
+        /// meminfo.
         count: u32,
         /// Entries this parser holds.
         capacity: usize,
@@ -355,8 +357,9 @@ pub enum Multiboot2Error {
         /// What is wrong.
         problem: TagProblem,
     },
-    /// Neither a memory-map tag (type 6) with an entry nor a basic meminfo tag (type 4):
-    /// nothing to choose a relocation target from.
+    /// Neither a memory-map tag (type 6) with an entry, nor an EFI memory-map tag (type 17)
+    /// with a non-empty extent, nor a basic meminfo tag (type 4): nothing to choose a
+    /// relocation target from.
     MissingMemoryMap,
 }
 
@@ -390,7 +393,7 @@ impl fmt::Display for Multiboot2Error {
                 tag_name(*tag_type)
             ),
             Multiboot2Error::MissingMemoryMap => f.write_str(
-                "multiboot2 MBI has no memory map: neither a memory-map tag (type 6) with entries nor basic meminfo (type 4)",
+                "multiboot2 MBI has no memory map: neither a memory-map tag (type 6) with entries nor basic meminfo (type 4) nor an EFI memory-map tag (type 17) with a non-empty extent",
             ),
         }
     }
@@ -1742,7 +1745,10 @@ mod tests {
         let err = parse(&RawMbi::new().cmdline(b"hold").end().done()).unwrap_err();
         assert_eq!(err, Multiboot2Error::MissingMemoryMap);
         let text = err.to_string();
-        assert!(text.contains("type 6") && text.contains("type 4"), "{text}");
+        assert!(
+            text.contains("type 6") && text.contains("type 4") && text.contains("type 17"),
+            "{text}"
+        );
         // An empty map and no meminfo.
         let err = parse(&RawMbi::new().map(24, 0, &[]).end().done()).unwrap_err();
         assert_eq!(err, Multiboot2Error::MissingMemoryMap);

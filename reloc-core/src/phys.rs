@@ -308,14 +308,15 @@ impl PhysMemory for DirectMap<'_> {
     fn read_u64(&self, addr: u64) -> u64 {
         match self.ptr(addr, 8) {
             Some(p) if addr.is_multiple_of(8) => {
-                let p = p.cast::<u64>();
-                if p.is_aligned() {
+                let atomic = p.cast::<AtomicU64>();
+                if atomic.is_aligned() {
                     // SAFETY: `ptr` checked that the 8 bytes lie in the window, which the
                     // constructor's caller guarantees is mapped and valid for reads and
                     // writes, and written by nothing but the engine (through `&mut self`,
-                    // so not now) and the CPU's atomic accessed/dirty updates; `p` is aligned
-                    // for `AtomicU64` (8 bytes, checked).
-                    let entry = unsafe { AtomicU64::from_ptr(p) };
+                    // so not now) and the CPU's atomic accessed/dirty updates; `atomic` is
+                    // aligned for `AtomicU64` (checked on the `AtomicU64` pointer itself, whose
+                    // alignment may exceed `u64`'s on other targets).
+                    let entry = unsafe { &*atomic };
                     // Relaxed atomic: the qword may be a live page-table entry the CPU updates.
                     entry.load(Ordering::Relaxed)
                 } else {
@@ -323,7 +324,7 @@ impl PhysMemory for DirectMap<'_> {
                     // `phys_start`) puts aligned physical qwords at unaligned host addresses.
                     // SAFETY: the 8 bytes lie in the valid window (checked by `ptr`);
                     // `read_unaligned` has no alignment requirement.
-                    unsafe { p.read_unaligned() }
+                    unsafe { p.cast::<u64>().read_unaligned() }
                 }
             }
             _ => 0,
@@ -334,7 +335,7 @@ impl PhysMemory for DirectMap<'_> {
         if let Some(p) = self.ptr(addr, 8) {
             if addr.is_multiple_of(8) {
                 let p = p.cast::<u64>();
-                if p.is_aligned() {
+                if p.cast::<AtomicU64>().is_aligned() {
                     // SAFETY: as in `read_u64`; `&mut self` means no other engine access is
                     // live.
                     unsafe { p.write_volatile(value) }

@@ -227,8 +227,8 @@ impl core::error::Error for SwitchError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RelocateError {
-    /// [`relocate`] was given a directmap other than the one the parameters were checked
-    /// for.
+    /// [`relocate`] was given a directmap whose layout (virtual start or window) is not the
+    /// one the parameters were checked for.
     DirectMapMismatch {
         /// The layout the parameters were checked for.
         expected: DirectMapLayout,
@@ -295,7 +295,10 @@ impl DirectMapped for DirectMap<'_> {
 
 /// Memory that is not reached through a real directmap, described by the directmap a
 /// simulated CPU would use (reloc-sim's machine, a test's buffer with another layout).
-/// [`relocate`] still compares the layout with that of the real [`DirectMap`] it is given.
+/// [`SwitchParams::new`] reads the tables through the memory and records the layout;
+/// nothing ties the two together, so the caller answers for `layout` describing where that
+/// memory is mapped. [`relocate`] compares only layouts: it refuses a [`DirectMap`] with
+/// another layout, not one over other memory.
 #[derive(Clone, Copy, Debug)]
 pub struct SimulatedDirectMap<'m, M: ?Sized> {
     memory: &'m M,
@@ -445,14 +448,13 @@ impl<'p, const N: usize> SwitchParams<'p, N> {
         let mut virt = bottom;
         loop {
             let found = plan.translation_after_move(mem, virt);
-            let Some((phys, leaf_size)) = found.filter(|&(phys, _)| phys == expected(virt)) else {
+            let Some((_, leaf_size)) = found.filter(|&(phys, _)| phys == expected(virt)) else {
                 return Err(SwitchError::StackMismatch {
                     virt: VirtAddr::new(virt),
                     expected: PhysAddr::new_truncate(expected(virt)),
                     found: found.map(|(phys, _)| PhysAddr::new_truncate(phys)),
                 });
             };
-            debug_assert_eq!(phys, expected(virt));
             match (virt | (leaf_size - 1)).checked_add(1) {
                 Some(next_leaf) if next_leaf < top => virt = next_leaf,
                 _ => break,
@@ -577,8 +579,8 @@ fn check_alias_canonical(
 
 /// Applies the plan and switches to the copy: the whole critical region in one call.
 ///
-/// Before the first write it checks that `mem` is the directmap `params` were validated for
-/// ([`RelocateError::DirectMapMismatch`]) and that `rsp` lies in the stack
+/// Before the first write it checks that `mem` has the layout (virtual start and window)
+/// `params` were validated for ([`RelocateError::DirectMapMismatch`]) and that `rsp` lies in the stack
 /// ([`RelocateError::RspOutsideStack`]): the last fallible steps, both before any write, so an
 /// `Err` leaves memory untouched. From the copy on, nothing can fail. Returns on the new copy,
 /// at the same virtual addresses, with the stack as it was.
@@ -595,6 +597,9 @@ fn check_alias_canonical(
 ///   sending NMIs);
 /// - no CET shadow stack active (or the caller re-copies it): only the ordinary stack is
 ///   re-copied, and returning on a stale shadow stack raises #CP;
+/// - `params` were built from this directmap's memory (`SwitchParams::new(plan, mem, ..)`,
+///   or a [`SimulatedDirectMap`] over the same memory): the layout check cannot tell two
+///   directmaps with the same layout apart;
 /// - `mem` is valid for the whole destination until the switch (the directmap), and stays
 ///   mapped afterwards;
 /// - nothing but this call runs between the start of the copy and the switch (other CPUs

@@ -371,3 +371,33 @@ fn encryption_bit_lowers_the_physical_address_limit() {
             | reloc_core::PlanError::RangeBeyondMaxPhys { .. })
     ));
 }
+
+/// Review finding (second round): `new_in_place` over a plan that had succeeded, failing,
+/// leaves `Plan::empty()` behind in everything it exposes, Debug included (the old table
+/// records used to stay in the Debug output).
+#[test]
+fn failing_new_in_place_over_a_plan_leaves_an_empty_plan() {
+    let mut mem = TestMem::new(MEM);
+    let l = build_xen(&mut mem, IMAGE_START, IMAGE_LEN, MIB);
+    let maps = [pa(l.l2_xenmap)];
+    let mut plan: Plan = Plan::empty();
+    plan.new_in_place(&mem.directmap(), &request(&l, &maps, NEW_BASE))
+        .expect("plan");
+    assert_eq!(plan.tables().count(), 14);
+    // A destination overlapping the image is refused.
+    let err = plan
+        .new_in_place(&mem.directmap(), &request(&l, &maps, IMAGE_START + 2 * MIB))
+        .unwrap_err();
+    assert!(
+        matches!(err, reloc_core::PlanError::RangesOverlap { .. }),
+        "{err:?}"
+    );
+    let empty: Plan = Plan::empty();
+    assert_eq!(plan.tables().count(), 0);
+    assert!(plan.new_image().is_empty());
+    assert_eq!(plan.new_image(), empty.new_image());
+    assert_eq!(plan.old_image(), empty.old_image());
+    assert_eq!(plan.new_top_table(), empty.new_top_table());
+    assert_eq!(plan.relocated_cr3(0x1018), empty.relocated_cr3(0x1018));
+    assert_eq!(format!("{plan:?}"), format!("{empty:?}"));
+}

@@ -187,8 +187,12 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     }
 
     /// Resets `self` to [`Plan::empty`] field by field, with no plan-sized temporary: the
-    /// records past `table_count` are never read, and the index is zeroed.
+    /// records in use are reset (so no stale record shows, in `Debug` or anywhere), and the
+    /// index is zeroed.
     fn clear(&mut self) {
+        if let Some(used) = self.tables.get_mut(..self.table_count) {
+            used.fill(TableRecord::EMPTY);
+        }
         self.paging = PagingMode::FourLevel;
         self.max_phys = MaxPhysAddr::ARCHITECTURAL;
         self.image = PhysRange::new(0, 0);
