@@ -1,5 +1,6 @@
 //! Multiboot2 boot information (the MBI, multiboot2 specification 2.0, §3.6): a parser that
-//! copies what relocation needs into the same boot data as PVH ([`crate::hvm::BootInfo`]).
+//! copies what relocation needs into the same boot data as PVH (`hvm::BootInfo`, behind the
+//! `hvm` feature).
 //!
 //! A multiboot2 loader (GRUB) enters the image in 32-bit protected mode with `%eax` =
 //! [`BOOTLOADER_MAGIC`] and `%ebx` = the physical address of the MBI: a `u32 total_size`, a
@@ -62,7 +63,7 @@
 //!   (EFI memory maps and ELF section tags can make them several KiB), plus `unsafe`;
 //! - its errors (`LoadError`) name neither the tag nor its offset.
 //!
-//! So this parser reads through [`PhysMemory`] like [`crate::hvm`], copies nothing but what
+//! So this parser reads through [`PhysMemory`] like `hvm`, copies nothing but what
 //! it keeps, and holds no `unsafe`. The crate serves the tests: its builder makes the MBIs
 //! they parse and its reader cross-checks the result on well-formed ones (the
 //! `multiboot2_crate_*` test shows each of these).
