@@ -364,3 +364,59 @@ fn ovmf_missing_memory_map_tag_reads_the_efi_memory_map() {
     );
     assert_eq!(out.summary.unwrap().new_base, 0x7fc0_0000, "{}", run.serial);
 }
+
+/// Boots `iso` (whose command line holds `image-not-ram`) with `args` and expects the stub to
+/// refuse the image before selecting: exit 0x16, the failure line, no target line.
+fn expect_image_not_ram(iso: &GrubImage, args: &[&str], marked: &str) {
+    let run = qemu::boot_medium(&iso.medium(), args, TCG_TIMEOUT);
+    assert_eq!(
+        run.status,
+        Some(status::IMAGE_NOT_RAM),
+        "{args:?} serial:\n{}",
+        run.serial
+    );
+    assert!(
+        run.serial
+            .lines()
+            .any(|l| l.starts_with(&format!("boot: image-not-ram requested: {marked} at "))),
+        "no `{marked}` marked:\n{}",
+        run.serial
+    );
+    let out = StubOutput::parse(&run.serial).unwrap();
+    let image = out.image.expect("image line");
+    assert!(
+        run.serial.lines().any(|l| l
+            == format!(
+                "reloc: FAILED: image not in RAM: the image {image} is loaded over {:#x}, which \
+                 the memory map does not report as RAM",
+                image.start
+            )),
+        "{}",
+        run.serial
+    );
+    assert!(out.target.is_none(), "selected a target:\n{}", run.serial);
+}
+
+#[test]
+fn grub_image_outside_ram_has_its_own_exit_code() {
+    // SeaBIOS: GRUB hands over tag 6 only; its entry holding the image becomes reserved.
+    let iso = image("image-not-ram", &[]);
+    expect_image_not_ram(&iso, &["-m", "1G"], "memory map entry");
+    tcg_only(&["-m", "1G"]);
+}
+
+#[test]
+fn ovmf_image_outside_ram_has_its_own_exit_code() {
+    let firmware = grub::ovmf_args().unwrap_or_else(|e| panic!("{e}"));
+    let args = [firmware[0], firmware[1], "-m", "1G"];
+    // Tag 6 present: the map comes from it.
+    expect_image_not_ram(&image("image-not-ram", &[]), &args, "memory map entry");
+    // Tag 6 hidden: the map comes from the EFI memory map (tag 17), whose descriptor holding
+    // the image must be marked too (editing tag 6 alone left this boot relocating).
+    expect_image_not_ram(
+        &image("mbi-no-memmap image-not-ram", &[]),
+        &args,
+        "EFI memory descriptor",
+    );
+    qemu::notice("OVMF image-not-ram: ran TCG only (OVMF fails under nested KVM here)");
+}
