@@ -7,8 +7,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
-    PlanError, RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
+    DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan, PlanError,
+    RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
 };
 use x86_64::registers::control::Cr3;
 
@@ -21,7 +21,7 @@ use crate::layout::{
     STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{cpu, entry, fault, idt, println, serial, stack};
+use crate::{cpu, entry, fault, idt, println, ram, serial, stack};
 
 /// The plan, built in place (`Plan::new_in_place`).
 static PLAN: InPlace<Plan> = InPlace::new(Plan::empty());
@@ -143,25 +143,6 @@ fn tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The first address of `range` that no RAM region of `map` covers, or `None` when RAM
-/// covers all of it (regions in any order, overlapping or adjacent).
-fn first_non_ram(map: &[MemoryRegion], range: PhysRange) -> Option<u64> {
-    let mut at = range.start;
-    while at < range.end {
-        // The furthest a RAM region containing `at` reaches; none: `at` is not RAM.
-        let reach = map
-            .iter()
-            .filter(|region| region.is_ram() && region.range().contains(at))
-            .map(|region| region.range().end)
-            .max();
-        match reach {
-            Some(end) => at = end,
-            None => return Some(at),
-        }
-    }
-    None
-}
-
 /// Where image address `addr` lands in the copy.
 fn relocated(plan: &Plan, addr: u64) -> Result<u64, Failure> {
     PhysAddr::try_new(addr)
@@ -232,7 +213,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     // A loader that does not check a fixed-address image against its map (GRUB-EFI does
     // not) may have put it over firmware memory (ACPI NVS, runtime services): refuse to run
     // from there rather than copy it on.
-    if let Some(at) = first_non_ram(boot.memory_map(), image) {
+    if let Some(at) = ram::first_non_ram(boot.memory_map(), image) {
         return Err(Failure::ImageNotRam(image, at));
     }
 
