@@ -136,6 +136,9 @@ fn max_phys_bits() -> u8 {
     }
 }
 
+/// An address in L4 slot 1, which no boot table maps: the `pf` fault injection reads it.
+const UNMAPPED_VIRT: u64 = 1 << 39;
+
 /// The time-stamp counter, for the cycle counts of planning and of the relocation.
 fn tsc() -> u64 {
     // SAFETY: RDTSC has no memory effect; CR4.TSD is clear at ring 0 anyway.
@@ -196,6 +199,16 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         println!("boot: ud2 requested");
         // SAFETY: raises #UD, which `idt::stub_exception` turns into a panic: never returns.
         unsafe { core::arch::asm!("ud2", options(noreturn)) };
+    }
+    if boot.cmdline_has_word(&mem, "pf") {
+        // Fault injection: a read of an address no table maps (L4 slot 1 is empty), a page
+        // fault whose error code the CPU pushes; the stub's IDT must report it with CR2.
+        println!("boot: pf requested: reading {UNMAPPED_VIRT:#x}");
+        // SAFETY: the read faults (nothing maps L4 slot 1: `entry`'s tables fill slots 0,
+        // 256 and 511 only), and `idt::stub_exception` turns #PF into a panic: it never
+        // returns a value, so no memory is read.
+        let value = unsafe { core::ptr::read_volatile(UNMAPPED_VIRT as *const u64) };
+        panic!("pf: read of unmapped {UNMAPPED_VIRT:#x} returned {value:#x}");
     }
 
     let image = PhysRange::new(
