@@ -120,7 +120,7 @@ const EFI_RESERVED_MEMORY_TYPE: u32 = 0;
 /// descriptor reloc-core reads as RAM that holds the image's first byte becomes
 /// `EfiReservedMemoryType`. The caller parses the MBI again.
 fn mark_image_efi_reserved<M: PhysMemory + ?Sized>(mem: &mut M, tag: u64) {
-    let size = u64::from(mem.read_u64(tag) >> 32);
+    let size = mem.read_u64(tag) >> 32;
     let descriptor_size = u64::from(mem.read_u64(tag + 8) as u32);
     // A descriptor is 40 bytes at least (UEFI `EFI_MEMORY_DESCRIPTOR`); anything smaller is
     // malformed, and the parse just done would have refused it.
