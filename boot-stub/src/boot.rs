@@ -6,11 +6,15 @@
 
 use core::fmt;
 
-use reloc_core::multiboot2::{BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_MEMORY_MAP};
+use reloc_core::multiboot2::{
+    efi_to_e820, BOOTLOADER_MAGIC, TAG_BASIC_MEMINFO, TAG_EFI_MEMORY_MAP, TAG_MEMORY_MAP,
+};
 use reloc_core::{
     select_target_for, BootInfo, BootInfoError, MemoryRegion, Multiboot2Error, Multiboot2Info,
     PhysAddr, PhysMemory, PhysRange, SelectError,
 };
+
+use reloc_core::select::E820_RAM;
 
 use crate::entry::{ENTRY_MULTIBOOT2, ENTRY_PVH};
 use crate::in_place::InPlace;
@@ -107,6 +111,42 @@ fn mark_image_reserved<M: PhysMemory + ?Sized>(mem: &mut M, entries: impl Iterat
     }
 }
 
+/// `EfiReservedMemoryType`: what `image-not-ram` turns the image's EFI descriptor into.
+const EFI_RESERVED_MEMORY_TYPE: u32 = 0;
+
+/// Fault injection `image-not-ram` for the EFI memory map (multiboot2 tag 17 at `tag`: u32
+/// type, u32 size, u32 descriptor_size, u32 descriptor_version, then descriptors of u32 type,
+/// u32 pad, u64 PhysicalStart, u64 VirtualStart, u64 NumberOfPages, u64 Attribute): every
+/// descriptor reloc-core reads as RAM that holds the image's first byte becomes
+/// `EfiReservedMemoryType`. The caller parses the MBI again.
+fn mark_image_efi_reserved<M: PhysMemory + ?Sized>(mem: &mut M, tag: u64) {
+    let size = mem.read_u64(tag) >> 32;
+    let descriptor_size = u64::from(mem.read_u64(tag + 8) as u32);
+    // A descriptor is 40 bytes at least (UEFI `EFI_MEMORY_DESCRIPTOR`); anything smaller is
+    // malformed, and the parse just done would have refused it.
+    if descriptor_size < 40 {
+        return;
+    }
+    for entry in (tag + 16..tag + size).step_by(descriptor_size as usize) {
+        if entry + 40 > tag + size {
+            break;
+        }
+        let efi_type = mem.read_u64(entry) as u32;
+        let start = mem.read_u64(entry + 8);
+        let len = mem.read_u64(entry + 24).saturating_mul(4096);
+        let attribute = mem.read_u64(entry + 32);
+        if efi_to_e820(efi_type, attribute) == E820_RAM
+            && start <= IMAGE_PHYS
+            && IMAGE_PHYS - start < len
+        {
+            println!(
+                "boot: image-not-ram requested: EFI memory descriptor at {entry:#x} (type {efi_type}, {start:#x}+{len:#x}) marked reserved"
+            );
+            poke_u32(mem, entry, EFI_RESERVED_MEMORY_TYPE);
+        }
+    }
+}
+
 impl Boot {
     /// Parses the boot information `entry` (`entry::ENTRY_*`) left at `info_paddr` and prints
     /// what it holds; `loader_eax` is what the loader left in `%eax`.
@@ -157,6 +197,9 @@ impl Boot {
                 }
             }
         }
+        // Both maps a loader may hand over: the parser reads tag 6 when present and the EFI
+        // memory map (tag 17) otherwise (`mbi-no-memmap` on UEFI firmware), so the image must
+        // lie outside RAM in both for the check to see it.
         if info.cmdline_has_word(mem, "image-not-ram") {
             if let Some(tag) = find_tag(mem, mbi, TAG_MEMORY_MAP) {
                 let header = mem.read_u64(tag);
@@ -165,6 +208,9 @@ impl Boot {
                 if entry_size >= 24 {
                     mark_image_reserved(mem, (tag + 16..end).step_by(entry_size as usize));
                 }
+            }
+            if let Some(tag) = find_tag(mem, mbi, TAG_EFI_MEMORY_MAP) {
+                mark_image_efi_reserved(mem, tag);
             }
         }
         if info.cmdline_has_word(mem, "mbi-bad-tag-size") {

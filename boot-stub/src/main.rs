@@ -6,7 +6,7 @@
 //! `0xffffffff80200000` and loaded at physical `0x200000` (`linker.ld`); see `entry` for
 //! the two entries and the boot page tables, `idt` for the stub's own IDT and the CPU state
 //! the loader left, `boot` for the boot information, `cpu` for the PGE and LA57 choices,
-//! `stub` for the relocation and its checks, `stack` for the stack high-water mark of the
+//! `stub` for the relocation and its checks, `ram` for the image-in-RAM rule, `stack` for the stack high-water mark of the
 //! relocation path, and `fault` for the `keep-pge` fault injection. Output goes to COM1; the
 //! outcome is an `isa-debug-exit` code (`exit::ExitCode`).
 //!
@@ -18,6 +18,8 @@
 mod exit;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod layout;
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod ram;
 
 #[cfg(target_os = "none")]
 mod serial;

@@ -14,8 +14,9 @@
 //!   only in the old copy, while what runs after the switch writes only the new one. The
 //!   mark is the deeper of the two copies (the old through the directmap), measured from the
 //!   base: `base - lowest overwritten qword`.
-//! - It includes `run`'s own frame (the boot information and the plan, when they live on the
-//!   stack) and the formatting of the boot lines `run` prints while parsing, and the few
+//! - It includes `run`'s own frame (its locals; the boot information and the plan are built
+//!   in place in statics, not on the stack) and the formatting of the boot lines `run` prints
+//!   while parsing, and the few
 //!   bytes [`high_water`]'s caller uses below `run`'s frame (so it can over-state, never
 //!   under-state). A qword the code writes that happens to equal the paint reads as unused.
 
@@ -52,17 +53,23 @@ pub fn repaint_unused(stack_bottom: u64) -> u64 {
     rsp
 }
 
+/// Painted qwords from the bottom up of the stack copy whose lowest byte is at physical
+/// `bottom` (read through `mem`), stopping at the first overwritten one: the part of the stack
+/// nothing reached since it was last painted. `STACK_SIZE / 8` means untouched; 0 means use
+/// reached the bottom (an overflow into the statics below).
+pub fn untouched_qwords(mem: &DirectMap<'_>, bottom: u64) -> u64 {
+    (0..STACK_SIZE as u64 / 8)
+        .take_while(|i| mem.read_u64(bottom + i * 8) == PAINT)
+        .count() as u64
+}
+
 /// Bytes of the stack used below `base` since [`repaint_unused`]: the deeper of the copies
 /// whose stack bottoms are at physical `bottoms` (the old and the new image), read through
 /// `mem`. `stack_bottom` is the stack's lowest virtual address.
 pub fn high_water(mem: &DirectMap<'_>, bottoms: [u64; 2], stack_bottom: u64, base: u64) -> u64 {
     let untouched = bottoms
         .iter()
-        .map(|&bottom| {
-            (0..STACK_SIZE as u64 / 8)
-                .take_while(|i| mem.read_u64(bottom + i * 8) == PAINT)
-                .count() as u64
-        })
+        .map(|&bottom| untouched_qwords(mem, bottom))
         .min()
         .unwrap_or(0);
     base.saturating_sub(stack_bottom + untouched * 8)

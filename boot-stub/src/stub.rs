@@ -7,8 +7,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use reloc_core::switch::{self, RelocateError, SwitchError, SwitchParams, VirtualLayout};
 use reloc_core::{
-    DirectMap, MaxPhysAddr, MemoryRegion, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan,
-    PlanError, RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
+    DirectMap, MaxPhysAddr, PagingMode, PhysAddr, PhysMemory, PhysRange, Plan, PlanError,
+    RelocationRequest, SelectError, VirtAddr, IMAGE_ALIGN,
 };
 use x86_64::registers::control::Cr3;
 
@@ -17,11 +17,10 @@ use crate::boot::{Boot, BootError};
 use crate::exit::{exit, halt_forever, ExitCode};
 use crate::in_place::InPlace;
 use crate::layout::{
-    DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_PAINT,
-    STACK_SIZE,
+    DIRECTMAP_BASE, DIRECTMAP_SIZE, IMAGE_PHYS, IMAGE_VIRT, KERNEL_VIRT_OFFSET, STACK_SIZE,
 };
 use crate::walk::translate;
-use crate::{cpu, entry, fault, idt, println, serial, stack};
+use crate::{cpu, entry, fault, idt, println, ram, serial, stack};
 
 /// The plan, built in place (`Plan::new_in_place`).
 static PLAN: InPlace<Plan> = InPlace::new(Plan::empty());
@@ -137,29 +136,13 @@ fn max_phys_bits() -> u8 {
     }
 }
 
+/// An address in L4 slot 1, which no boot table maps: the `pf` fault injection reads it.
+const UNMAPPED_VIRT: u64 = 1 << 39;
+
 /// The time-stamp counter, for the cycle counts of planning and of the relocation.
 fn tsc() -> u64 {
     // SAFETY: RDTSC has no memory effect; CR4.TSD is clear at ring 0 anyway.
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// The first address of `range` that no RAM region of `map` covers, or `None` when RAM
-/// covers all of it (regions in any order, overlapping or adjacent).
-fn first_non_ram(map: &[MemoryRegion], range: PhysRange) -> Option<u64> {
-    let mut at = range.start;
-    while at < range.end {
-        // The furthest a RAM region containing `at` reaches; none: `at` is not RAM.
-        let reach = map
-            .iter()
-            .filter(|region| region.is_ram() && region.range().contains(at))
-            .map(|region| region.range().end)
-            .max();
-        match reach {
-            Some(end) => at = end,
-            None => return Some(at),
-        }
-    }
-    None
 }
 
 /// Where image address `addr` lands in the copy.
@@ -217,6 +200,16 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         // SAFETY: raises #UD, which `idt::stub_exception` turns into a panic: never returns.
         unsafe { core::arch::asm!("ud2", options(noreturn)) };
     }
+    if boot.cmdline_has_word(&mem, "pf") {
+        // Fault injection: a read of an address no table maps (L4 slot 1 is empty), a page
+        // fault whose error code the CPU pushes; the stub's IDT must report it with CR2.
+        println!("boot: pf requested: reading {UNMAPPED_VIRT:#x}");
+        // SAFETY: the read faults (nothing maps L4 slot 1: `entry`'s tables fill slots 0,
+        // 256 and 511 only), and `idt::stub_exception` turns #PF into a panic: it never
+        // returns a value, so no memory is read.
+        let value = unsafe { core::ptr::read_volatile(UNMAPPED_VIRT as *const u64) };
+        panic!("pf: read of unmapped {UNMAPPED_VIRT:#x} returned {value:#x}");
+    }
 
     let image = PhysRange::new(
         image_phys(&raw const entry::__image_start as u64),
@@ -232,7 +225,7 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
     // A loader that does not check a fixed-address image against its map (GRUB-EFI does
     // not) may have put it over firmware memory (ACPI NVS, runtime services): refuse to run
     // from there rather than copy it on.
-    if let Some(at) = first_non_ram(boot.memory_map(), image) {
+    if let Some(at) = ram::first_non_ram(boot.memory_map(), image) {
         return Err(Failure::ImageNotRam(image, at));
     }
 
@@ -471,17 +464,16 @@ fn run(entry: u32, loader_eax: u32, info_paddr: u32, stack_base: u64) -> Result<
         ),
     );
 
-    // The entry painted the stack; the lowest overwritten qword is the peak so far. Read in
-    // the live (new) copy. Reaching the bottom means it overflowed into the statics below.
-    let painted = u64::from(STACK_PAINT) << 32 | u64::from(STACK_PAINT);
+    // Overflow check on the live (new) copy: the stack's top down to the lowest qword
+    // overwritten since `stub_main` repainted below its frame (use before that repaint, and
+    // frames only in the old copy, are not seen; the `stack:` line has the relocation path's
+    // mark). No painted qword left at the bottom means it overflowed into the statics below.
     let bottom_new = relocated(plan, image_phys(stack_bottom))?;
-    let untouched = (0..STACK_SIZE as u64 / 8)
-        .take_while(|i| mem.read_u64(bottom_new + i * 8) == painted)
-        .count() as u64;
+    let untouched = stack::untouched_qwords(&mem, bottom_new);
     let peak = STACK_SIZE as u64 - untouched * 8;
     checks.check(
         untouched > 0,
-        format_args!("stack peak use {peak:#x} of {STACK_SIZE:#x} bytes"),
+        format_args!("stack use since the repaint, live copy: {peak:#x} of {STACK_SIZE:#x} bytes"),
     );
 
     if checks.0 > 0 {

@@ -194,6 +194,22 @@ fn a_cpu_exception_is_reported_by_the_stubs_idt() {
 }
 
 #[test]
+fn a_page_fault_is_reported_with_its_error_code_and_cr2() {
+    // `pf`: a read of an unmapped address. #PF pushes an error code (0: not present, read,
+    // supervisor), so the IDT stub must pop it to find RIP: a stub treating #PF as code-less
+    // would report rip 0 (the error code) instead of an address in the image.
+    let run = qemu::boot(&["-m", "128M", "-append", "pf"]);
+    assert_eq!(run.status, Some(status::PANIC), "serial:\n{}", run.serial);
+    assert!(
+        run.serial.lines().any(|l| l
+            .starts_with("panic: CPU exception 14 (page fault) error code 0x0 at rip 0xffffffff8")
+            && l.contains(" cr2 0x8000000000 at ")),
+        "{}",
+        run.serial
+    );
+}
+
+#[test]
 fn inherited_cpu_state_is_reported_and_replaced() {
     let (_, run) = boot_ok_once(&["-m", "128M"]);
     // QEMU's PVH loader leaves CR4 and EFER 0; the stub sets CR4 = PAE | PGE (TCG's default

@@ -98,6 +98,12 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
             },
         )?;
     }
+    // reloc-sim without its default features (`cli`, `proptest`): the lean library the README
+    // offers, which no other step builds (the fuzz project adds `fuzz` to it).
+    step(
+        "reloc-sim library without default features: check",
+        &mut || run(cargo().args(["check", "-p", "reloc-sim", "--no-default-features", "--lib"])),
+    )?;
     step(
         &format!("reloc-core README example as a user's crate ({BARE_TARGET})"),
         &mut || crate::readme_example::build(&crate::workspace_root()),

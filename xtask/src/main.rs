@@ -17,7 +17,8 @@
 //!   the `test` set-up plus the clippy and rustfmt components, `cargo fmt --check`, clippy for
 //!   the host and for the bare-metal target (reloc-core, boot-stub), `cargo doc` with
 //!   `-D warnings`, reloc-core in every combination of its features (host clippy, bare-metal
-//!   build), reloc-core's README example built as a user's crate outside the workspace for the
+//!   build), `cargo check -p reloc-sim --no-default-features --lib` (the lean library),
+//!   reloc-core's README example built as a user's crate outside the workspace for the
 //!   bare-metal target (`readme_example`), `cargo publish --dry-run -p reloc-core -p reloc-sim`
 //!   (packaging and a build from the packages alone; never an upload), `cargo test
 //!   --workspace`, the main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz
