@@ -151,6 +151,19 @@ pub fn notice(message: &str) {
     let _ = writeln!(err, "note: {message}");
 }
 
+/// `args` as a notice shows them: `{args:?}`, with any argument over 64 bytes (a long
+/// command line) cut to its first 32 bytes and its length.
+pub fn shown_args(args: &[&str]) -> String {
+    let shown: Vec<String> = args
+        .iter()
+        .map(|arg| match arg.get(..32) {
+            Some(head) if arg.len() > 64 => format!("{head}... ({} bytes)", arg.len()),
+            _ => (*arg).to_owned(),
+        })
+        .collect();
+    format!("{shown:?}")
+}
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
@@ -547,6 +560,16 @@ error: could not compile `volatile` (lib) due to 1 previous error
         std::fs::write(dir.join(QEMU), b"").unwrap();
         assert_eq!(find_qemu(dir.as_os_str()), Ok(dir.join(QEMU)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn long_arguments_are_shown_cut_with_their_length() {
+        let long = "a".repeat(100);
+        assert_eq!(
+            shown_args(&["-m", "3G", &long]),
+            format!("[\"-m\", \"3G\", \"{}... (100 bytes)\"]", "a".repeat(32))
+        );
+        assert_eq!(shown_args(&["-append", "la57"]), "[\"-append\", \"la57\"]");
     }
 
     #[test]

@@ -16,7 +16,8 @@ fn boot_ok(args: &[&str]) -> (StubOutput, Finished) {
     let (out, run) = boot_ok_once(args);
     if args.contains(&"-cpu") {
         qemu::notice(&format!(
-            "{args:?}: ran TCG only (the test chooses its own -cpu)"
+            "{}: ran TCG only (the test chooses its own -cpu)",
+            qemu::shown_args(args)
         ));
     } else {
         match qemu::kvm_usable() {
@@ -30,7 +31,7 @@ fn boot_ok(args: &[&str]) -> (StubOutput, Finished) {
                     "KVM and TCG chose different targets for {args:?}"
                 );
             }
-            Err(why) => qemu::notice(&format!("{args:?}: ran TCG only: {why}")),
+            Err(why) => qemu::notice(&format!("{}: ran TCG only: {why}", qemu::shown_args(args))),
         }
     }
     (out, run)
