@@ -571,6 +571,29 @@ pub fn check_naive(core: &SparseMemory, naive: &SparseMemory) -> Result<(), Viol
     }
 }
 
+/// [`check_copy`]'s results as report outcomes, each with its one-line account of what was
+/// verified.
+pub fn copy_outcomes(
+    before: &SparseMemory,
+    after: &SparseMemory,
+    request: &Request,
+    moving: &Moving,
+) -> impl Iterator<Item = PropertyOutcome> {
+    check_copy(before, after, request, moving)
+        .into_iter()
+        .map(|(property, result)| PropertyOutcome {
+            property,
+            result: result.map(|s| match property {
+                Property::Copy => format!(
+                    "{} bytes compared, {} entries rebased as specified",
+                    s.bytes_compared, s.entries_rebased
+                ),
+                Property::OldImageUntouched => "old image bit-identical".into(),
+                _ => "every byte outside the new image bit-identical".into(),
+            }),
+        })
+}
+
 /// The outcome of one property.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PropertyOutcome {
@@ -869,19 +892,9 @@ pub fn check(before: &Snapshot, after: &Snapshot, expected: &Expectation) -> Rep
             )
         }),
     });
-    for (property, result) in check_copy(&before.mem, &after.mem, &request, &moving) {
-        report.outcomes.push(PropertyOutcome {
-            property,
-            result: result.map(|s| match property {
-                Property::Copy => format!(
-                    "{} bytes compared, {} entries rebased as specified",
-                    s.bytes_compared, s.entries_rebased
-                ),
-                Property::OldImageUntouched => "old image bit-identical".into(),
-                _ => "every byte outside the new image bit-identical".into(),
-            }),
-        });
-    }
+    report
+        .outcomes
+        .extend(copy_outcomes(&before.mem, &after.mem, &request, &moving));
     match &after.switched {
         Some(m) => {
             report.outcomes.push(PropertyOutcome {

@@ -455,19 +455,12 @@ pub fn run_planned<const N: usize>(
             .map_err(RunError::Plan)?
     };
     let moving = check::entries_that_move(&before, &before_cfg, &request.image_map_addrs());
-    for (property, result) in check::check_copy(&before, &machine.mem, &request, &moving) {
-        properties.push(PropertyOutcome {
-            property,
-            result: result.map(|s| match property {
-                Property::Copy => format!(
-                    "{} bytes compared, {} entries rebased as specified",
-                    s.bytes_compared, s.entries_rebased
-                ),
-                Property::OldImageUntouched => "old image bit-identical".into(),
-                _ => "every byte outside the new image bit-identical".into(),
-            }),
-        });
-    }
+    properties.extend(check::copy_outcomes(
+        &before,
+        &machine.mem,
+        &request,
+        &moving,
+    ));
     if let Some(naive) = naive_memory {
         properties.push(PropertyOutcome {
             property: Property::NaiveAgrees,
