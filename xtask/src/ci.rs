@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::setup::BARE_TARGET;
-use crate::{cargo, fuzz, run, seconds, setup, Error};
+use crate::{cargo, fuzz, mutants, run, seconds, setup, Error};
 
 /// Every combination of reloc-core's optional features, each built on its own (with
 /// `--no-default-features`): a module gated by one feature must never need another. Then the
@@ -134,6 +134,13 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
         println!("\n== --quick: Miri and fuzzing skipped");
         return Ok(());
     }
+    step(
+        &format!(
+            "mutants of the last change (HEAD^..HEAD, at most {})",
+            mutants::CI_MAX_MUTANTS
+        ),
+        &mut mutants::run_for_ci,
+    )?;
     step("Miri: reloc-core, strict provenance", &mut || {
         setup::for_miri().and_then(|()| crate::run_miri())
     })?;

@@ -31,6 +31,11 @@
 //!   and runs each (default: all) for N seconds (default 60) from the checked-in seeds,
 //!   installing cargo-fuzz when missing. Any crash, timeout, leak or out-of-memory fails it.
 //!   Details in `fuzz/README.md`.
+//! - `cargo xtask mutants [--in-diff FILE | --since REV] [--jobs N] [--max-mutants N]`:
+//!   mutation testing of reloc-core with cargo-mutants (installed when missing): prints
+//!   caught / missed / timeout / unviable, the score and the wall time, and fails on any
+//!   missed or timed-out mutant. The whole crate takes about an hour on 2 cores; `--in-diff`
+//!   and `--since` test only the changed lines. Details in [`mutants`].
 
 use std::fmt;
 use std::io;
@@ -42,13 +47,14 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod fuzz;
+mod mutants;
 mod readme_example;
 mod setup;
 
 #[derive(Parser)]
 #[command(
     bin_name = "cargo xtask",
-    about = "reloc's project automation: set-up, CI, fuzzing, Miri"
+    about = "reloc's project automation: set-up, CI, fuzzing, Miri, mutation testing"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -81,6 +87,22 @@ enum Task {
         /// Targets to run (default: every target `cargo fuzz list` names).
         targets: Vec<String>,
     },
+    /// Mutation testing of reloc-core (cargo-mutants, installed if missing); fails on any
+    /// missed or timed-out mutant.
+    Mutants {
+        /// Only the mutants on lines this unified diff adds or changes.
+        #[arg(long, value_name = "FILE", conflicts_with = "since")]
+        in_diff: Option<PathBuf>,
+        /// Only the mutants on lines changed since this git revision (`git diff REV`).
+        #[arg(long, value_name = "REV")]
+        since: Option<String>,
+        /// Mutants built and tested at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// Test at most this many, sampling a shard of a larger set (chosen by the commit).
+        #[arg(long, value_name = "N")]
+        max_mutants: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +116,20 @@ fn main() -> ExitCode {
             coverage,
             targets,
         } => fuzz::run_targets(seconds, coverage, &targets),
+        Task::Mutants {
+            in_diff,
+            since,
+            jobs,
+            max_mutants,
+        } => mutants::run(&mutants::Options {
+            selection: match (in_diff, since) {
+                (Some(diff), _) => mutants::Selection::InDiff(diff),
+                (None, Some(rev)) => mutants::Selection::Since(rev),
+                (None, None) => mutants::Selection::All,
+            },
+            jobs,
+            max_mutants,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +173,13 @@ pub enum Error {
     FuzzFindings { targets: Vec<String> },
     /// A file-system operation on `path` failed.
     Io { path: PathBuf, source: io::Error },
+    /// Mutation testing found mutants the tests do not catch (listed above; logs in
+    /// `results/log/`).
+    Mutants {
+        missed: usize,
+        timeout: usize,
+        results: PathBuf,
+    },
 }
 
 impl fmt::Display for Error {
@@ -156,6 +199,15 @@ impl fmt::Display for Error {
                 write!(f, "fuzzing failed for {}", targets.join(", "))
             }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Mutants {
+                missed,
+                timeout,
+                results,
+            } => write!(
+                f,
+                "{missed} mutants missed and {timeout} timed out (listed above; details in {})",
+                results.display()
+            ),
         }
     }
 }
