@@ -626,7 +626,13 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
 mod tests {
     extern crate std;
 
+    use core::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
     use super::*;
+    use crate::paging::PagingMode;
+    use crate::phys::{MemoryFault, PhysRange};
     use proptest::prelude::*;
 
     /// What the exact per-entry checks do with `entry`: `true` unless they skip it with no
@@ -737,5 +743,169 @@ mod tests {
         assert!(set_bits(0).next().is_none());
         let bits: std::vec::Vec<u16> = set_bits(1 | 1 << 5 | 1 << 63).collect();
         assert_eq!(bits, [0, 5, 63]);
+    }
+
+    /// P, RW, A, D: a pointer's flags.
+    const PTR: u64 = 0x63;
+    /// A 2 MiB leaf: P, RW, A, D, PS.
+    const HUGE: u64 = 0xe3;
+    const IMAGE: PhysRange = PhysRange::new(0x20_0000, 0x40_0000);
+    const NEW_BASE: u64 = 0x60_0000;
+
+    /// Page tables only: every range is served, a table never written reads as zeros, and
+    /// nothing is lent, so planning reads each table through `read_table`, which counts.
+    #[derive(Default)]
+    struct CountingTables {
+        tables: BTreeMap<u64, [u64; ENTRIES_PER_TABLE]>,
+        reads: RefCell<BTreeMap<u64, usize>>,
+    }
+
+    impl CountingTables {
+        fn set(&mut self, table: u64, index: usize, entry: u64) {
+            self.tables.entry(table).or_insert([0; ENTRIES_PER_TABLE])[index] = entry;
+        }
+
+        fn reads_of(&self, table: u64) -> usize {
+            self.reads.borrow().get(&table).copied().unwrap_or(0)
+        }
+    }
+
+    impl PhysMemory for CountingTables {
+        fn check_range(&self, _: u64, _: u64) -> Result<(), MemoryFault> {
+            Ok(())
+        }
+        fn read_u64(&self, addr: u64) -> u64 {
+            let table = addr & !(TABLE_SIZE - 1);
+            let index = (addr % TABLE_SIZE / 8) as usize;
+            self.tables.get(&table).map_or(0, |t| t[index])
+        }
+        fn write_u64(&mut self, _: u64, _: u64) {}
+        fn copy(&mut self, _: u64, _: u64, _: u64) {}
+        fn read_table(&self, addr: u64, table: &mut [u64; ENTRIES_PER_TABLE]) {
+            *self.reads.borrow_mut().entry(addr).or_insert(0) += 1;
+            *table = self
+                .tables
+                .get(&addr)
+                .copied()
+                .unwrap_or([0; ENTRIES_PER_TABLE]);
+        }
+    }
+
+    fn request<'a>(
+        paging: PagingMode,
+        top: u64,
+        image_maps: &'a [PhysAddr],
+    ) -> RelocationRequest<'a> {
+        RelocationRequest {
+            paging,
+            top_table: PhysAddr::new(top),
+            image: IMAGE,
+            new_base: PhysAddr::new(NEW_BASE),
+            image_maps,
+            max_phys_bits: 46,
+            encryption_mask: 0,
+        }
+    }
+
+    /// A 5-level layout whose second L4 table points back to the first (so the first is
+    /// reached again, as an L3, after the scan has passed it), and an image map pointing to an
+    /// L1 table (which the image-map check reads, standing for its L1 scan).
+    struct FiveLevel {
+        mem: CountingTables,
+        maps: [PhysAddr; 1],
+    }
+
+    const P: u64 = 0x20_1000; // L5, the top
+    const A: u64 = 0x20_2000; // L4 under P[0], L3 under B[0]
+    const B: u64 = 0x20_3000; // L4 under P[1]
+    const D: u64 = 0x20_4000; // L4 under P[2]
+    const E: u64 = 0x20_5000; // L3
+    const M: u64 = 0x20_6000; // L2, the image map
+    const F: u64 = 0x20_7000; // L1 under M[511]
+
+    fn five_level() -> FiveLevel {
+        let mut mem = CountingTables::default();
+        mem.set(P, 0, A | PTR);
+        mem.set(P, 1, B | PTR);
+        mem.set(P, 2, D | PTR);
+        mem.set(B, 0, A | PTR);
+        mem.set(D, 0, E | PTR);
+        mem.set(E, 0, M | PTR);
+        mem.set(M, 0, IMAGE.start | HUGE);
+        mem.set(M, 511, F | PTR);
+        mem.set(F, 0, 0xfee0_0000 | PTR);
+        FiveLevel {
+            mem,
+            maps: [PhysAddr::new(M)],
+        }
+    }
+
+    /// The cost the module documentation states: each table is read once per level it is
+    /// reached at, including a level it gains after the scan has passed it, and an L1 table
+    /// under an image map is read once (by the image-map check, which does the L1 scan's
+    /// work).
+    #[test]
+    fn every_table_is_read_once_per_level_it_is_reached_at() {
+        let layout = five_level();
+        let req = request(PagingMode::FiveLevel, P, &layout.maps);
+        let plan = Plan::<16>::new_with_capacity(&layout.mem, &req).expect("plans");
+        for (table, levels) in [(P, 1), (A, 2), (B, 1), (D, 1), (E, 1), (M, 1), (F, 1)] {
+            assert_eq!(layout.mem.reads_of(table), levels, "table {table:#x}");
+        }
+        let found: Vec<_> = plan
+            .tables()
+            .map(|t| (t.addr.as_u64(), t.level, t.rebased, t.image_map))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (P, Level::L5, true, false),
+                (A, Level::L4, true, false),
+                (B, Level::L4, true, false),
+                (D, Level::L4, true, false),
+                (E, Level::L3, true, false),
+                (M, Level::L2, true, true),
+                (F, Level::L1, false, false),
+            ]
+        );
+        let rewritten: Vec<u64> = plan.rewritten_entries().map(|a| a.as_u64()).collect();
+        assert_eq!(rewritten, [P, P + 8, P + 16, B, D, E, M, M + 511 * 8]);
+    }
+
+    fn location_of(table: u64, level: Level, index: u16, entry: u64) -> EntryLocation {
+        location(table, level, index, Entry::new(entry))
+    }
+
+    /// The exact per-entry check on its own, whatever the screen in front of it passes: a
+    /// leaf moves (and must map the image) only in an image map; anywhere else it stays, even
+    /// one mapping memory far outside the image.
+    #[test]
+    fn the_exact_check_moves_only_image_map_leaves() {
+        let layout = five_level();
+        let req = request(PagingMode::FiveLevel, P, &layout.maps);
+        let mut plan = Plan::<16>::new_with_capacity(&layout.mem, &req).expect("plans");
+        let outside = 0x4000_0000 | HUGE;
+        let inside = IMAGE.start | HUGE;
+        for (level, entry) in [
+            (Level::L2, outside),
+            (Level::L2, inside),
+            (Level::L3, 0x4000_0000 | HUGE),
+            (Level::L1, 0xfee0_0000 | PTR),
+            (Level::L1, IMAGE.start | PTR),
+        ] {
+            let at = location_of(E, level, 3, entry);
+            assert_eq!(
+                plan.check_entry(&layout.mem, at, false, &req),
+                Ok(false),
+                "{at}"
+            );
+        }
+        let at = location_of(M, Level::L2, 3, inside);
+        assert_eq!(plan.check_entry(&layout.mem, at, true, &req), Ok(true));
+        let at = location_of(M, Level::L2, 3, outside);
+        assert_eq!(
+            plan.check_entry(&layout.mem, at, true, &req),
+            Err(PlanError::ImageLeafOutsideImage { at })
+        );
     }
 }
