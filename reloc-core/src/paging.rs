@@ -464,4 +464,65 @@ mod tests {
         assert_eq!(Level::L4.index_shift(), 39);
         assert_eq!(Level::L5.index_shift(), 48);
     }
+
+    /// Canonical means bits 47..63 (4-level) or 56..63 (5-level) all equal: the low half
+    /// ends one below bit 47 (56) set, the high half starts with all of them set.
+    #[test]
+    fn canonical_addresses_end_at_both_halves_edges() {
+        let four = [
+            (0, true),
+            (0x0000_7fff_ffff_ffff, true),
+            (0x0000_8000_0000_0000, false),
+            (0x00ff_ffff_ffff_ffff, false),
+            (0x8000_0000_0000_0000, false),
+            (0xffff_7fff_ffff_ffff, false),
+            (0xffff_8000_0000_0000, true),
+            (u64::MAX, true),
+        ];
+        let five = [
+            (0, true),
+            (0x0000_8000_0000_0000, true),
+            (0x00ff_ffff_ffff_ffff, true),
+            (0x0100_0000_0000_0000, false),
+            (0x8000_0000_0000_0000, false),
+            (0xfeff_ffff_ffff_ffff, false),
+            (0xff00_0000_0000_0000, true),
+            (0xffff_8000_0000_0000, true),
+            (u64::MAX, true),
+        ];
+        for (mode, cases) in [
+            (PagingMode::FourLevel, &four[..]),
+            (PagingMode::FiveLevel, &five[..]),
+        ] {
+            for &(addr, canonical) in cases {
+                assert_eq!(
+                    mode.is_canonical(VirtAddr::new(addr)),
+                    canonical,
+                    "{mode:?} {addr:#x}"
+                );
+            }
+        }
+    }
+
+    /// An encryption mask must lie in the address field (bits 12..MAXPHYADDR) and leave at
+    /// least 32 address bits below its lowest bit; the limit is then that bit.
+    #[test]
+    fn an_encryption_mask_leaves_at_least_32_address_bits_inside_the_field() {
+        let with = |bits, mask| mp(bits).with_encryption_mask(mask);
+        let c_bit_32 = with(46, 1 << 32).expect("exactly 32 address bits left");
+        assert_eq!(c_bit_32.address_bits(), 32);
+        assert_eq!(c_bit_32.limit(), 1 << 32);
+        assert_eq!(c_bit_32.encryption_mask(), 1 << 32);
+        assert_eq!(c_bit_32.bits(), 46);
+        assert_eq!(with(46, 1 << 31), None);
+        assert_eq!(with(46, 1 << 45 | 1 << 31), None);
+        let top = with(46, 0b11 << 44).expect("the two top bits of the field");
+        assert_eq!(top.address_bits(), 44);
+        assert_eq!(with(46, 1 << 46), None);
+        assert_eq!(with(52, 1 << 51).map(MaxPhysAddr::limit), Some(1 << 51));
+        assert_eq!(with(52, 1 << 52), None);
+        assert_eq!(with(32, 1 << 11), None);
+        let none = with(40, 0).expect("no encryption");
+        assert_eq!((none.address_bits(), none.limit()), (40, 1 << 40));
+    }
 }

@@ -530,4 +530,15 @@ mod tests {
         assert!(!r.overlaps(&PhysRange::new(0x2000, 0x2000)));
         assert_eq!(PhysRange::from_start_len(u64::MAX, 1), None);
     }
+
+    #[test]
+    fn a_range_contains_its_start_and_not_its_end() {
+        let r = PhysRange::new(0x1000, 0x3000);
+        assert!(r.contains(0x1000));
+        assert!(r.contains(0x2fff));
+        assert!(!r.contains(0xfff));
+        assert!(!r.contains(0x3000));
+        assert!(!PhysRange::new(0x1000, 0x1000).contains(0x1000));
+        assert!(!PhysRange::new(0x2000, 0x1000).contains(0x1800));
+    }
 }

@@ -537,20 +537,17 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         let mut chunk = [0; 16];
         for first in (0u16..ENTRIES_PER_TABLE as u16).step_by(chunk.len()) {
             entries.read_entries(usize::from(first), &mut chunk);
-            // Only present entries can fail; skip chunks with none (one OR each).
-            if chunk.iter().fold(0, |any, &e| any | e) & PRESENT == 0 {
-                continue;
-            }
+            // Only present entries can fail, and `decode` turns any other away at once.
             for (&raw, index) in chunk.iter().zip(first..) {
                 let entry = Entry::new(raw);
-                if raw & PRESENT == 0 {
-                    continue;
-                }
-                let leaf = location(l1_table, Level::L1, index, entry);
+                let leaf = || location(l1_table, Level::L1, index, entry);
                 match entry.decode(Level::L1, self.max_phys) {
-                    Err(reason) => return Err(PlanError::MalformedEntry { at: leaf, reason }),
+                    Err(reason) => return Err(PlanError::MalformedEntry { at: leaf(), reason }),
                     Ok(EntryKind::Leaf { frame, .. }) if self.image.contains(frame) => {
-                        return Err(PlanError::ImageMappedBy4KiBLeaf { image_map, leaf });
+                        return Err(PlanError::ImageMappedBy4KiBLeaf {
+                            image_map,
+                            leaf: leaf(),
+                        });
                     }
                     Ok(_) => {}
                 }
@@ -631,7 +628,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::paging::PagingMode;
+    use crate::paging::{Malformed, PagingMode};
     use crate::phys::{MemoryFault, PhysRange};
     use proptest::prelude::*;
 
@@ -907,5 +904,133 @@ mod tests {
             plan.check_entry(&layout.mem, at, true, &req),
             Err(PlanError::ImageLeafOutsideImage { at })
         );
+    }
+
+    /// A declared image map hung under the top level as well reads there as an L3 table,
+    /// whose 2 MiB leaves would be misaligned 1 GiB leaves. The refusal names the aliasing,
+    /// as soon as the table is reached both ways, not the leaves it would misread.
+    #[test]
+    fn an_image_map_also_reached_as_l3_is_refused_as_aliased_before_its_leaves_are_misread() {
+        const T: u64 = 0x20_1000;
+        const X: u64 = 0x20_2000;
+        let mut mem = CountingTables::default();
+        mem.set(T, 0, X | PTR);
+        mem.set(T, 1, M | PTR);
+        mem.set(X, 0, M | PTR);
+        mem.set(M, 0, IMAGE.start | HUGE);
+        let maps = [PhysAddr::new(M)];
+        let req = request(PagingMode::FourLevel, T, &maps);
+        assert_eq!(
+            Plan::<16>::new_with_capacity(&mem, &req).err(),
+            Some(PlanError::ImageMapAliased {
+                table: PhysAddr::new(M),
+                level: Level::L3,
+            })
+        );
+    }
+
+    /// A declared image map reached only as an L3 table is not an image map anywhere.
+    #[test]
+    fn an_image_map_reached_only_as_l3_is_not_reached() {
+        const T: u64 = 0x20_1000;
+        let mut mem = CountingTables::default();
+        mem.set(T, 1, M | PTR);
+        let maps = [PhysAddr::new(M)];
+        let req = request(PagingMode::FourLevel, T, &maps);
+        assert_eq!(
+            Plan::<16>::new_with_capacity(&mem, &req).err(),
+            Some(PlanError::ImageMapNotReached {
+                table: PhysAddr::new(M)
+            })
+        );
+    }
+
+    /// The chunk screen is what keeps a table of plain leaves cheap, so besides never
+    /// missing an entry the filter selects, it must pass a chunk that holds none: over
+    /// entries that are empty or present (the screen may only be loose about the stray bits
+    /// of entries that are not present), its verdict is exactly "some entry is selected".
+    /// Crafted entries set each bit in turn over a clean 1 GiB-aligned frame, with PS clear
+    /// and set, one at a time, behind seven empty slots and next to a clean 2 MiB leaf.
+    #[test]
+    fn the_chunk_screen_passes_exactly_the_chunks_with_nothing_selected() {
+        let widths = [
+            MaxPhysAddr::new(36).unwrap(),
+            MaxPhysAddr::new(46).unwrap(),
+            MaxPhysAddr::new(52).unwrap(),
+            MaxPhysAddr::new(46)
+                .unwrap()
+                .with_encryption_mask(1 << 45)
+                .unwrap(),
+        ];
+        let frame = 0x4000_0000;
+        let mut entries = Vec::new();
+        for bit in 0..64 {
+            for flags in [PRESENT, PRESENT | PAGE_SIZE] {
+                entries.push(frame | flags | 1 << bit);
+            }
+        }
+        for mp in widths {
+            for level in Level::ALL {
+                for image_map in [false, true] {
+                    let filter = EntryFilter::new(level, image_map, mp);
+                    for &entry in &entries {
+                        let selected = filter.selects(entry);
+                        let mut eight = [0u64; 8];
+                        eight[7] = entry;
+                        assert_eq!(filter.may_select(&eight), selected, "{entry:#x} at {level}");
+                        let mut chunk = [0u64; CHUNK];
+                        chunk[0] = frame | HUGE;
+                        chunk[63] = entry;
+                        assert_eq!(
+                            filter.may_select(&chunk),
+                            selected || filter.selects(frame | HUGE),
+                            "{entry:#x} at {level} after a 2 MiB leaf"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under an image map, every entry of the L1 table it points to is checked, in every
+    /// chunk of the table and through a snapshot as well as in place: a malformed one is
+    /// refused where it is, and so is a 4 KiB leaf mapping the image (it would not move).
+    #[test]
+    fn every_entry_of_an_l1_table_under_an_image_map_is_checked() {
+        let malformed = 1 << 50 | PTR;
+        let image_leaf = (IMAGE.start + 0x5000) | PTR;
+        for index in [0, 17, 300, 511] {
+            for (entry, reason) in [
+                (malformed, Some(Malformed::AddressBeyondMaxPhys)),
+                (image_leaf, None),
+            ] {
+                let mut layout = five_level();
+                layout.mem.set(F, index, entry);
+                let image_map = location_of(M, Level::L2, 511, F | PTR);
+                let leaf = location_of(F, Level::L1, index as u16, entry);
+                let expected = match reason {
+                    Some(reason) => PlanError::MalformedEntry { at: leaf, reason },
+                    None => PlanError::ImageMappedBy4KiBLeaf { image_map, leaf },
+                };
+                let req = request(PagingMode::FiveLevel, P, &layout.maps);
+                assert_eq!(
+                    Plan::<16>::new_with_capacity(&layout.mem, &req).err(),
+                    Some(expected),
+                    "snapshot, entry {index}"
+                );
+                // The same tables lent in place, through a directmap over the image.
+                let mut words = std::vec![0u64; (IMAGE.len() / 8) as usize];
+                for (&table, entries) in &layout.mem.tables {
+                    let first = ((table - IMAGE.start) / 8) as usize;
+                    words[first..first + ENTRIES_PER_TABLE].copy_from_slice(entries);
+                }
+                let lent = crate::phys::DirectMap::from_slice(&mut words, IMAGE.start);
+                assert_eq!(
+                    Plan::<16>::new_with_capacity(&lent, &req).err(),
+                    Some(expected),
+                    "lent, entry {index}"
+                );
+            }
+        }
     }
 }
