@@ -376,6 +376,8 @@ pub(crate) const fn address_field(level: Level, is_huge: bool, max_phys: MaxPhys
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     fn mp(bits: u8) -> MaxPhysAddr {
@@ -524,5 +526,32 @@ mod tests {
         assert_eq!(with(32, 1 << 11), None);
         let none = with(40, 0).expect("no encryption");
         assert_eq!((none.address_bits(), none.limit()), (40, 1 << 40));
+    }
+
+    #[test]
+    fn virtual_addresses_print_in_hex() {
+        let addr = VirtAddr::from(x86_64::VirtAddr::new(0xffff_8000_0020_1000));
+        assert_eq!(addr.as_u64(), 0xffff_8000_0020_1000);
+        assert_eq!(std::format!("{addr:?}"), "VirtAddr(0xffff800000201000)");
+        assert_eq!(std::format!("{addr:#x}"), "0xffff800000201000");
+        assert_eq!(std::format!("{:x}", VirtAddr::new(0x1f)), "1f");
+    }
+
+    #[test]
+    fn malformed_entries_say_what_the_cpu_faults_on() {
+        for (reason, text) in [
+            (Malformed::PageSizeAtTopLevels, "PS bit set at L4/L5"),
+            (
+                Malformed::AddressBeyondMaxPhys,
+                "address bits set at or above MAXPHYADDR",
+            ),
+            (
+                Malformed::MisalignedHugeLeaf,
+                "reserved bits set below a huge leaf's alignment",
+            ),
+        ] {
+            assert_eq!(std::format!("{reason}"), text);
+        }
+        assert_eq!(std::format!("{}", Level::L3), "L3");
     }
 }

@@ -541,4 +541,77 @@ mod tests {
         assert!(!PhysRange::new(0x1000, 0x1000).contains(0x1000));
         assert!(!PhysRange::new(0x2000, 0x1000).contains(0x1800));
     }
+
+    /// Ranges overlap when they share a byte: touching ends do not, nor does an empty range.
+    #[test]
+    fn ranges_overlap_only_when_they_share_a_byte() {
+        let r = PhysRange::new(0x1000, 0x3000);
+        for (other, shares) in [
+            (PhysRange::new(0, 0x1000), false),
+            (PhysRange::new(0, 0x1001), true),
+            (PhysRange::new(0x2fff, 0x4000), true),
+            (PhysRange::new(0x3000, 0x4000), false),
+            (PhysRange::new(0x1800, 0x2000), true),
+            (PhysRange::new(0, 0x4000), true),
+            (r, true),
+            (PhysRange::new(0x2000, 0x2000), false),
+            (PhysRange::new(0x2800, 0x1800), false),
+        ] {
+            assert_eq!(r.overlaps(&other), shares, "{other}");
+            assert_eq!(other.overlaps(&r), shares, "{other}");
+        }
+        assert!(!PhysRange::new(0x2000, 0x2000).overlaps(&PhysRange::new(0x1000, 0x3000)));
+    }
+
+    #[test]
+    fn a_span_is_contained_only_from_the_range_start_to_its_end() {
+        let r = PhysRange::new(0x1000, 0x3000);
+        assert!(r.contains_span(0x2fff, 1));
+        assert!(!r.contains_span(0xfff, 0x10));
+        assert!(!r.contains_span(0x800, 0x1000));
+        assert!(!r.contains_span(0x3000, 1));
+    }
+
+    /// A directmap whose window starts above zero: physical `window.start + n` is virtual
+    /// `virt_start + n`, inside the window only, and never wrapping.
+    #[test]
+    fn a_directmap_layout_maps_its_window_and_nothing_else() {
+        let layout = DirectMapLayout {
+            virt_start: VirtAddr::new(0xffff_8300_0000_0000),
+            window: PhysRange::new(0x10_0000, 0x50_0000),
+        };
+        assert_eq!(layout.virt_of(0x10_0000), Some(0xffff_8300_0000_0000));
+        assert_eq!(layout.virt_of(0x4f_ffff), Some(0xffff_8300_003f_ffff));
+        assert_eq!(layout.virt_of(0x50_0000), None);
+        assert_eq!(layout.virt_of(0xf_ffff), None);
+        assert!(layout.covers(PhysRange::new(0x10_0000, 0x50_0000)));
+        assert!(layout.covers(PhysRange::new(0x20_0000, 0x20_1000)));
+        assert!(!layout.covers(PhysRange::new(0x4f_f000, 0x50_1000)));
+        assert!(!layout.covers(PhysRange::new(0xf_f000, 0x10_1000)));
+        assert!(!layout.covers(PhysRange::new(0x20_0000, 0x20_0000)));
+        // A window whose alias would run past 2^64: the part that fits is covered.
+        let top = DirectMapLayout {
+            virt_start: VirtAddr::new(u64::MAX - 0xfff),
+            window: PhysRange::new(0x10_0000, 0x10_2000),
+        };
+        assert_eq!(top.virt_of(0x10_0fff), Some(u64::MAX));
+        assert_eq!(top.virt_of(0x10_1000), None);
+        assert!(!top.covers(PhysRange::new(0x10_0000, 0x10_1000)));
+        assert!(top.covers(PhysRange::new(0x10_0000, 0x10_0fff)));
+        assert!(!top.covers(PhysRange::new(0x10_0800, 0x10_1800)));
+    }
+
+    /// `copy` between overlapping spans moves the bytes as `memmove` does, in both
+    /// directions, from physical 0 too.
+    #[test]
+    fn an_overlapping_copy_moves_the_bytes_as_memmove_does() {
+        for (src, dst) in [(0, 8), (8, 0), (0x18, 0x20), (0x20, 0x18)] {
+            let mut buf = [1u64, 2, 3, 4, 5, 6, 7, 8];
+            let mut expected = buf;
+            expected.copy_within(src / 8..src / 8 + 3, dst / 8);
+            let mut mem = DirectMap::from_slice(&mut buf, 0);
+            mem.copy(src as u64, dst as u64, 24);
+            assert_eq!(buf, expected, "{src:#x} -> {dst:#x}");
+        }
+    }
 }

@@ -268,3 +268,65 @@ impl fmt::Display for PlanError {
 }
 
 impl core::error::Error for PlanError {}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::string::ToString;
+
+    use super::*;
+
+    /// The messages name the role, the range or table, and the entry, as a boot log shows
+    /// them.
+    #[test]
+    fn refusals_name_the_role_and_the_culprit() {
+        let table = PhysAddr::new(0x30_4000);
+        let image = PhysRange::new(0x20_0000, 0x80_0000);
+        let new = PhysRange::new(0x200_0000, 0x260_0000);
+        let at = EntryLocation {
+            table: PhysAddr::new(0x30_3000),
+            level: Level::L3,
+            index: 5,
+            entry: 0x9063,
+        };
+        for (error, text) in [
+            (
+                PlanError::TableMisaligned {
+                    role: TableRole::TopLevel,
+                    table,
+                },
+                "top-level table 0x304000 is not 4 KiB-aligned",
+            ),
+            (
+                PlanError::TableOutsideImage {
+                    role: TableRole::ImageMap,
+                    table,
+                },
+                "image-map table 0x304000 lies outside the image",
+            ),
+            (
+                PlanError::Inaccessible {
+                    role: RangeRole::New,
+                    range: new,
+                    fault: MemoryFault { addr: 0x240_0000 },
+                },
+                "destination [0x2000000, 0x2600000) is not accessible: physical address 0x2400000 is not accessible",
+            ),
+            (
+                PlanError::RangeBeyondMaxPhys {
+                    role: RangeRole::Old,
+                    range: image,
+                    max_phys_bits: 36,
+                },
+                "image [0x200000, 0x800000) reaches past the physical address limit (MAXPHYADDR 36)",
+            ),
+            (
+                PlanError::PointerOutsideImage { at },
+                "L3 table 0x303000[5] = 0x0000000000009063 points to a table outside the image",
+            ),
+        ] {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+}

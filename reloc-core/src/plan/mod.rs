@@ -390,3 +390,88 @@ fn check_named_table(table: PhysAddr, role: TableRole, image: PhysRange) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phys::MemoryFault;
+
+    /// Memory that serves every range and reads as zeros: a top-level table with nothing in
+    /// it, anywhere.
+    struct ServesEverything;
+
+    impl PhysMemory for ServesEverything {
+        fn check_range(&self, _: u64, _: u64) -> Result<(), MemoryFault> {
+            Ok(())
+        }
+        fn read_u64(&self, _: u64) -> u64 {
+            0
+        }
+        fn write_u64(&mut self, _: u64, _: u64) {}
+        fn copy(&mut self, _: u64, _: u64, _: u64) {}
+    }
+
+    const LIMIT: u64 = 1 << 36;
+
+    fn request(image: PhysRange, new_base: u64) -> RelocationRequest<'static> {
+        RelocationRequest {
+            paging: PagingMode::FourLevel,
+            top_table: PhysAddr::new(image.start),
+            image,
+            new_base: PhysAddr::new(new_base),
+            image_maps: &[],
+            max_phys_bits: 36,
+            encryption_mask: 0,
+        }
+    }
+
+    /// The physical address limit is one past the last address: an image or a destination
+    /// may end exactly there, and not a byte further.
+    #[test]
+    fn ranges_may_end_exactly_at_the_physical_address_limit() {
+        let last_2m = PhysRange::new(LIMIT - SIZE_2M, LIMIT);
+        let low = PhysRange::new(SIZE_2M, SIZE_2M + 0x5000);
+        let plan = Plan::<4>::new_with_capacity(&ServesEverything, &request(last_2m, SIZE_2M))
+            .expect("image ending at the limit");
+        assert_eq!(plan.old_image(), last_2m);
+        assert_eq!(plan.new_image(), PhysRange::new(SIZE_2M, 2 * SIZE_2M));
+        let plan = Plan::<4>::new_with_capacity(&ServesEverything, &request(low, LIMIT - SIZE_2M))
+            .expect("destination ending at the limit");
+        assert_eq!(
+            plan.new_image(),
+            PhysRange::new(LIMIT - SIZE_2M, LIMIT - SIZE_2M + 0x5000)
+        );
+        let beyond = PhysRange::new(LIMIT - SIZE_2M, LIMIT + TABLE_SIZE);
+        assert_eq!(
+            Plan::<4>::new_with_capacity(&ServesEverything, &request(beyond, SIZE_2M)).err(),
+            Some(PlanError::RangeBeyondMaxPhys {
+                role: RangeRole::Old,
+                range: beyond,
+                max_phys_bits: 36,
+            })
+        );
+        assert_eq!(
+            Plan::<4>::new_with_capacity(&ServesEverything, &request(low, LIMIT)).err(),
+            Some(PlanError::RangeBeyondMaxPhys {
+                role: RangeRole::New,
+                range: PhysRange::new(LIMIT, LIMIT + SIZE_2M),
+                max_phys_bits: 36,
+            })
+        );
+    }
+
+    /// `relocated` moves exactly the addresses of the old image, first byte to last.
+    #[test]
+    fn only_addresses_in_the_old_image_are_relocated() {
+        let image = PhysRange::new(SIZE_2M, SIZE_2M + 0x5000);
+        let new_base = 16 * SIZE_2M;
+        let plan = Plan::<4>::new_with_capacity(&ServesEverything, &request(image, new_base))
+            .expect("plans");
+        let relocated = |addr| plan.relocated(PhysAddr::new(addr)).map(PhysAddr::as_u64);
+        assert_eq!(relocated(image.start), Some(new_base));
+        assert_eq!(relocated(image.end - 1), Some(new_base + 0x4fff));
+        assert_eq!(relocated(image.start - 1), None);
+        assert_eq!(relocated(image.end), None);
+        assert_eq!(plan.new_top_table().as_u64(), new_base);
+    }
+}

@@ -240,6 +240,8 @@ pub(super) fn entry_addr(table: u64, index: u16) -> u64 {
 
 impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
     /// Walks every table reachable from the top level and checks the declared image maps.
+    /// (An image map also reached above L2 is refused by [`Plan::reach`] the moment it is
+    /// reached both ways, so a map reached as an L2 is not aliased here.)
     pub(super) fn walk<M: PhysMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -254,11 +256,8 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             self.scan(mem, index, level, request)?;
         }
         for &map in request.image_maps {
-            let Some(record) = self.record(map.as_u64()).filter(|r| r.image_map) else {
+            if !self.record(map.as_u64()).is_some_and(|r| r.image_map) {
                 return Err(PlanError::ImageMapNotReached { table: map });
-            };
-            if let Some(level) = record.reached.highest().filter(|&l| l > Level::L2) {
-                return Err(PlanError::ImageMapAliased { table: map, level });
             }
         }
         Ok(())
@@ -601,7 +600,8 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
                     level = level.below()?;
                 }
                 EntryKind::Leaf { frame, size } => {
-                    let moves = record.image_map && level == Level::L2 && size > TABLE_SIZE;
+                    // A leaf at L2 is a 2 MiB leaf: an image map's, it moves.
+                    let moves = record.image_map && level == Level::L2;
                     let frame = if moves {
                         frame.wrapping_add(self.delta)
                     } else {
@@ -819,6 +819,7 @@ mod tests {
     const E: u64 = 0x20_5000; // L3
     const M: u64 = 0x20_6000; // L2, the image map
     const F: u64 = 0x20_7000; // L1 under M[511]
+    const G: u64 = 0x20_8000; // L2 under E[2], whose G[0] shows M as an L1
 
     fn five_level() -> FiveLevel {
         let mut mem = CountingTables::default();
@@ -828,6 +829,9 @@ mod tests {
         mem.set(B, 0, A | PTR);
         mem.set(D, 0, E | PTR);
         mem.set(E, 0, M | PTR);
+        mem.set(E, 1, M | PTR);
+        mem.set(E, 2, G | PTR);
+        mem.set(G, 0, M | PTR);
         mem.set(M, 0, IMAGE.start | HUGE);
         mem.set(M, 511, F | PTR);
         mem.set(F, 0, 0xfee0_0000 | PTR);
@@ -838,15 +842,25 @@ mod tests {
     }
 
     /// The cost the module documentation states: each table is read once per level it is
-    /// reached at, including a level it gains after the scan has passed it, and an L1 table
-    /// under an image map is read once (by the image-map check, which does the L1 scan's
-    /// work).
+    /// reached at, including a level it gains after the scan has passed it (A as an L3, the
+    /// image map M as an L1), and an L1 table under an image map is read once (by the
+    /// image-map check, which does the L1 scan's work). The image map, shared by two entries
+    /// and also reached as an L1, stays the image map.
     #[test]
     fn every_table_is_read_once_per_level_it_is_reached_at() {
         let layout = five_level();
         let req = request(PagingMode::FiveLevel, P, &layout.maps);
         let plan = Plan::<16>::new_with_capacity(&layout.mem, &req).expect("plans");
-        for (table, levels) in [(P, 1), (A, 2), (B, 1), (D, 1), (E, 1), (M, 1), (F, 1)] {
+        for (table, levels) in [
+            (P, 1),
+            (A, 2),
+            (B, 1),
+            (D, 1),
+            (E, 1),
+            (M, 2),
+            (G, 1),
+            (F, 1),
+        ] {
             assert_eq!(layout.mem.reads_of(table), levels, "table {table:#x}");
         }
         let found: Vec<_> = plan
@@ -862,11 +876,15 @@ mod tests {
                 (D, Level::L4, true, false),
                 (E, Level::L3, true, false),
                 (M, Level::L2, true, true),
+                (G, Level::L2, true, false),
                 (F, Level::L1, false, false),
             ]
         );
         let rewritten: Vec<u64> = plan.rewritten_entries().map(|a| a.as_u64()).collect();
-        assert_eq!(rewritten, [P, P + 8, P + 16, B, D, E, M, M + 511 * 8]);
+        assert_eq!(
+            rewritten,
+            [P, P + 8, P + 16, B, D, E, E + 8, E + 16, M, M + 511 * 8, G]
+        );
     }
 
     fn location_of(table: u64, level: Level, index: u16, entry: u64) -> EntryLocation {
@@ -1032,5 +1050,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A plan with room for no table refuses every layout (the index has no slot at all).
+    #[test]
+    fn a_plan_of_no_capacity_refuses_the_top_table() {
+        let layout = five_level();
+        let req = request(PagingMode::FiveLevel, P, &layout.maps);
+        assert_eq!(
+            Plan::<0>::new_with_capacity(&layout.mem, &req).err(),
+            Some(PlanError::TooManyTables { capacity: 0 })
+        );
     }
 }
