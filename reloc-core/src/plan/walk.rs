@@ -1036,7 +1036,11 @@ mod tests {
                     Some(expected),
                     "snapshot, entry {index}"
                 );
-                // The same tables lent in place, through a directmap over the image.
+                // The same tables lent in place, through a directmap over the image (2 MiB:
+                // once per kind of entry, which keeps the test quick under Miri).
+                if index != 300 {
+                    continue;
+                }
                 let mut words = std::vec![0u64; (IMAGE.len() / 8) as usize];
                 for (&table, entries) in &layout.mem.tables {
                     let first = ((table - IMAGE.start) / 8) as usize;
