@@ -116,6 +116,9 @@ pub(super) fn set_bits(mut word: u64) -> impl Iterator<Item = u16> {
         word &= word - 1;
         Some(bit)
     })
+    // A qword has at most 64 set bits: the bound keeps every loop over them finite whatever
+    // the arithmetic above does.
+    .take(64)
 }
 
 /// Which entries of a table scanned at one level need the exact per-entry checks: the present
