@@ -502,18 +502,23 @@ impl<M: PhysMemory + ?Sized> Mbi<'_, M> {
         (self.mem.read_u64(addr & !7) >> ((addr & 7) * 8)) as u8
     }
 
-    /// The little-endian `u32` at `offset`; the caller keeps its 4 bytes inside the MBI.
-    fn u32(&self, offset: u64) -> u32 {
-        let mut word = [0u8; 4];
-        for (i, byte) in (0u64..).zip(word.iter_mut()) {
+    /// The `N` bytes at `offset`, which the caller keeps inside the MBI.
+    fn bytes<const N: usize>(&self, offset: u64) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        for (i, byte) in (0u64..).zip(bytes.iter_mut()) {
             *byte = self.byte(offset + i);
         }
-        u32::from_le_bytes(word)
+        bytes
+    }
+
+    /// The little-endian `u32` at `offset`; the caller keeps its 4 bytes inside the MBI.
+    fn u32(&self, offset: u64) -> u32 {
+        u32::from_le_bytes(self.bytes(offset))
     }
 
     /// The little-endian `u64` at `offset`; the caller keeps its 8 bytes inside the MBI.
     fn u64(&self, offset: u64) -> u64 {
-        u64::from(self.u32(offset)) | (u64::from(self.u32(offset + 4)) << 32)
+        u64::from_le_bytes(self.bytes(offset))
     }
 
     /// The physical range of `len` bytes at `offset` (inside the MBI, so it cannot wrap).
