@@ -178,8 +178,9 @@ impl<'a> PhysWriter<'a> {
                 .words
                 .get_mut(usize::try_from(offset / 8).map_err(|_| out_of_room)?)
                 .ok_or(out_of_room)?;
-            let shift = (offset % 8) * 8;
-            *word = (*word & !(0xff << shift)) | (u64::from(byte) << shift);
+            let mut word_bytes = word.to_le_bytes();
+            word_bytes[(offset % 8) as usize] = byte;
+            *word = u64::from_le_bytes(word_bytes);
         }
         Ok(())
     }
