@@ -920,7 +920,9 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
                     number_of_pages,
                 }))?;
             let e820 = efi_to_e820(kind, attribute);
-            if extents > 0 && e820 == extent.kind && physical_start == extent.start + extent.len {
+            // Before the first extent, `extent` is EMPTY_REGION, whose kind 0 is no type
+            // `efi_to_e820` gives: the first non-empty descriptor always starts an extent.
+            if e820 == extent.kind && physical_start == extent.start + extent.len {
                 // Cannot wrap: the merged extent ends where this descriptor does.
                 extent.len += len;
             } else if len != 0 {
@@ -941,10 +943,9 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
                 capacity: MAP,
             }));
         }
+        // With no extent, nothing is set: the map stays empty and basic meminfo may serve.
         if let Some(slot) = extents.checked_sub(1).and_then(|i| self.memmap.get_mut(i)) {
             *slot = extent;
-        }
-        if extents > 0 {
             self.memmap_len = extents;
             self.memmap_source = MemoryMapSource::EfiMemoryMap {
                 descriptor_size,
