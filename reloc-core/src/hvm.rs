@@ -421,13 +421,10 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         return Ok(CString::default());
     }
     let mut checked_qword = None;
-    let mut len = 0u64;
-    loop {
-        let addr = paddr.checked_add(len).ok_or(BootInfoError::RangeWraps {
-            what,
-            start: paddr,
-            len: len + 1,
-        })?;
+    // Bounded by the address space: the scan ends at the NUL, at memory that cannot be read,
+    // or past the last address.
+    for addr in paddr..=u64::MAX {
+        let len = addr - paddr;
         let qword = addr & !7;
         if checked_qword != Some(qword) {
             mem.check_range(qword, 8)
@@ -440,7 +437,12 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         }
         let byte = (mem.read_u64(qword) >> ((addr & 7) * 8)) as u8;
         if byte == 0 {
-            break;
+            let copied = usize::try_from(len).map_or(CMDLINE_CAPACITY, |n| n.min(CMDLINE_CAPACITY));
+            return Ok(CString {
+                range: range_of(what, paddr, len + 1)?,
+                copied,
+                truncated: len > copied as u64,
+            });
         }
         let slot = out
             .as_mut()
@@ -448,13 +450,12 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         if let Some(slot) = slot {
             *slot = byte;
         }
-        len += 1;
     }
-    let copied = usize::try_from(len).map_or(CMDLINE_CAPACITY, |n| n.min(CMDLINE_CAPACITY));
-    Ok(CString {
-        range: range_of(what, paddr, len + 1)?,
-        copied,
-        truncated: len > copied as u64,
+    // No NUL up to the last address: the string and its NUL pass 2^64.
+    Err(BootInfoError::RangeWraps {
+        what,
+        start: paddr,
+        len: (u64::MAX - paddr).saturating_add(2),
     })
 }
 
