@@ -412,6 +412,13 @@ fn directmap_alias_crossing_the_canonical_hole_is_refused() {
         window: PhysRange::new(0, MEM),
     };
     assert!(f.params_with(&plan, below_hole, &layout(STACK)).is_ok());
+    // So is a directmap in the upper half, where bare-metal kernels put it (boot-stub's at
+    // 0xffff800000000000): both aliases lie wholly in that half.
+    let upper_half = DirectMapLayout {
+        virt_start: va(0xffff_8000_0000_0000),
+        window: PhysRange::new(0, MEM),
+    };
+    assert!(f.params_with(&plan, upper_half, &layout(STACK)).is_ok());
     assert!(f.mem == before, "SwitchParams::new wrote memory");
 }
 
