@@ -174,6 +174,8 @@ pub enum Error {
     FuzzFindings { targets: Vec<String> },
     /// A file-system operation on `path` failed.
     Io { path: PathBuf, source: io::Error },
+    /// A configuration file is not as the project requires.
+    Config { path: PathBuf, what: String },
     /// Mutation testing found mutants the tests do not catch (listed above; logs in
     /// `results/log/`).
     Mutants {
@@ -200,6 +202,7 @@ impl fmt::Display for Error {
                 write!(f, "fuzzing failed for {}", targets.join(", "))
             }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Config { path, what } => write!(f, "{}: {what}", path.display()),
             Error::Mutants {
                 missed,
                 timeout,
