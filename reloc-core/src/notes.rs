@@ -1609,13 +1609,14 @@ impl FeatureToken<'_> {
 #[derive(Clone, Debug)]
 pub struct FeatureTokens<'a> {
     text: &'a [u8],
-    pos: usize,
+    /// The bytes not yet split: a suffix of `text`.
+    rest: &'a [u8],
 }
 
 impl<'a> FeatureTokens<'a> {
     /// Tokens of `text` (the bytes before the NUL).
     pub fn new(text: &'a [u8]) -> Self {
-        Self { text, pos: 0 }
+        Self { text, rest: text }
     }
 }
 
@@ -1623,18 +1624,25 @@ impl<'a> Iterator for FeatureTokens<'a> {
     type Item = FeatureToken<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
-        let start = self.pos;
-        let bar = rest.iter().take(FEATURE_TOKEN_MAX).position(|&b| b == b'|');
-        let (copied, consumed, cut) = match bar {
-            Some(n) => (n, n + 1, false),
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
+        }
+        let start = self.text.len() - rest.len();
+        let window = rest.get(..FEATURE_TOKEN_MAX).unwrap_or(rest);
+        // Split, not index arithmetic: each token leaves a strictly shorter rest (the window
+        // is never empty, and a `|` is consumed), so the walk always ends.
+        let (token, after, cut) = match window.iter().position(|&b| b == b'|') {
+            Some(n) => {
+                let (token, bar) = rest.split_at_checked(n)?;
+                (token, bar.get(1..)?, false)
+            }
             None => {
-                let n = rest.len().min(FEATURE_TOKEN_MAX);
-                (n, n, n == FEATURE_TOKEN_MAX && rest.len() > n)
+                let (token, after) = rest.split_at_checked(window.len())?;
+                (token, after, !after.is_empty())
             }
         };
-        self.pos = start + consumed;
-        let token = rest.get(..copied).unwrap_or(&[]);
+        self.rest = after;
         let (required, name) = match token.split_first() {
             Some((b'!', name)) => (true, name),
             _ => (false, token),
