@@ -131,7 +131,7 @@ fn steps(quick: bool, timings: &mut Vec<(String, Duration)>) -> Result<(), Error
         &mut || run(cargo().args(["run", "-p", "reloc-sim", "--release", "--", "demo"])),
     )?;
     if quick {
-        println!("\n== --quick: Miri and fuzzing skipped");
+        println!("\n== --quick: mutants, Miri and fuzzing skipped");
         return Ok(());
     }
     step(

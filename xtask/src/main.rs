@@ -21,9 +21,10 @@
 //!   reloc-core's README example built as a user's crate outside the workspace for the
 //!   bare-metal target (`readme_example`), `cargo publish --dry-run -p reloc-core -p reloc-sim`
 //!   (packaging and a build from the packages alone; never an upload), `cargo test
-//!   --workspace`, the main job (`cargo run -p reloc-sim --release -- demo`), Miri and the fuzz
+//!   --workspace`, the main job (`cargo run -p reloc-sim --release -- demo`), the mutants of
+//!   the last change (`HEAD^..HEAD`, at most [`mutants::CI_MAX_MUTANTS`]), Miri and the fuzz
 //!   run.
-//!   `--quick` skips Miri and fuzzing. `.ci/run` only makes sure rustup and the toolchain
+//!   `--quick` skips the mutants, Miri and fuzzing. `.ci/run` only makes sure rustup and the toolchain
 //!   exist, then calls this.
 //! - `cargo xtask miri`: reloc-core's tests under Miri with strict provenance, installing the
 //!   nightly toolchain and its `miri` and `rust-src` components when missing.
@@ -66,9 +67,9 @@ enum Task {
     /// Install what the tests need (bare-metal target, QEMU, binutils), then run
     /// `cargo test --workspace`.
     Test,
-    /// Everything CI checks: fmt, clippy, doc, tests, the main job, Miri, fuzzing.
+    /// Everything CI checks: fmt, clippy, doc, tests, the main job, mutants, Miri, fuzzing.
     Ci {
-        /// Skip Miri and fuzzing.
+        /// Skip the mutants, Miri and fuzzing.
         #[arg(long)]
         quick: bool,
     },
@@ -173,6 +174,8 @@ pub enum Error {
     FuzzFindings { targets: Vec<String> },
     /// A file-system operation on `path` failed.
     Io { path: PathBuf, source: io::Error },
+    /// A configuration file is not as the project requires.
+    Config { path: PathBuf, what: String },
     /// Mutation testing found mutants the tests do not catch (listed above; logs in
     /// `results/log/`).
     Mutants {
@@ -199,6 +202,7 @@ impl fmt::Display for Error {
                 write!(f, "fuzzing failed for {}", targets.join(", "))
             }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Config { path, what } => write!(f, "{}: {what}", path.display()),
             Error::Mutants {
                 missed,
                 timeout,

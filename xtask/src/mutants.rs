@@ -119,6 +119,8 @@ pub fn run(options: &Options) -> Result<(), Error> {
         }
     }
 
+    check_exclusions(&root)?;
+
     let mut base = Command::new("cargo");
     base.current_dir(&root)
         .args(["mutants", "-p", "reloc-core"]);
@@ -240,6 +242,89 @@ fn read_lines(path: &Path) -> Result<Vec<String>, Error> {
     }
 }
 
+/// One `exclude_re` entry of `.cargo/mutants.toml`: the regex and the comment lines above it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exclusion {
+    pub regex: String,
+    pub reason: String,
+}
+
+/// Reads the `exclude_re` array of cargo-mutants' config. The project's format, which this
+/// enforces: one TOML literal string (`'...'`, no escapes) per line, each preceded by `#`
+/// comment lines giving the reason. An entry without a reason is an error.
+pub fn parse_exclusions(config: &str) -> Result<Vec<Exclusion>, String> {
+    let mut lines = config.lines().map(str::trim);
+    if !lines.any(|line| line.starts_with("exclude_re") && line.ends_with('[')) {
+        return Ok(Vec::new());
+    }
+    let mut exclusions = Vec::new();
+    let mut reason = Vec::new();
+    for line in lines {
+        if line == "]" {
+            return Ok(exclusions);
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            reason.push(comment.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix('\'') {
+            let regex = rest
+                .strip_suffix("',")
+                .or_else(|| rest.strip_suffix('\''))
+                .ok_or_else(|| format!("exclude_re entry not on one line: {line}"))?;
+            let text = reason.join(" ");
+            if text.is_empty() {
+                return Err(format!("exclude_re entry '{regex}' has no reason above it"));
+            }
+            exclusions.push(Exclusion {
+                regex: regex.to_owned(),
+                reason: text,
+            });
+            reason.clear();
+        } else if !line.is_empty() {
+            return Err(format!(
+                "exclude_re: expected a '# reason' line or a 'literal' string, found: {line}"
+            ));
+        }
+    }
+    Err("exclude_re: no closing ]".to_owned())
+}
+
+/// Every exclusion must have a reason and still match a mutant: code moves, and an entry
+/// that matches nothing would hide nothing and mislead the reader.
+fn check_exclusions(root: &Path) -> Result<(), Error> {
+    let path = root.join(".cargo").join("mutants.toml");
+    let config = fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let exclusions = parse_exclusions(&config).map_err(|what| Error::Config {
+        path: path.clone(),
+        what,
+    })?;
+    for exclusion in &exclusions {
+        let listed = output(
+            Command::new("cargo")
+                .current_dir(root)
+                .args(["mutants", "-p", "reloc-core", "--list", "--no-config"])
+                .args(["--re", &exclusion.regex]),
+        )?;
+        if listed.trim().is_empty() {
+            return Err(Error::Config {
+                path,
+                what: format!(
+                    "exclude_re '{}' matches no mutant any more (stale: the code moved or \
+                     changed; re-check the reason: {})",
+                    exclusion.regex, exclusion.reason
+                ),
+            });
+        }
+    }
+    step(&format!(
+        "mutants: {} exclusions in .cargo/mutants.toml, each with a reason, each matching",
+        exclusions.len()
+    ));
+    Ok(())
+}
+
 /// Writes `git diff REV` (reloc-core only, working tree included) to a file under `out_dir`.
 fn diff_since(rev: &str, out_dir: &Path) -> Result<PathBuf, Error> {
     let diff = output(Command::new("git").current_dir(workspace_root()).args([
@@ -321,6 +406,32 @@ mod tests {
         };
         assert_eq!(counts.score(), Some(90.0));
         assert_eq!(Counts::default().score(), None);
+    }
+
+    #[test]
+    fn exclusions_need_a_reason_each_and_read_literal_strings() {
+        let config = "profile = \"mutants\"\nexclude_re = [\n    # first reason,\n    # continued\n    'a\\.rs:1: replace \\+ with',\n\n    # second\n    'b'\n]\n";
+        assert_eq!(
+            parse_exclusions(config).unwrap(),
+            vec![
+                Exclusion {
+                    regex: r"a\.rs:1: replace \+ with".to_owned(),
+                    reason: "first reason, continued".to_owned(),
+                },
+                Exclusion {
+                    regex: "b".to_owned(),
+                    reason: "second".to_owned(),
+                },
+            ]
+        );
+        let no_reason = "exclude_re = [\n    # a reason\n    'a',\n    'b',\n]\n";
+        assert!(parse_exclusions(no_reason)
+            .unwrap_err()
+            .contains("'b' has no reason"));
+        assert!(parse_exclusions("exclude_re = [\n    \"a\",\n]\n").is_err());
+        assert!(parse_exclusions("exclude_re = [\n    # r\n    'a',\n").is_err());
+        assert_eq!(parse_exclusions("profile = \"mutants\"\n").unwrap(), vec![]);
+        assert_eq!(parse_exclusions("exclude_re = [\n]\n").unwrap(), vec![]);
     }
 
     #[test]
