@@ -251,6 +251,40 @@ mod tests {
         assert!(!line_has_word(&mem, PhysRange::new(0x1004, 0x100c), "la57"));
     }
 
+    /// Boot information that keeps its whole command line (nothing longer than the copy)
+    /// implements only the required methods: by default the copy is not cut, the line has no
+    /// range, and words are looked up in the copy, with no memory read.
+    #[test]
+    fn a_loader_info_with_only_the_required_methods_searches_its_copy() {
+        struct WholeLine(&'static [u8]);
+        impl LoaderInfo for WholeLine {
+            const MAX_AVOID_RANGES: usize = 0;
+            fn memory_map(&self) -> &[MemoryRegion] {
+                &[]
+            }
+            fn modules(&self) -> &[BootModule] {
+                &[]
+            }
+            fn cmdline(&self) -> &[u8] {
+                self.0
+            }
+            fn avoid_ranges(&self) -> impl Iterator<Item = PhysRange> + '_ {
+                core::iter::empty()
+            }
+        }
+        let info = WholeLine(b"hold la57");
+        assert!(!info.cmdline_truncated());
+        assert!(info.cmdline_range().is_empty());
+        // No memory at all: any read would panic.
+        let mem = StrictMem {
+            start: 0x1000,
+            bytes: Vec::new(),
+        };
+        assert!(info.cmdline_has_word(&mem, "hold"));
+        assert!(info.cmdline_has_word(&mem, "la57"));
+        assert!(!info.cmdline_has_word(&mem, "la5"));
+    }
+
     fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
             prop_oneof![

@@ -421,13 +421,10 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         return Ok(CString::default());
     }
     let mut checked_qword = None;
-    let mut len = 0u64;
-    loop {
-        let addr = paddr.checked_add(len).ok_or(BootInfoError::RangeWraps {
-            what,
-            start: paddr,
-            len: len + 1,
-        })?;
+    // Bounded by the address space: the scan ends at the NUL, at memory that cannot be read,
+    // or past the last address.
+    for addr in paddr..=u64::MAX {
+        let len = addr - paddr;
         let qword = addr & !7;
         if checked_qword != Some(qword) {
             mem.check_range(qword, 8)
@@ -440,7 +437,12 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         }
         let byte = (mem.read_u64(qword) >> ((addr & 7) * 8)) as u8;
         if byte == 0 {
-            break;
+            let copied = usize::try_from(len).map_or(CMDLINE_CAPACITY, |n| n.min(CMDLINE_CAPACITY));
+            return Ok(CString {
+                range: range_of(what, paddr, len + 1)?,
+                copied,
+                truncated: len > copied as u64,
+            });
         }
         let slot = out
             .as_mut()
@@ -448,13 +450,12 @@ fn read_cstr<M: PhysMemory + ?Sized>(
         if let Some(slot) = slot {
             *slot = byte;
         }
-        len += 1;
     }
-    let copied = usize::try_from(len).map_or(CMDLINE_CAPACITY, |n| n.min(CMDLINE_CAPACITY));
-    Ok(CString {
-        range: range_of(what, paddr, len + 1)?,
-        copied,
-        truncated: len > copied as u64,
+    // No NUL up to the last address: the string and its NUL pass 2^64.
+    Err(BootInfoError::RangeWraps {
+        what,
+        start: paddr,
+        len: (u64::MAX - paddr).saturating_add(2),
     })
 }
 
@@ -1263,6 +1264,260 @@ mod tests {
                 len: 0x100000,
                 kind: 1
             }]
+        );
+    }
+
+    /// Boot information is read wherever memory's window begins: here memory starts at
+    /// 6 MiB, and the start info and its map sit inside it (nothing is at physical 0).
+    #[test]
+    fn boot_information_is_read_from_memory_that_does_not_start_at_0() {
+        const BASE: u64 = 0x60_0000;
+        let map = regions(&SEABIOS_MAP);
+        let mut words = vec![0u64; 0x2000 / 8];
+        let mut writer = PhysWriter::new(&mut words, BASE);
+        writer.set_cursor(BASE + 0x1000);
+        let ebx = PvhStartInfo {
+            cmdline: Some(b"hold"),
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut writer)
+        .unwrap();
+        let mem = DirectMap::from_slice(&mut words, BASE);
+        let info = BootInfo::parse(&mem, ebx).unwrap();
+        assert_eq!(info.memory_map(), &map[..]);
+        assert_eq!(info.cmdline(), b"hold");
+        assert_eq!(
+            info.start_info_range(),
+            PhysRange::new(BASE + 0x1000, BASE + 0x1000 + 56)
+        );
+    }
+
+    /// The start info is boot data like the rest: its 56 bytes are its range and in the avoid
+    /// list, and the target never overlaps it. Here the highest free 2 MiB slot, [6, 8) MiB,
+    /// holds the start info (and its map), so the pick is the slot below, 4 MiB.
+    #[test]
+    fn the_start_info_is_in_the_avoid_list() {
+        const MIB: u64 = 1 << 20;
+        const START_INFO: u64 = 6 * MIB + 0x1000;
+        let map = [MemoryRegion {
+            start: 2 * MIB,
+            len: 6 * MIB,
+            kind: 1,
+        }];
+        let mut words = vec![0u64; 0x2000 / 8];
+        let mut writer = PhysWriter::new(&mut words, 6 * MIB);
+        writer.set_cursor(START_INFO);
+        let ebx = PvhStartInfo::new(&map).write(&mut writer).unwrap();
+        assert_eq!(u64::from(ebx), START_INFO);
+        let mem = DirectMap::from_slice(&mut words, 6 * MIB);
+        let info = BootInfo::parse(&mem, ebx).unwrap();
+        let start_info = PhysRange::new(START_INFO, START_INFO + 56);
+        assert_eq!(info.start_info_range(), start_info);
+        assert_eq!(
+            info.avoid_ranges().collect::<Vec<_>>(),
+            [
+                start_info,
+                PhysRange::new(START_INFO + 56, START_INFO + 56 + 24)
+            ]
+        );
+        let image = PhysRange::new(2 * MIB, 4 * MIB);
+        assert_eq!(
+            crate::select::select_target_for(&info, image).map(x86_64::PhysAddr::as_u64),
+            Ok(4 * MIB)
+        );
+    }
+
+    /// Tables of exactly the parser's capacity are accepted; one more entry is refused. With
+    /// three modules, each with a command line, and a kernel command line, the avoid list
+    /// reaches its stated maximum: the four tables and lines plus two ranges per module.
+    #[test]
+    fn tables_of_exactly_the_capacity_are_accepted_and_fill_the_avoid_list() {
+        let mut blob = Blob::new(0x4000);
+        let map = regions(&SEABIOS_MAP);
+        let modules = [b"a".as_slice(), b"b", b"c"].map(|line| PvhModule {
+            paddr: 0x10_0000,
+            size: 0x1000,
+            cmdline: Some(line),
+        });
+        let ebx = PvhStartInfo {
+            modules: &modules,
+            cmdline: Some(b"hold"),
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut blob.writer())
+        .unwrap();
+        let mut words = blob.words();
+        let mem = DirectMap::from_slice(&mut words, 0);
+        let info = BootInfo::<5, 3>::parse_with_capacity(&mem, ebx).unwrap();
+        assert_eq!(info.memory_map().len(), 5);
+        assert_eq!(info.modules().len(), 3);
+        assert_eq!(BootInfo::<5, 3>::MAX_AVOID_RANGES, 10);
+        assert_eq!(<BootInfo<5, 3> as LoaderInfo>::MAX_AVOID_RANGES, 10);
+        assert_eq!(info.avoid_ranges().count(), 10);
+        assert_eq!(BootInfo::<128, 16>::MAX_AVOID_RANGES, 36);
+        assert_eq!(
+            BootInfo::<4, 3>::parse_with_capacity(&mem, ebx).unwrap_err(),
+            BootInfoError::TooManyEntries {
+                what: BootData::MemoryMap,
+                count: 5,
+                capacity: 4
+            }
+        );
+        assert_eq!(
+            BootInfo::<5, 2>::parse_with_capacity(&mem, ebx).unwrap_err(),
+            BootInfoError::TooManyEntries {
+                what: BootData::ModuleList,
+                count: 3,
+                capacity: 2
+            }
+        );
+    }
+
+    /// A module list whose entries would run past 2^64 is refused as wrapping, with the whole
+    /// list's length (two entries of 32 bytes), before any entry is read.
+    #[test]
+    fn a_module_list_at_a_wrapping_address_is_refused() {
+        let list = u64::MAX - 40; // room for one entry, not two
+        let mut blob = seabios_blob(b"");
+        blob.put_u32(SI + 12, 2);
+        blob.put_u64(SI + 16, list);
+        assert_eq!(
+            blob.parse(SI as u32).unwrap_err(),
+            BootInfoError::RangeWraps {
+                what: BootData::ModuleList,
+                start: list,
+                len: 64
+            }
+        );
+        // The memory map likewise: five entries of 24 bytes.
+        let map = u64::MAX - 100;
+        let mut blob = seabios_blob(b"");
+        blob.put_u64(SI + 40, map);
+        assert_eq!(
+            blob.parse(SI as u32).unwrap_err(),
+            BootInfoError::RangeWraps {
+                what: BootData::MemoryMap,
+                start: map,
+                len: 120
+            }
+        );
+    }
+
+    /// Memory with two windows: `low` from physical 0 (where the start info must be, below
+    /// 4 GiB) and `top`, the last bytes of the address space, so that a string can run into
+    /// 2^64. Parsing only reads.
+    struct LowAndTop {
+        low: Vec<u64>,
+        top: Vec<u64>,
+    }
+
+    impl LowAndTop {
+        fn top_start(&self) -> u64 {
+            0u64.wrapping_sub(self.top.len() as u64 * 8)
+        }
+    }
+
+    impl PhysMemory for LowAndTop {
+        fn check_range(&self, start: u64, len: u64) -> Result<(), MemoryFault> {
+            let low_end = self.low.len() as u64 * 8;
+            let in_low = start.checked_add(len).is_some_and(|end| end <= low_end);
+            // `0 - start` (wrapping) is what is left up to and including the last byte.
+            let in_top = start >= self.top_start() && len <= 0u64.wrapping_sub(start);
+            if len == 0 || in_low || in_top {
+                Ok(())
+            } else {
+                Err(MemoryFault { addr: start })
+            }
+        }
+        fn read_u64(&self, addr: u64) -> u64 {
+            assert!(addr.is_multiple_of(8), "unaligned read at {addr:#x}");
+            if addr >= self.top_start() {
+                self.top[((addr - self.top_start()) / 8) as usize]
+            } else {
+                self.low[(addr / 8) as usize]
+            }
+        }
+        fn write_u64(&mut self, _: u64, _: u64) {
+            panic!("parsing writes nothing");
+        }
+        fn copy(&mut self, _: u64, _: u64, _: u64) {
+            panic!("parsing copies nothing");
+        }
+    }
+
+    /// A command line whose bytes run to the last byte of the address space without a NUL
+    /// is refused as wrapping: it is at least its 16 bytes and a NUL, 17, long. The kernel's
+    /// line and a module's alike.
+    #[test]
+    fn a_command_line_running_into_2_pow_64_is_refused_as_wrapping() {
+        let line = u64::MAX - 15; // 16 bytes to the end
+        let top = vec![u64::from_le_bytes(*b"xxxxxxxx"); 4];
+        let mut blob = seabios_blob(b"");
+        blob.put_u64(SI + 24, line);
+        let mem = LowAndTop {
+            low: blob.words(),
+            top: top.clone(),
+        };
+        assert_eq!(
+            BootInfo::parse(&mem, SI as u32).unwrap_err(),
+            BootInfoError::RangeWraps {
+                what: BootData::CommandLine,
+                start: line,
+                len: 17
+            }
+        );
+        let mut blob = Blob::new(0x4000);
+        let map = regions(&SEABIOS_MAP);
+        let modules = [PvhModule {
+            paddr: 0x10_0000,
+            size: 0x1000,
+            cmdline: Some(b"x"),
+        }];
+        let ebx = PvhStartInfo {
+            modules: &modules,
+            ..PvhStartInfo::new(&map)
+        }
+        .write(&mut blob.writer())
+        .unwrap();
+        let modlist = u64::from(ebx) + 56 + 5 * 24;
+        blob.put_u64(modlist + 16, line);
+        let mem = LowAndTop {
+            low: blob.words(),
+            top,
+        };
+        assert_eq!(
+            BootInfo::parse(&mem, ebx).unwrap_err(),
+            BootInfoError::RangeWraps {
+                what: BootData::ModuleCommandLine(0),
+                start: line,
+                len: 17
+            }
+        );
+    }
+
+    /// Each piece of boot data is named in messages, with its index where it has one.
+    #[test]
+    fn each_piece_of_boot_data_is_named_in_messages() {
+        for (what, name) in [
+            (BootData::StartInfo, "hvm_start_info"),
+            (BootData::MemoryMap, "memory map"),
+            (BootData::MemoryMapEntry(3), "memory-map entry 3"),
+            (BootData::ModuleList, "module list"),
+            (BootData::Module(2), "module 2"),
+            (BootData::ModuleCommandLine(1), "command line of module 1"),
+            (BootData::CommandLine, "command line"),
+        ] {
+            assert_eq!(what.to_string(), name);
+        }
+        let unreadable = BootInfoError::Unreadable {
+            what: BootData::MemoryMapEntry(3),
+            paddr: 0x2048,
+            fault: MemoryFault { addr: 0x2050 },
+        };
+        let text = unreadable.to_string();
+        assert!(
+            text.starts_with("memory-map entry 3 at 0x2048 is unreadable: "),
+            "{text}"
         );
     }
 }

@@ -82,7 +82,7 @@ pub use x86_64::PhysAddr;
 ///   calling each entry point through [`DirectMap`], then `objdump -dr` and, per function,
 ///   8 bytes of return address, 8 per `push` and the prologue's `sub $N,%rsp`, summed along
 ///   the deepest chain of calls. On 2026-12-06 (rustc 1.95.0): [`Plan::new_in_place`]
-///   1,360 bytes, [`select_target_for`] over a PVH `BootInfo` 1,216, [`select_target`] 328,
+///   1,360 bytes, [`select_target_for`] over a PVH `BootInfo` 1,312, [`select_target`] 392,
 ///   [`SwitchParams::new`] 472, [`switch::relocate`] 280 (its copy and rebase included);
 ///   the parsers' figures are in their `parse_in_place` docs. Memory that lends no table
 ///   ([`PhysMemory::table`] returns `None`) adds two 4 KiB snapshots to planning (9,664

@@ -502,18 +502,23 @@ impl<M: PhysMemory + ?Sized> Mbi<'_, M> {
         (self.mem.read_u64(addr & !7) >> ((addr & 7) * 8)) as u8
     }
 
-    /// The little-endian `u32` at `offset`; the caller keeps its 4 bytes inside the MBI.
-    fn u32(&self, offset: u64) -> u32 {
-        let mut word = [0u8; 4];
-        for (i, byte) in (0u64..).zip(word.iter_mut()) {
+    /// The `N` bytes at `offset`, which the caller keeps inside the MBI.
+    fn bytes<const N: usize>(&self, offset: u64) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        for (i, byte) in (0u64..).zip(bytes.iter_mut()) {
             *byte = self.byte(offset + i);
         }
-        u32::from_le_bytes(word)
+        bytes
+    }
+
+    /// The little-endian `u32` at `offset`; the caller keeps its 4 bytes inside the MBI.
+    fn u32(&self, offset: u64) -> u32 {
+        u32::from_le_bytes(self.bytes(offset))
     }
 
     /// The little-endian `u64` at `offset`; the caller keeps its 8 bytes inside the MBI.
     fn u64(&self, offset: u64) -> u64 {
-        u64::from(self.u32(offset)) | (u64::from(self.u32(offset + 4)) << 32)
+        u64::from_le_bytes(self.bytes(offset))
     }
 
     /// The physical range of `len` bytes at `offset` (inside the MBI, so it cannot wrap).
@@ -915,7 +920,9 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
                     number_of_pages,
                 }))?;
             let e820 = efi_to_e820(kind, attribute);
-            if extents > 0 && e820 == extent.kind && physical_start == extent.start + extent.len {
+            // Before the first extent, `extent` is EMPTY_REGION, whose kind 0 is no type
+            // `efi_to_e820` gives: the first non-empty descriptor always starts an extent.
+            if e820 == extent.kind && physical_start == extent.start + extent.len {
                 // Cannot wrap: the merged extent ends where this descriptor does.
                 extent.len += len;
             } else if len != 0 {
@@ -936,10 +943,9 @@ impl<const MAP: usize, const MODS: usize> Multiboot2Info<MAP, MODS> {
                 capacity: MAP,
             }));
         }
+        // With no extent, nothing is set: the map stays empty and basic meminfo may serve.
         if let Some(slot) = extents.checked_sub(1).and_then(|i| self.memmap.get_mut(i)) {
             *slot = extent;
-        }
-        if extents > 0 {
             self.memmap_len = extents;
             self.memmap_source = MemoryMapSource::EfiMemoryMap {
                 descriptor_size,
@@ -1214,11 +1220,48 @@ mod tests {
             at: u64,
         ) -> Result<Multiboot2Info<MAP, MODS>, Multiboot2Error> {
             let mut words = self.words();
-            let mem = DirectMap::from_slice(&mut words, 0);
+            let mem = ReadOnly::new(DirectMap::from_slice(&mut words, 0));
             Multiboot2Info::parse_with_capacity(&mem, u32::try_from(at).unwrap())
         }
         fn parse(&self) -> Result<Multiboot2Info, Multiboot2Error> {
             self.parse_with(AT)
+        }
+    }
+
+    /// Memory as the parser may use it: reads only (a write panics), and a bounded number
+    /// of them. The bound, 16 qword reads per byte of memory, is far above what a walk needs
+    /// (it reads each MBI byte a few times), so a walk that stops making progress fails
+    /// the test at once instead of hanging it.
+    struct ReadOnly<'m> {
+        mem: DirectMap<'m>,
+        reads_left: core::cell::Cell<u64>,
+    }
+
+    impl<'m> ReadOnly<'m> {
+        fn new(mem: DirectMap<'m>) -> Self {
+            let budget = 16 * mem.window().len();
+            Self {
+                mem,
+                reads_left: core::cell::Cell::new(budget),
+            }
+        }
+    }
+
+    impl PhysMemory for ReadOnly<'_> {
+        fn check_range(&self, start: u64, len: u64) -> Result<(), MemoryFault> {
+            self.mem.check_range(start, len)
+        }
+        fn read_u64(&self, addr: u64) -> u64 {
+            let left = self.reads_left.get();
+            assert!(left > 0, "the parser reads without end (at {addr:#x})");
+            self.reads_left.set(left - 1);
+            self.mem.read_u64(addr)
+        }
+        fn write_u64(&mut self, addr: u64, _: u64) {
+            panic!("the parser wrote at {addr:#x}");
+        }
+        fn copy(&mut self, src: u64, dst: u64, _: u64) {
+            panic!("the parser copied {src:#x} to {dst:#x}");
         }
     }
 
@@ -2135,7 +2178,7 @@ mod tests {
         let mut mbi = MbiWriter::begin(&mut writer);
         build(&mut mbi);
         let ebx = mbi.end().unwrap();
-        let mem = DirectMap::from_slice(&mut memory, AT);
+        let mem = ReadOnly::new(DirectMap::from_slice(&mut memory, AT));
         Multiboot2Info::parse_with_capacity(&mem, ebx)
     }
 
@@ -2510,6 +2553,252 @@ mod tests {
             .map(|d| (d.kind, d.physical_start, d.number_of_pages, d.attribute))
             .collect();
         assert_eq!(read_back, ours);
+    }
+
+    /// Each tag kind with fixed fields after its header (module: `mod_start`, `mod_end`;
+    /// basic meminfo: `mem_lower`, `mem_upper`; memory map: `entry_size`, `entry_version`;
+    /// EFI memory map: `descriptor_size`, `descriptor_version`) is refused when its size
+    /// leaves any of them out, naming the tag's type and offset, rather than read from the
+    /// bytes after the tag. At the least size the fields fit and the size is not the
+    /// problem.
+    #[test]
+    fn a_tag_shorter_than_its_fixed_fields_is_refused() {
+        let kinds = [
+            (TAG_MODULE, "module"),
+            (TAG_BASIC_MEMINFO, "basic meminfo"),
+            (TAG_MEMORY_MAP, "memory map"),
+            (TAG_EFI_MEMORY_MAP, "EFI memory map"),
+        ];
+        for (tag_type, name) in kinds {
+            for size in 8..16u32 {
+                // After a 16-byte command-line tag, so the offset is 24, not 8; then basic
+                // meminfo, whose bytes a parser without the check would read as the fields.
+                let mbi = RawMbi::new()
+                    .cmdline(b"x")
+                    .tag_sized(tag_type, size, &vec![0xff; size as usize - 8])
+                    .meminfo(639, 1024)
+                    .end();
+                assert_eq!(mbi.offset(1), 24);
+                let err = parse(&mbi.done()).unwrap_err();
+                assert_eq!(
+                    err,
+                    Multiboot2Error::Tag {
+                        tag_type,
+                        offset: 24,
+                        problem: TagProblem::TooSmall { size, min: 16 }
+                    },
+                    "{name} of size {size}"
+                );
+                assert_eq!(
+                    err.to_string(),
+                    std::format!(
+                        "multiboot2 tag type {tag_type} ({name}) at MBI offset 0x18: size {size} is below the 16 bytes this tag holds"
+                    )
+                );
+            }
+            // Size 16: the fields are there (a module's string is then missing). Both are
+            // 40: a valid entry_size and descriptor_size, a module of 0 bytes at 40.
+            let mbi = RawMbi::new()
+                .cmdline(b"x")
+                .tag_sized(tag_type, 16, &[40, 0, 0, 0, 40, 0, 0, 0])
+                .meminfo(639, 1024)
+                .end()
+                .done();
+            match parse(&mbi) {
+                Ok(_) => assert_ne!(tag_type, TAG_MODULE),
+                Err(err) => assert_eq!(
+                    err,
+                    Multiboot2Error::Tag {
+                        tag_type: TAG_MODULE,
+                        offset: 24,
+                        problem: TagProblem::Unterminated
+                    }
+                ),
+            }
+        }
+    }
+
+    /// A tag below its own 8-byte header, of any type, is refused with its type named:
+    /// the walk cannot step over it.
+    #[test]
+    fn a_tag_below_its_header_is_refused_naming_its_type() {
+        let kinds = [
+            (TAG_END, "end"),
+            (TAG_CMDLINE, "command line"),
+            (TAG_BOOTLOADER_NAME, "boot loader name"),
+            (TAG_MODULE, "module"),
+            (TAG_BASIC_MEMINFO, "basic meminfo"),
+            (5, "unknown"),
+            (TAG_MEMORY_MAP, "memory map"),
+            (TAG_EFI_MEMORY_MAP, "EFI memory map"),
+            (0x1337, "unknown"),
+        ];
+        for (tag_type, name) in kinds {
+            let mbi = RawMbi::new()
+                .meminfo(639, 1024)
+                .tag_sized(tag_type, 4, &[0; 4])
+                .end()
+                .done();
+            let err = parse(&mbi).unwrap_err();
+            assert_eq!(
+                err,
+                Multiboot2Error::Tag {
+                    tag_type,
+                    offset: 24,
+                    problem: TagProblem::TooSmall { size: 4, min: 8 }
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                std::format!(
+                    "multiboot2 tag type {tag_type} ({name}) at MBI offset 0x18: size 4 is below the 8 bytes this tag holds"
+                )
+            );
+        }
+    }
+
+    /// The smallest MBI the specification allows: the 8-byte header and the end tag,
+    /// `total_size` 16. It is well-formed (only the memory map is missing).
+    #[test]
+    fn an_mbi_of_header_and_end_tag_only_is_well_formed() {
+        let mbi = RawMbi::new().end().done();
+        assert_eq!(mbi.len(), 16);
+        assert_eq!(parse(&mbi).unwrap_err(), Multiboot2Error::MissingMemoryMap);
+        // With basic meminfo it parses, and the MBI is its 32 bytes.
+        let mbi = RawMbi::new().meminfo(639, 1024).end().done();
+        let info = parse(&mbi).unwrap();
+        assert_eq!(info.mbi_range(), PhysRange::new(AT, AT + 32));
+    }
+
+    /// Like the command line, the name and the memory map, basic meminfo is read from the
+    /// first tag; a later one, well-formed or not, is skipped.
+    #[test]
+    fn the_first_basic_meminfo_tag_is_the_one_read() {
+        let want = regions(&[(0, 639 * 1024, 1), (0x100000, 1024 * 1024, 1)]);
+        let info = parse(
+            &RawMbi::new()
+                .meminfo(639, 1024)
+                .meminfo(100, 2048)
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.memory_map(), want);
+        let info = parse(
+            &RawMbi::new()
+                .meminfo(639, 1024)
+                .tag(TAG_BASIC_MEMINFO, &[0; 4])
+                .end()
+                .done(),
+        )
+        .unwrap();
+        assert_eq!(info.memory_map(), want);
+    }
+
+    /// `MAX_AVOID_RANGES` is what `avoid_ranges` yields with every piece present and every
+    /// module slot used: the MBI, the command line, the boot loader name, and each module
+    /// and its string, in that order.
+    #[test]
+    fn avoid_ranges_fill_their_bound_when_every_module_slot_is_used() {
+        let info = parse_written::<8, 3>(|mbi| {
+            mbi.cmdline(b"c").bootloader_name(b"n");
+            for i in 1..=3u32 {
+                mbi.module(i << 20, (i << 20) + 0x1000, b"m");
+            }
+            mbi.basic_meminfo(639, 1024);
+        })
+        .unwrap();
+        // Tags at 8 (command line, 16 bytes), 24 (name, 16), then modules of 24 bytes
+        // each at 40, 64 and 88: each string 16 bytes into its tag.
+        let mut want = vec![
+            info.mbi_range(),
+            PhysRange::new(AT + 16, AT + 18),
+            PhysRange::new(AT + 32, AT + 34),
+        ];
+        for (i, tag) in [(1u64, 40), (2, 64), (3, 88)] {
+            want.push(PhysRange::new(i << 20, (i << 20) + 0x1000));
+            want.push(PhysRange::new(AT + tag + 16, AT + tag + 18));
+        }
+        let avoid: Vec<_> = info.avoid_ranges().collect();
+        assert_eq!(avoid, want);
+        assert_eq!(Multiboot2Info::<8, 3>::MAX_AVOID_RANGES, 3 + 2 * 3);
+        assert_eq!(avoid.len(), Multiboot2Info::<8, 3>::MAX_AVOID_RANGES);
+        assert_eq!(
+            <Multiboot2Info<8, 3> as LoaderInfo>::MAX_AVOID_RANGES,
+            avoid.len()
+        );
+    }
+
+    /// What `LoaderInfo` (the view target selection and the boot path take) shows of a
+    /// parsed MBI.
+    fn loader_view<B: LoaderInfo>(
+        boot: &B,
+    ) -> (
+        Vec<MemoryRegion>,
+        Vec<BootModule>,
+        Vec<u8>,
+        bool,
+        PhysRange,
+        Vec<PhysRange>,
+    ) {
+        (
+            boot.memory_map().to_vec(),
+            boot.modules().to_vec(),
+            boot.cmdline().to_vec(),
+            boot.cmdline_truncated(),
+            boot.cmdline_range(),
+            boot.avoid_ranges().collect(),
+        )
+    }
+
+    /// Through `LoaderInfo`, a parsed MBI shows what its own accessors show, for a line
+    /// that fits and for one whose copy is cut.
+    #[test]
+    fn the_loader_info_view_is_the_parsed_mbi() {
+        let mut long = vec![b'y'; CMDLINE_CAPACITY + 10];
+        long.extend_from_slice(b" last");
+        for line in [&b"console=com1 hold"[..], &long] {
+            let info = parse_written::<128, 16>(|mbi| {
+                mbi.cmdline(line)
+                    .module(0x10_0000, 0x10_2000, b"initrd")
+                    .memory_map(24, 0, &regions(&QEMU_3G));
+            })
+            .unwrap();
+            let view = loader_view(&info);
+            let inherent = (
+                info.memory_map().to_vec(),
+                info.modules().to_vec(),
+                info.cmdline().to_vec(),
+                info.cmdline_truncated(),
+                info.cmdline_range(),
+                info.avoid_ranges().collect::<Vec<_>>(),
+            );
+            assert_eq!(view, inherent);
+            // And the pieces are the ones written.
+            assert_eq!(view.0, regions(&QEMU_3G));
+            assert_eq!(view.1[0].range, PhysRange::new(0x10_0000, 0x10_2000));
+            assert_eq!(view.2, &line[..line.len().min(CMDLINE_CAPACITY)]);
+            assert_eq!(view.3, line.len() > CMDLINE_CAPACITY);
+            assert_eq!(
+                view.4,
+                PhysRange::new(AT + 16, AT + 16 + line.len() as u64 + 1)
+            );
+            // The MBI, the command line, the module and its string (no boot loader name).
+            assert_eq!(view.5.len(), 4);
+            assert_eq!(view.5[..3], [info.mbi_range(), view.4, view.1[0].range]);
+        }
+    }
+
+    /// A boot loader name of exactly the capacity is copied whole and not marked cut.
+    #[test]
+    fn a_boot_loader_name_that_fits_is_not_marked_truncated() {
+        let name = vec![b'G'; BOOTLOADER_NAME_CAPACITY];
+        let info = parse_written::<128, 16>(|mbi| {
+            mbi.bootloader_name(&name).basic_meminfo(639, 1024);
+        })
+        .unwrap();
+        assert_eq!(info.bootloader_name(), &name[..]);
+        assert!(!info.bootloader_name_truncated());
     }
 
     proptest::proptest! {

@@ -1609,13 +1609,14 @@ impl FeatureToken<'_> {
 #[derive(Clone, Debug)]
 pub struct FeatureTokens<'a> {
     text: &'a [u8],
-    pos: usize,
+    /// The bytes not yet split: a suffix of `text`.
+    rest: &'a [u8],
 }
 
 impl<'a> FeatureTokens<'a> {
     /// Tokens of `text` (the bytes before the NUL).
     pub fn new(text: &'a [u8]) -> Self {
-        Self { text, pos: 0 }
+        Self { text, rest: text }
     }
 }
 
@@ -1623,18 +1624,25 @@ impl<'a> Iterator for FeatureTokens<'a> {
     type Item = FeatureToken<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
-        let start = self.pos;
-        let bar = rest.iter().take(FEATURE_TOKEN_MAX).position(|&b| b == b'|');
-        let (copied, consumed, cut) = match bar {
-            Some(n) => (n, n + 1, false),
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
+        }
+        let start = self.text.len() - rest.len();
+        let window = rest.get(..FEATURE_TOKEN_MAX).unwrap_or(rest);
+        // Split, not index arithmetic: each token leaves a strictly shorter rest (the window
+        // is never empty, and a `|` is consumed), so the walk always ends.
+        let (token, after, cut) = match window.iter().position(|&b| b == b'|') {
+            Some(n) => {
+                let (token, bar) = rest.split_at_checked(n)?;
+                (token, bar.get(1..)?, false)
+            }
             None => {
-                let n = rest.len().min(FEATURE_TOKEN_MAX);
-                (n, n, n == FEATURE_TOKEN_MAX && rest.len() > n)
+                let (token, after) = rest.split_at_checked(window.len())?;
+                (token, after, !after.is_empty())
             }
         };
-        self.pos = start + consumed;
-        let token = rest.get(..copied).unwrap_or(&[]);
+        self.rest = after;
         let (required, name) = match token.split_first() {
             Some((b'!', name)) => (true, name),
             _ => (false, token),
@@ -2849,5 +2857,777 @@ mod tests {
             FeatureSet(1 << 31 | 1).to_string(),
             "0x80000001 writable_page_tables, bit 31"
         );
+    }
+
+    /// An ELF image written field by field, for the header tests: the ELF header, `data`
+    /// right after it, then the program-header table, then the section-header
+    /// table. Each table entry is `entry_pad` bytes longer than its class's; the padding and
+    /// the fields this module does not read are 0xa5, so a field read at a wrong offset shows.
+    #[derive(Clone)]
+    struct RawElf {
+        class: ElfClass,
+        machine: u16,
+        entry: u64,
+        entry_pad: u16,
+        data: Vec<u8>,
+        phdrs: Vec<ProgramHeader>,
+        shdrs: Vec<SectionHeader>,
+        shstrndx: u16,
+    }
+
+    impl RawElf {
+        fn new(class: ElfClass) -> Self {
+            Self {
+                class,
+                machine: 62,
+                entry: 0x10_0000,
+                entry_pad: 0,
+                data: Vec::new(),
+                phdrs: Vec::new(),
+                shdrs: Vec::new(),
+                shstrndx: 0,
+            }
+        }
+
+        fn is64(&self) -> bool {
+            self.class == ElfClass::Elf64
+        }
+
+        /// File offset of `data`: the ELF header's size (52 or 64 bytes).
+        fn data_at(&self) -> u64 {
+            if self.is64() {
+                64
+            } else {
+                52
+            }
+        }
+
+        /// (e_phoff, e_phentsize, e_shoff, e_shentsize) as `build` lays them out.
+        fn layout(&self) -> (u64, u16, u64, u16) {
+            let (phsize, shsize) = if self.is64() { (56, 64) } else { (32, 40) };
+            let phentsize = phsize + self.entry_pad;
+            let shentsize = shsize + self.entry_pad;
+            let phoff = self.data_at() + self.data.len() as u64;
+            let shoff = phoff + u64::from(phentsize) * self.phdrs.len() as u64;
+            (phoff, phentsize, shoff, shentsize)
+        }
+
+        fn build(&self) -> Vec<u8> {
+            let is64 = self.is64();
+            let w = if is64 { 8 } else { 4 };
+            let (phoff, phentsize, shoff, shentsize) = self.layout();
+            let len = shoff + u64::from(shentsize) * self.shdrs.len() as u64;
+            let mut out = vec![0xa5u8; len as usize];
+            let put = |out: &mut Vec<u8>, at: u64, v: u64, n: usize| {
+                let at = at as usize;
+                out[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+            };
+            out[..16].fill(0);
+            out[..4].copy_from_slice(b"\x7fELF");
+            out[4] = if is64 { 2 } else { 1 };
+            out[5] = 1;
+            out[6] = 1;
+            put(&mut out, 16, 2, 2);
+            put(&mut out, 18, u64::from(self.machine), 2);
+            put(&mut out, 20, 1, 4);
+            put(&mut out, 24, self.entry, w);
+            put(&mut out, 24 + w as u64, phoff, w);
+            put(&mut out, 24 + 2 * w as u64, shoff, w);
+            // e_flags stays 0xa5a5a5a5; then e_ehsize and the table fields.
+            let halves = 28 + 3 * w as u64;
+            for (k, v) in [
+                self.data_at(),
+                u64::from(phentsize),
+                self.phdrs.len() as u64,
+                u64::from(shentsize),
+                self.shdrs.len() as u64,
+                u64::from(self.shstrndx),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                put(&mut out, halves + 2 * k as u64, v, 2);
+            }
+            let data_at = self.data_at() as usize;
+            out[data_at..data_at + self.data.len()].copy_from_slice(&self.data);
+            for (i, ph) in self.phdrs.iter().enumerate() {
+                let at = phoff + u64::from(phentsize) * i as u64;
+                put(&mut out, at, u64::from(ph.p_type), 4);
+                if is64 {
+                    put(&mut out, at + 4, u64::from(ph.flags), 4);
+                    let words = [ph.offset, ph.vaddr, ph.paddr, ph.filesz, ph.memsz, ph.align];
+                    for (k, v) in words.into_iter().enumerate() {
+                        put(&mut out, at + 8 + 8 * k as u64, v, 8);
+                    }
+                } else {
+                    let words = [ph.offset, ph.vaddr, ph.paddr, ph.filesz, ph.memsz];
+                    for (k, v) in words.into_iter().enumerate() {
+                        put(&mut out, at + 4 + 4 * k as u64, v, 4);
+                    }
+                    put(&mut out, at + 24, u64::from(ph.flags), 4);
+                    put(&mut out, at + 28, ph.align, 4);
+                }
+            }
+            for (i, sh) in self.shdrs.iter().enumerate() {
+                let at = shoff + u64::from(shentsize) * i as u64;
+                put(&mut out, at, u64::from(sh.name), 4);
+                put(&mut out, at + 4, u64::from(sh.sh_type), 4);
+                // sh_addr, sh_offset, sh_size follow sh_flags (one word).
+                for (k, v) in [sh.addr, sh.offset, sh.size].into_iter().enumerate() {
+                    put(&mut out, at + 8 + w as u64 * (1 + k as u64), v, w);
+                }
+            }
+            out
+        }
+    }
+
+    /// A program header with every field given (`words`: offset, vaddr, paddr, filesz,
+    /// memsz, align).
+    fn phdr(index: u16, p_type: u32, flags: u32, words: [u64; 6]) -> ProgramHeader {
+        let [offset, vaddr, paddr, filesz, memsz, align] = words;
+        ProgramHeader {
+            index,
+            p_type,
+            flags,
+            offset,
+            vaddr,
+            paddr,
+            filesz,
+            memsz,
+            align,
+        }
+    }
+
+    /// A section header with every field given.
+    fn shdr(
+        index: u16,
+        name: u32,
+        sh_type: u32,
+        addr: u64,
+        offset: u64,
+        size: u64,
+    ) -> SectionHeader {
+        SectionHeader {
+            index,
+            name,
+            sh_type,
+            addr,
+            offset,
+            size,
+        }
+    }
+
+    #[test]
+    fn every_header_field_is_read_from_its_place_in_both_classes() {
+        for class in BOTH {
+            // Every value differs from every other and from the 0xa5 filler, and fits the
+            // class's word.
+            let word = |k: u64| match class {
+                ElfClass::Elf32 => 0x5eed_0000 + 0x101 * k,
+                ElfClass::Elf64 => 0x5eed_0000_0000_0000 + 0x1_0000_0101 * k,
+            };
+            let mut elf = RawElf::new(class);
+            elf.machine = 0x3e3e;
+            elf.entry = word(0);
+            // Entries 8 bytes longer than the class's: each is found at e_phoff + i * e_phentsize.
+            elf.entry_pad = 8;
+            elf.phdrs = vec![
+                phdr(0, PT_LOAD, PF_R | PF_X, [1, 2, 3, 4, 5, 6].map(word)),
+                phdr(1, 0x6474_e551, PF_R | PF_W, [7, 8, 9, 10, 11, 12].map(word)),
+            ];
+            elf.shdrs = vec![
+                shdr(0, 0, 0, 0, 0, 0),
+                shdr(1, 0x0b0b_0b0b, SHT_NOTE, word(13), word(14), word(15)),
+                shdr(2, 0x0c0c_0c0c, 3, word(16), word(17), word(18)),
+            ];
+            let img = elf.build();
+            let image = ElfImage::parse(&img).unwrap();
+            assert_eq!(image.bytes(), &img[..]);
+            assert_eq!(image.class(), class);
+            assert_eq!(
+                (image.machine(), image.entry()),
+                (0x3e3e, word(0)),
+                "{class}"
+            );
+            for ph in &elf.phdrs {
+                assert_eq!(image.program_header(ph.index), Some(*ph), "{class}");
+            }
+            assert_eq!(image.program_header(2), None);
+            assert_eq!(image.program_headers().collect::<Vec<_>>(), elf.phdrs);
+            for sh in &elf.shdrs {
+                assert_eq!(image.section_header(sh.index), Some(*sh), "{class}");
+            }
+            assert_eq!(image.section_header(3), None);
+            assert_eq!(image.section_headers().collect::<Vec<_>>(), elf.shdrs);
+        }
+    }
+
+    #[test]
+    fn section_names_come_from_the_string_table_e_shstrndx_names() {
+        for class in BOTH {
+            let mut elf = RawElf::new(class);
+            // The table is the first 27 bytes: "no-nul" runs to its end, and the NUL after
+            // it in the file is outside the table.
+            elf.data = b"\0.note.Xen\0.shstrtab\0no-nul\0".to_vec();
+            let table_at = elf.data_at();
+            elf.shdrs = vec![
+                shdr(0, 0, 0, 0, 0, 0),
+                shdr(1, 1, SHT_NOTE, 0, 0, 0),
+                shdr(2, 11, 3, 0, table_at, 27),
+                shdr(3, 21, 1, 0, 0, 0),
+                shdr(4, 28, 1, 0, 0, 0),
+            ];
+            elf.shstrndx = 2;
+            let img = elf.build();
+            let image = ElfImage::parse(&img).unwrap();
+            let names: Vec<Option<&[u8]>> = image
+                .section_headers()
+                .map(|s| image.section_name(&s))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    Some(&b""[..]),
+                    Some(b".note.Xen"),
+                    Some(b".shstrtab"),
+                    None,
+                    None
+                ],
+                "{class}"
+            );
+            // e_shstrndx past the section table; a table outside the file; a table too short
+            // to hold the name's NUL: no name.
+            let len = img.len() as u64;
+            for (shstrndx, table) in [(5, (table_at, 27)), (2, (len - 4, 5)), (2, (table_at, 5))] {
+                let mut elf = elf.clone();
+                elf.shstrndx = shstrndx;
+                (elf.shdrs[2].offset, elf.shdrs[2].size) = table;
+                let img = elf.build();
+                let image = ElfImage::parse(&img).unwrap();
+                let section = image.section_header(1).unwrap();
+                assert_eq!(
+                    image.section_name(&section),
+                    None,
+                    "{class} {shstrndx} {table:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_of_only_its_elf_header_parses_and_one_byte_less_does_not() {
+        for (class, need) in [(ElfClass::Elf32, 52u64), (ElfClass::Elf64, 64)] {
+            // No header tables: e_phoff and e_shoff are the file's end, which elf_init allows.
+            let img = RawElf::new(class).build();
+            assert_eq!(img.len() as u64, need);
+            let image = ElfImage::parse(&img).unwrap();
+            assert_eq!(image.notes().count(), 0);
+            assert_eq!(image.xen_summary().unwrap(), XenSummary::default());
+            let short = &img[..img.len() - 1];
+            assert_eq!(
+                ElfImage::parse(short).unwrap_err(),
+                NotesError::TruncatedHeader {
+                    len: need - 1,
+                    need
+                }
+            );
+        }
+    }
+
+    /// The docs' table: libelf reads entries of any size; this reader refuses entries smaller
+    /// than the class's, but only when the table has any.
+    #[test]
+    fn header_table_entries_smaller_than_the_class_s_are_refused_when_there_are_any() {
+        for class in BOTH {
+            let is64 = class == ElfClass::Elf64;
+            let (phsize, shsize) = if is64 { (56u16, 64u16) } else { (32, 40) };
+            let (phentsize_at, shentsize_at) = if is64 { (54, 58) } else { (42, 46) };
+            let mut elf = RawElf::new(class);
+            elf.phdrs = vec![phdr(0, PT_LOAD, PF_R, [0; 6])];
+            elf.shdrs = vec![shdr(0, 0, 0, 0, 0, 0)];
+            let img = elf.build();
+            assert!(ElfImage::parse(&img).is_ok());
+            for (table, at, need) in [
+                (HeaderTable::Program, phentsize_at, phsize),
+                (HeaderTable::Section, shentsize_at, shsize),
+            ] {
+                let mut bad = img.clone();
+                bad[at..at + 2].copy_from_slice(&(need - 1).to_le_bytes());
+                let err = ElfImage::parse(&bad).unwrap_err();
+                assert_eq!(
+                    err,
+                    NotesError::BadEntrySize {
+                        table,
+                        entsize: need - 1,
+                        need
+                    }
+                );
+                assert_eq!(
+                    err.to_string(),
+                    std::format!("{table} entries are {} bytes, fewer than {need}", need - 1)
+                );
+            }
+            // Tables without entries: their entry sizes are not looked at.
+            let mut empty = RawElf::new(class).build();
+            for at in [phentsize_at, shentsize_at] {
+                empty[at..at + 2].copy_from_slice(&0u16.to_le_bytes());
+            }
+            assert!(ElfImage::parse(&empty).is_ok(), "{class}");
+        }
+        assert_eq!(HeaderTable::Program.to_string(), "program-header table");
+        assert_eq!(HeaderTable::Section.to_string(), "section-header table");
+    }
+
+    #[test]
+    fn a_header_table_must_end_within_the_file() {
+        for class in BOTH {
+            let (phsize, shsize) = if class == ElfClass::Elf64 {
+                (56, 64)
+            } else {
+                (32, 40)
+            };
+            // Only a program-header table, ending at the file's end: it fits.
+            let mut elf = RawElf::new(class);
+            elf.phdrs = vec![phdr(0, PT_LOAD, PF_R, [0; 6])];
+            let img = elf.build();
+            let (phoff, ..) = elf.layout();
+            assert_eq!(phoff + phsize, img.len() as u64);
+            assert!(ElfImage::parse(&img).is_ok());
+            // One byte less: the table passes the end.
+            let short = &img[..img.len() - 1];
+            assert_eq!(
+                ElfImage::parse(short).unwrap_err(),
+                NotesError::TableOutOfBounds {
+                    table: HeaderTable::Program,
+                    offset: phoff,
+                    count: 1,
+                    entsize: phsize as u16,
+                    len: img.len() as u64 - 1,
+                }
+            );
+            // The same for a section-header table.
+            let mut elf = RawElf::new(class);
+            elf.shdrs = vec![shdr(0, 0, 0, 0, 0, 0)];
+            let img = elf.build();
+            let (_, _, shoff, _) = elf.layout();
+            assert_eq!(shoff + shsize, img.len() as u64);
+            assert!(ElfImage::parse(&img).is_ok());
+            let short = &img[..img.len() - 1];
+            let err = ElfImage::parse(short).unwrap_err();
+            assert_eq!(
+                err,
+                NotesError::TableOutOfBounds {
+                    table: HeaderTable::Section,
+                    offset: shoff,
+                    count: 1,
+                    entsize: shsize as u16,
+                    len: img.len() as u64 - 1,
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                std::format!(
+                    "section-header table at offset {shoff:#x} (1 entries of {shsize} bytes) does not fit in the {}-byte file",
+                    img.len() - 1
+                )
+            );
+        }
+        // The docs' table: an end wrapping past 2^64 (2^64 - 56 + 56) is refused, where
+        // libelf's uint64_t sum passes.
+        let mut elf = RawElf::new(ElfClass::Elf64);
+        elf.phdrs = vec![phdr(0, PT_LOAD, PF_R, [0; 6])];
+        let mut img = elf.build();
+        let phoff = u64::MAX - 55;
+        img[32..40].copy_from_slice(&phoff.to_le_bytes());
+        assert_eq!(
+            ElfImage::parse(&img).unwrap_err(),
+            NotesError::TableOutOfBounds {
+                table: HeaderTable::Program,
+                offset: phoff,
+                count: 1,
+                entsize: 56,
+                len: img.len() as u64,
+            }
+        );
+    }
+
+    #[test]
+    fn only_pt_note_segments_and_sht_note_sections_inside_the_file_are_walked() {
+        let entry = xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes());
+        for class in BOTH {
+            // Code (a PT_LOAD at a non-zero offset, as linkers lay it out), then the notes.
+            let mut elf = RawElf::new(class);
+            let code = [0x90u8; 16];
+            elf.data = [&code[..], &entry].concat();
+            let at = elf.data_at();
+            let (code_len, n) = (code.len() as u64, entry.len() as u64);
+            elf.phdrs = vec![
+                phdr(
+                    0,
+                    PT_LOAD,
+                    PF_R | PF_X,
+                    [at, 0x10_0000, 0x10_0000, code_len, code_len, 16],
+                ),
+                phdr(1, PT_NOTE, PF_R, [at + code_len, 0, 0, n, n, 4]),
+            ];
+            let img = elf.build();
+            let len = img.len() as u64;
+            let image = ElfImage::parse(&img).unwrap();
+            let sources: Vec<NoteSource> = image.notes().map(|n| n.unwrap().source()).collect();
+            assert_eq!(sources, [NoteSource::Segment(1)], "{class}");
+            assert_eq!(summary(&img).unwrap().phys32_entry, Some(0x10_0000));
+            // The PT_NOTE running one byte past the file's end (not wrapping): refused.
+            elf.phdrs[1].filesz = len - (at + code_len) + 1;
+            assert_eq!(
+                summary(&elf.build()).unwrap_err(),
+                NotesError::RegionOutOfBounds {
+                    source: NoteSource::Segment(1),
+                    offset: at + code_len,
+                    size: len - (at + code_len) + 1,
+                    len,
+                }
+            );
+            // The same notes in an SHT_NOTE section (no PT_NOTE): read, and refused one byte
+            // longer.
+            elf.phdrs.truncate(1);
+            elf.shdrs = vec![
+                shdr(0, 0, 0, 0, 0, 0),
+                shdr(1, 0, SHT_NOTE, 0, at + code_len, n),
+            ];
+            let img = elf.build();
+            let len = img.len() as u64;
+            let sources: Vec<NoteSource> = ElfImage::parse(&img)
+                .unwrap()
+                .notes()
+                .map(|n| n.unwrap().source())
+                .collect();
+            assert_eq!(sources, [NoteSource::Section(1)], "{class}");
+            elf.shdrs[1].size = len - (at + code_len) + 1;
+            let err = summary(&elf.build()).unwrap_err();
+            assert_eq!(
+                err,
+                NotesError::RegionOutOfBounds {
+                    source: NoteSource::Section(1),
+                    offset: at + code_len,
+                    size: len - (at + code_len) + 1,
+                    len,
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                std::format!(
+                    "SHT_NOTE section 1 at offset {:#x} of {:#x} bytes does not fit in the {len}-byte file",
+                    at + code_len,
+                    len - (at + code_len) + 1
+                )
+            );
+        }
+    }
+
+    /// The note segment of an `Elf` image (its first PT_NOTE).
+    fn note_segment(image: &ElfImage<'_>) -> ProgramHeader {
+        image
+            .program_headers()
+            .find(|p| p.p_type == PT_NOTE)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_note_s_fields_are_those_its_header_gives() {
+        for class in BOTH {
+            let gnu = note(b"GNU", 3, &[0xab; 20]);
+            let img = Elf::new(class)
+                .segment(&[gnu, xen(XenNoteType::GuestOs, b"linux\0")])
+                .build();
+            let image = ElfImage::parse(&img).unwrap();
+            let p = note_segment(&image);
+            let notes: Vec<Note> = image.notes().map(Result::unwrap).collect();
+            let n = notes[0];
+            assert_eq!(
+                (n.index(), n.source(), n.offset()),
+                (0, NoteSource::Segment(p.index), p.offset)
+            );
+            assert_eq!((n.name_field(), n.owner()), (&b"GNU\0"[..], &b"GNU"[..]));
+            assert_eq!((n.n_type(), n.descsz(), n.desc()), (3, 20, &[0xab; 20][..]));
+            assert!(!n.is_xen());
+            // The tail: the descriptor and the rest of the segment (the Xen note).
+            let end = (p.offset + p.filesz) as usize;
+            assert_eq!(n.tail(), &img[p.offset as usize + 16..end]);
+            let x = notes[1];
+            assert_eq!((x.index(), x.offset()), (1, p.offset + 36));
+            assert_eq!((x.name_field(), x.n_type()), (&b"Xen\0"[..], 6));
+            assert_eq!((x.desc(), x.tail()), (&b"linux\0"[..], &img[end - 8..end]));
+            assert!(x.is_xen());
+        }
+    }
+
+    /// The docs' table: a note running past its segment is refused, even where the file goes
+    /// on (libelf steps by the sizes alone and reads on).
+    #[test]
+    fn a_note_running_past_its_segment_is_truncated_though_the_file_goes_on() {
+        for class in BOTH {
+            // A PHYS32_ENTRY whose header says 8 descriptor bytes where its segment holds 4;
+            // the section's note follows in the file.
+            let mut long = xen(XenNoteType::Phys32Entry, &1u32.to_le_bytes());
+            long[4..8].copy_from_slice(&8u32.to_le_bytes());
+            let img = Elf::new(class)
+                .segment(&[long])
+                .section(&[xen(XenNoteType::GuestOs, b"linux\0")])
+                .build();
+            let image = ElfImage::parse(&img).unwrap();
+            let p = note_segment(&image);
+            let err = NotesError::TruncatedNote {
+                index: 0,
+                source: NoteSource::Segment(p.index),
+                offset: p.offset,
+                need: 12 + 4 + 8,
+                available: 20,
+            };
+            assert_eq!(image.notes().next(), Some(Err(err)));
+            assert_eq!(image.xen_summary(), Err(err));
+        }
+    }
+
+    /// The docs' table: a string's NUL is looked for up to its segment's end (libelf reads on
+    /// through the file).
+    #[test]
+    fn a_string_s_nul_is_looked_for_only_up_to_the_end_of_its_segment() {
+        for class in BOTH {
+            // "linu" ends the segment; the section's note header (zero bytes) follows.
+            let loader = xen(XenNoteType::Loader, b"generic\0");
+            let img = Elf::new(class)
+                .segment(&[loader.clone(), xen(XenNoteType::GuestOs, b"linu")])
+                .section(&[xen(XenNoteType::GuestOs, b"linux\0")])
+                .build();
+            let image = ElfImage::parse(&img).unwrap();
+            let p = note_segment(&image);
+            assert_eq!(
+                image.xen_summary(),
+                Err(NotesError::UnterminatedString {
+                    index: 1,
+                    offset: p.offset + loader.len() as u64,
+                    note_type: XenNoteType::GuestOs,
+                })
+            );
+            // MAX_STRING_LEN bytes without a NUL, up to the segment's end: unterminated too.
+            // One more (then the zero padding): libelf's "excessively long", skipped.
+            for (len, want) in [
+                (
+                    MAX_STRING_LEN,
+                    Err(NotesError::UnterminatedString {
+                        index: 0,
+                        offset: p.offset,
+                        note_type: XenNoteType::Loader,
+                    }),
+                ),
+                (MAX_STRING_LEN + 1, Ok(XenValue::StringTooLong)),
+            ] {
+                let img = Elf::new(class)
+                    .segment(&[xen(XenNoteType::Loader, &vec![b'a'; len])])
+                    .section(&[xen(XenNoteType::GuestOs, b"linux\0")])
+                    .build();
+                let image = ElfImage::parse(&img).unwrap();
+                assert_eq!(note_segment(&image).offset, p.offset);
+                let first = image.xen_notes().next().unwrap();
+                assert_eq!(first.map(|n| n.value()), want, "{class} {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_note_of_only_a_header_at_the_end_of_its_segment_is_a_note() {
+        for class in BOTH {
+            let bare = raw_note(b"", 7, b"");
+            assert_eq!(bare.len(), 12);
+            let img = Elf::new(class)
+                .segment(&[
+                    xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes()),
+                    bare,
+                ])
+                .build();
+            let image = ElfImage::parse(&img).unwrap();
+            let notes: Vec<Note> = image.notes().map(Result::unwrap).collect();
+            assert_eq!(notes.len(), 2, "{class}");
+            let n = notes[1];
+            assert_eq!((n.index(), n.n_type(), n.descsz()), (1, 7, 0));
+            assert_eq!(
+                (n.name_field(), n.desc(), n.tail()),
+                (&[][..], &[][..], &[][..])
+            );
+            let s = image.xen_summary().unwrap();
+            assert_eq!((s.xen_notes, s.phys32_entry), (1, Some(0x10_0000)));
+            assert_eq!(s.short_tail, None);
+        }
+    }
+
+    /// The docs' table: 1 to 11 bytes after a region's last note count as one note (libelf
+    /// walks them as one); the first such tail is kept.
+    #[test]
+    fn bytes_too_few_for_a_header_count_as_one_note_and_the_first_such_tail_is_kept() {
+        let guest = xen(XenNoteType::GuestOs, b"linux\0");
+        let entry = xen(XenNoteType::Phys32Entry, &0x10_0000u32.to_le_bytes());
+        let img = Elf::new(ElfClass::Elf64)
+            .segment(&[guest.clone(), vec![0; 4]])
+            .segment(&[entry, vec![0; 8]])
+            .build();
+        let image = ElfImage::parse(&img).unwrap();
+        let segments: Vec<ProgramHeader> = image
+            .program_headers()
+            .filter(|p| p.p_type == PT_NOTE)
+            .collect();
+        let mut walk = image.notes();
+        let notes: Vec<(u32, NoteSource)> = walk
+            .by_ref()
+            .map(|n| n.map(|n| (n.index(), n.source())).unwrap())
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                (0, NoteSource::Segment(segments[0].index)),
+                (2, NoteSource::Segment(segments[1].index))
+            ]
+        );
+        assert_eq!(
+            walk.short_tail(),
+            Some(ShortTail {
+                source: NoteSource::Segment(segments[0].index),
+                offset: segments[0].offset + guest.len() as u64,
+                len: 4,
+            })
+        );
+    }
+
+    /// The docs' table: an entry exactly at `p_paddr + p_memsz` is outside the segment
+    /// (libelf's check is off by one).
+    #[test]
+    fn a_segment_holds_the_physical_addresses_from_its_start_up_to_its_end_exclusive() {
+        let seg = |paddr, memsz| phdr(0, PT_LOAD, PF_R, [0, 0, paddr, 0, memsz, 0x1000]);
+        let cases = [
+            (seg(0x10_0000, 0x2000), 0xf_ffff, false),
+            (seg(0x10_0000, 0x2000), 0x10_0000, true),
+            (seg(0x10_0000, 0x2000), 0x10_1fff, true),
+            (seg(0x10_0000, 0x2000), 0x10_2000, false),
+            (seg(0x10_0000, 0x2000), 0, false),
+            (seg(0x10_0000, 0x2000), u64::MAX, false),
+            // Empty: holds nothing, not even its start.
+            (seg(0x10_0000, 0), 0x10_0000, false),
+            // Passing 2^64: ends there.
+            (seg(u64::MAX - 0xfff, 0x2000), u64::MAX - 0x1000, false),
+            (seg(u64::MAX - 0xfff, 0x2000), u64::MAX - 0xfff, true),
+            (seg(u64::MAX - 0xfff, 0x2000), u64::MAX, true),
+            (seg(u64::MAX - 0xfff, 0x2000), 0, false),
+        ];
+        for (p, paddr, inside) in cases {
+            assert_eq!(
+                p.contains_paddr(paddr),
+                inside,
+                "{:#x}+{:#x}: {paddr:#x}",
+                p.paddr,
+                p.memsz
+            );
+        }
+        // In an image: only loadable segments count, the first that holds the address.
+        let mut elf = RawElf::new(ElfClass::Elf64);
+        elf.phdrs = vec![
+            phdr(0, PT_NOTE, PF_R, [0, 0, 0x20_0000, 0, 0x1000, 4]),
+            phdr(
+                1,
+                PT_LOAD,
+                PF_R | PF_X,
+                [0, 0x10_0000, 0x10_0000, 0, 0x1000, 0x1000],
+            ),
+            phdr(
+                2,
+                PT_LOAD,
+                PF_W,
+                [0, 0x30_0000, 0x30_0000, 0, 0x1000, 0x1000],
+            ),
+            phdr(
+                3,
+                PT_LOAD,
+                PF_R,
+                [0, 0x30_0000, 0x30_0000, 0, 0x1000, 0x1000],
+            ),
+        ];
+        let img = elf.build();
+        let image = ElfImage::parse(&img).unwrap();
+        let found = |paddr| image.load_segment_at_paddr(paddr).map(|p| p.index);
+        assert_eq!(found(0x20_0000), None);
+        assert_eq!(found(0x10_0fff), Some(1));
+        assert_eq!(found(0x30_0800), Some(2));
+        assert_eq!(found(0x40_0000), None);
+        assert!(!image.program_header(0).unwrap().is_loadable());
+    }
+
+    #[test]
+    fn a_feature_set_holds_exactly_its_bits() {
+        let set = FeatureSet(1 << 31 | 1 << 11 | 1);
+        for bit in 0..32 {
+            assert_eq!(set.contains(bit), [0, 11, 31].contains(&bit), "bit {bit}");
+        }
+        // Bits past 31 are in no set (and no shift overflows).
+        for bit in [32, 33, u32::MAX] {
+            assert!(!FeatureSet(u32::MAX).contains(bit), "bit {bit}");
+        }
+        assert!(FeatureSet(0).is_empty());
+        assert!(!set.is_empty());
+        assert!(!FeatureSet(1 << 31).is_empty());
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [
+                (0, Some("writable_page_tables")),
+                (11, Some("dom0")),
+                (31, None)
+            ]
+        );
+        assert_eq!(FeatureSet(0).iter().count(), 0);
+    }
+
+    #[test]
+    fn names_and_bytes_are_shown_escaped() {
+        assert_eq!(ElfClass::Elf32.to_string(), "ELF32");
+        assert_eq!(ElfClass::Elf64.to_string(), "ELF64");
+        assert_eq!(NoteSource::Section(3).to_string(), "SHT_NOTE section 3");
+        assert_eq!(XenNoteType::Phys32Entry.to_string(), "PHYS32_ENTRY");
+        // Printable ASCII and the space as they are, anything else as \xNN.
+        let bytes = b"a b~\x00\x1f\x7f\xff";
+        let shown = r"a b~\x00\x1f\x7f\xff";
+        assert_eq!(Escaped(bytes).to_string(), shown);
+        assert_eq!(
+            std::format!("{:?}", Escaped(bytes)),
+            std::format!("\"{shown}\"")
+        );
+        // A feature name in an error, as libelf read it.
+        let name = features("dom0|!a b\x01").unwrap_err();
+        assert_eq!(name.as_bytes(), b"a b\x01");
+        assert_eq!(name.to_string(), r"a b\x01");
+        assert_eq!(std::format!("{name:?}"), r#""a b\x01""#);
+    }
+
+    #[test]
+    fn a_last_feature_token_of_exactly_63_bytes_is_whole() {
+        let token = |start, name, required, cut| FeatureToken {
+            start,
+            name,
+            required,
+            cut,
+        };
+        let x63 = "x".repeat(63);
+        let tokens: Vec<FeatureToken> = FeatureTokens::new(x63.as_bytes()).collect();
+        assert_eq!(tokens, [token(0, x63.as_bytes(), false, false)]);
+        // 64 bytes: cut at 63, the last byte a token of its own.
+        let x64 = "x".repeat(64);
+        let tokens: Vec<FeatureToken> = FeatureTokens::new(x64.as_bytes()).collect();
+        assert_eq!(
+            tokens,
+            [
+                token(0, x63.as_bytes(), false, true),
+                token(63, b"x", false, false)
+            ]
+        );
+        // `!` and 62 bytes: 63 in all, whole, required.
+        let required = ["!", &"x".repeat(62)].concat();
+        let tokens: Vec<FeatureToken> = FeatureTokens::new(required.as_bytes()).collect();
+        assert_eq!(tokens, [token(0, &x63.as_bytes()[..62], true, false)]);
     }
 }

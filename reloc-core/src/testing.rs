@@ -178,8 +178,9 @@ impl<'a> PhysWriter<'a> {
                 .words
                 .get_mut(usize::try_from(offset / 8).map_err(|_| out_of_room)?)
                 .ok_or(out_of_room)?;
-            let shift = (offset % 8) * 8;
-            *word = (*word & !(0xff << shift)) | (u64::from(byte) << shift);
+            let mut word_bytes = word.to_le_bytes();
+            word_bytes[(offset % 8) as usize] = byte;
+            *word = u64::from_le_bytes(word_bytes);
         }
         Ok(())
     }
@@ -563,6 +564,11 @@ impl<'w, 'a> MbiWriter<'w, 'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
+    use std::string::ToString;
+    use std::vec;
+
     use super::*;
 
     #[test]
@@ -610,5 +616,468 @@ mod tests {
             .end()
             .unwrap_err();
         assert!(matches!(err, WriteError::OutOfRoom { .. }), "{err}");
+    }
+
+    /// The buffer's bytes, little-endian, as physical memory from `base` holds them.
+    fn bytes_of(memory: &[u64]) -> std::vec::Vec<u8> {
+        memory.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// Reads little-endian fields at physical addresses of a buffer from `base`.
+    struct Image {
+        bytes: std::vec::Vec<u8>,
+        base: u64,
+    }
+
+    impl Image {
+        fn new(memory: &[u64], base: u64) -> Self {
+            Self {
+                bytes: bytes_of(memory),
+                base,
+            }
+        }
+        fn at(&self, paddr: u64, len: usize) -> &[u8] {
+            let start = usize::try_from(paddr - self.base).unwrap();
+            &self.bytes[start..start + len]
+        }
+        fn u32(&self, paddr: u64) -> u32 {
+            u32::from_le_bytes(self.at(paddr, 4).try_into().unwrap())
+        }
+        fn u64(&self, paddr: u64) -> u64 {
+            u64::from_le_bytes(self.at(paddr, 8).try_into().unwrap())
+        }
+        /// The NUL-terminated string at `paddr`, without its NUL.
+        fn cstr(&self, paddr: u64) -> &[u8] {
+            let rest = self.at(paddr, self.bytes.len() - (paddr - self.base) as usize);
+            &rest[..rest.iter().position(|&b| b == 0).unwrap()]
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_past_what_is_pushed_and_nothing_else_moves_it() {
+        let mut memory = [0u64; 8];
+        let mut w = PhysWriter::new(&mut memory, 0x1000);
+        assert_eq!(w.window(), PhysRange::new(0x1000, 0x1040));
+        assert_eq!(w.cursor(), 0x1000);
+        assert_eq!(w.push(&[1, 2, 3]), Ok(0x1000));
+        assert_eq!(w.cursor(), 0x1003);
+        assert_eq!(w.push_cstr(b"ab"), Ok(0x1003));
+        assert_eq!(w.cursor(), 0x1006);
+        assert_eq!(w.align(8), 0x1008);
+        assert_eq!(w.cursor(), 0x1008);
+        assert_eq!(w.align(8), 0x1008);
+        w.write_u64(0x1030, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(w.cursor(), 0x1008);
+        w.set_cursor(0x1021);
+        assert_eq!(w.cursor(), 0x1021);
+        assert_eq!(w.push(&[0xcc]), Ok(0x1021));
+        assert_eq!(w.cursor(), 0x1022);
+        let image = Image::new(&memory, 0x1000);
+        assert_eq!(image.at(0x1000, 6), [1, 2, 3, b'a', b'b', 0]);
+        assert_eq!(image.at(0x1020, 3), [0, 0xcc, 0]);
+        assert_eq!(image.u64(0x1030), 0x1122_3344_5566_7788);
+    }
+
+    /// A write that does not fit in the window is refused whole: no byte of it lands,
+    /// neither the part inside the window nor anything below it. An empty write fits
+    /// anywhere.
+    #[test]
+    fn a_write_that_does_not_fit_changes_nothing() {
+        let mut memory = [0u64; 4];
+        let window = PhysRange::new(0x1000, 0x1020);
+        let mut w = PhysWriter::new(&mut memory, 0x1000);
+        for (paddr, len) in [
+            (0x101e, 4),
+            (0xffe, 4),
+            (0x1020, 1),
+            (0x800, 1),
+            (0x1000, 0x21),
+        ] {
+            assert_eq!(
+                w.write_bytes(paddr, &vec![0xaa; len]),
+                Err(WriteError::OutOfRoom {
+                    paddr,
+                    len: len as u64,
+                    window
+                }),
+                "{len} at {paddr:#x}"
+            );
+        }
+        assert_eq!(w.write_bytes(0x5000, &[]), Ok(()));
+        assert_eq!(w.write_bytes(0x101c, &[0xbb; 4]), Ok(()));
+        assert_eq!(memory, [0, 0, 0, 0xbbbb_bbbb << 32]);
+    }
+
+    #[test]
+    fn write_errors_say_what_did_not_fit() {
+        let cases = [
+            (
+                WriteError::OutOfRoom {
+                    paddr: 0x1021,
+                    len: 4,
+                    window: PhysRange::new(0x1000, 0x1020),
+                },
+                "4 bytes at 0x1021 do not fit in the buffer's window [0x1000, 0x1020)",
+            ),
+            (
+                WriteError::Above4GiB { paddr: 1 << 32 },
+                "structure at 0x100000000 is out of %ebx's reach (4 GiB)",
+            ),
+            (
+                WriteError::TooLong { len: 1 << 32 },
+                "length 4294967296 does not fit in a u32",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    /// `hvm_start_info` as Xen's `public/arch-x86/hvm/start_info.h` lays it out: magic at
+    /// 0, version 4, flags 8, nr_modules 12, modlist_paddr 16, cmdline_paddr 24,
+    /// rsdp_paddr 32, memmap_paddr 40, memmap_entries 48 (56 bytes in version 1); module
+    /// entries of 32 bytes (paddr, size, cmdline_paddr, reserved), memory-map entries of
+    /// 24 (addr, size, type, reserved). The writer's order: start info, memory map, module
+    /// list, command line, module command lines.
+    #[test]
+    #[cfg(feature = "hvm")]
+    fn the_pvh_start_info_is_laid_out_as_start_info_h_says() {
+        let map = [
+            MemoryRegion {
+                start: 0,
+                len: 0x9fc00,
+                kind: 1,
+            },
+            MemoryRegion {
+                start: 0x10_0000,
+                len: 0x7f0_0000,
+                kind: 2,
+            },
+        ];
+        let modules = [
+            PvhModule {
+                paddr: 0x40_0000,
+                size: 0x1234,
+                cmdline: Some(b"initrd"),
+            },
+            PvhModule {
+                paddr: 0x50_0000,
+                size: 0x10,
+                cmdline: None,
+            },
+            PvhModule {
+                paddr: 0x60_0000,
+                size: 0x2000,
+                cmdline: Some(b"xsm"),
+            },
+        ];
+        let mut memory = [0u64; 0x200 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x1000);
+        w.set_cursor(0x1004);
+        let ebx = PvhStartInfo {
+            version: 1,
+            flags: 0x5,
+            rsdp_paddr: 0xf_e000,
+            memory_map: &map,
+            modules: &modules,
+            cmdline: Some(b"console=ttyS0"),
+        }
+        .write(&mut w)
+        .unwrap();
+        // 8-aligned from 0x1004; the map after the 56 bytes, the list after the map's 48.
+        let (si, memmap, modlist) = (0x1008, 0x1040, 0x1070);
+        // The strings after the list's 96 bytes: 14, 7 and 4 bytes with their NULs.
+        let (cmdline, initrd, xsm) = (0x10d0, 0x10de, 0x10e5);
+        assert_eq!(ebx, si);
+        assert_eq!(w.cursor(), 0x10e9);
+        let image = Image::new(&memory, 0x1000);
+        let si = u64::from(si);
+        assert_eq!(image.u32(si), 0x336e_c578);
+        assert_eq!(image.u32(si + 4), 1);
+        assert_eq!(image.u32(si + 8), 0x5);
+        assert_eq!(image.u32(si + 12), 3);
+        assert_eq!(image.u64(si + 16), modlist);
+        assert_eq!(image.u64(si + 24), cmdline);
+        assert_eq!(image.u64(si + 32), 0xf_e000);
+        assert_eq!(image.u64(si + 40), memmap);
+        assert_eq!(image.u32(si + 48), 2);
+        assert_eq!(image.u32(si + 52), 0);
+        for (i, region) in (0u64..).zip(&map) {
+            let entry = memmap + i * 24;
+            assert_eq!(image.u64(entry), region.start);
+            assert_eq!(image.u64(entry + 8), region.len);
+            assert_eq!(image.u32(entry + 16), region.kind);
+            assert_eq!(image.u32(entry + 20), 0);
+        }
+        for (i, (module, string)) in (0u64..).zip(modules.iter().zip([initrd, 0, xsm])) {
+            let entry = modlist + i * 32;
+            assert_eq!(image.u64(entry), module.paddr);
+            assert_eq!(image.u64(entry + 8), module.size);
+            assert_eq!(image.u64(entry + 16), string);
+            assert_eq!(image.u64(entry + 24), 0);
+            if let Some(line) = module.cmdline {
+                assert_eq!(image.cstr(string), line);
+            }
+        }
+        assert_eq!(image.cstr(cmdline), b"console=ttyS0");
+    }
+
+    /// Version 0 is 40 bytes, without memmap_paddr and memmap_entries: what follows it
+    /// starts at +40. Absent tables and strings have address 0.
+    #[test]
+    #[cfg(feature = "hvm")]
+    fn a_version_0_start_info_is_40_bytes_and_absent_pieces_have_address_0() {
+        let mut memory = [0xffff_ffff_ffff_ffffu64; 0x100 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x2000);
+        let ebx = PvhStartInfo {
+            version: 0,
+            cmdline: Some(b"v0"),
+            ..PvhStartInfo::new(&[])
+        }
+        .write(&mut w)
+        .unwrap();
+        assert_eq!(ebx, 0x2000);
+        assert_eq!(w.cursor(), 0x2000 + 40 + 3);
+        let image = Image::new(&memory, 0x2000);
+        assert_eq!(image.u32(0x2004), 0);
+        assert_eq!(image.u32(0x200c), 0);
+        assert_eq!(image.u64(0x2010), 0);
+        assert_eq!(image.u64(0x2018), 0x2028);
+        assert_eq!(image.cstr(0x2028), b"v0");
+        // Version 1 with nothing but the header: 56 bytes, every address 0.
+        let mut memory = [0xffff_ffff_ffff_ffffu64; 0x100 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x2000);
+        PvhStartInfo::new(&[]).write(&mut w).unwrap();
+        assert_eq!(w.cursor(), 0x2000 + 56);
+        let image = Image::new(&memory, 0x2000);
+        for field in [0x10, 0x18, 0x20, 0x28] {
+            assert_eq!(image.u64(0x2000 + field), 0, "field at {field:#x}");
+        }
+        assert_eq!(image.u32(0x2030), 0);
+        assert_eq!(image.u32(0x2034), 0);
+    }
+
+    /// Every `MbiWriter` tag that rust-osdev's builder also writes (command line, boot
+    /// loader name, modules, basic meminfo, memory map, EFI memory map), byte for byte,
+    /// from an unaligned cursor; `start` and `next_offset` say where the MBI and its next
+    /// tag are.
+    #[test]
+    #[cfg(feature = "multiboot2")]
+    fn the_mbi_writer_writes_every_tag_as_the_crate_builder_does() {
+        use ::multiboot2::{
+            BasicMemoryInfoTag, BootLoaderNameTag, Builder, CommandLineTag, EFIMemoryAreaType,
+            EFIMemoryAttribute, EFIMemoryDesc, EFIMemoryMapTag, MaybeDynSized, MemoryArea,
+            MemoryAreaType, MemoryMapTag, ModuleTag,
+        };
+        let map = [
+            MemoryRegion {
+                start: 0,
+                len: 0x9fc00,
+                kind: 1,
+            },
+            MemoryRegion {
+                start: 0x10_0000,
+                len: 0xbfee_0000,
+                kind: 1,
+            },
+            MemoryRegion {
+                start: 0xfffc_0000,
+                len: 0x4_0000,
+                kind: 2,
+            },
+        ];
+        let descriptors = [
+            EfiMemoryDescriptor {
+                kind: 7,
+                physical_start: 0x10_0000,
+                virtual_start: 0x1234_5000,
+                number_of_pages: 0x700,
+                attribute: 0xf,
+            },
+            EfiMemoryDescriptor {
+                kind: 11,
+                physical_start: 0xffc0_0000,
+                virtual_start: 0,
+                number_of_pages: 0x400,
+                attribute: (1 << 63) | 1,
+            },
+        ];
+        let theirs = Builder::new()
+            .cmdline(CommandLineTag::new("console=com1"))
+            .bootloader(BootLoaderNameTag::new("GRUB 2.12"))
+            .add_module(ModuleTag::new(0x20_0000, 0x20_1234, "initrd"))
+            .add_module(ModuleTag::new(0x30_0000, 0x30_0010, ""))
+            .meminfo(BasicMemoryInfoTag::new(639, 0x1fc00))
+            .mmap(MemoryMapTag::new(&map.map(|r| {
+                MemoryArea::new(r.start, r.len, MemoryAreaType::from(r.kind))
+            })))
+            .efi_mmap(EFIMemoryMapTag::new_from_descs(&descriptors.map(|d| {
+                EFIMemoryDesc {
+                    ty: EFIMemoryAreaType(d.kind),
+                    padding: 0,
+                    phys_start: d.physical_start,
+                    virt_start: d.virtual_start,
+                    page_count: d.number_of_pages,
+                    att: EFIMemoryAttribute::from_bits_retain(d.attribute),
+                }
+            })))
+            .build()
+            .as_bytes()
+            .to_vec();
+
+        let mut memory = [0u64; 0x200 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x1000);
+        w.set_cursor(0x1003);
+        let mut mbi = MbiWriter::begin(&mut w);
+        assert_eq!(mbi.start(), 0x1008);
+        assert_eq!(mbi.next_offset(), 8);
+        mbi.cmdline(b"console=com1");
+        // 8 + 13 bytes, padded: the next tag at 8 + 24.
+        assert_eq!(mbi.next_offset(), 32);
+        mbi.bootloader_name(b"GRUB 2.12")
+            .module(0x20_0000, 0x20_1234, b"initrd")
+            .module(0x30_0000, 0x30_0010, b"")
+            .basic_meminfo(639, 0x1fc00)
+            .memory_map(24, 0, &map)
+            .efi_memory_map(40, 1, &descriptors);
+        assert_eq!(mbi.start(), 0x1008);
+        let ebx = mbi.end().unwrap();
+        assert_eq!(ebx, 0x1008);
+        assert_eq!(w.cursor(), 0x1008 + theirs.len() as u64);
+        let ours = Image::new(&memory, 0x1000);
+        assert_eq!(ours.at(0x1008, theirs.len()), &theirs[..]);
+    }
+
+    /// Memory-map entries (and EFI descriptors) are `entry_size` bytes: the fields, then
+    /// 0xee up to the size, or the fields' first bytes when the size is smaller; the tag's
+    /// size counts the entries at that size.
+    #[test]
+    #[cfg(feature = "multiboot2")]
+    fn map_entries_take_the_size_the_tag_declares() {
+        let region = MemoryRegion {
+            start: 0x1122_3344_5566_7788,
+            len: 0x99aa_bbcc_ddee_ff00,
+            kind: 0x0403_0201,
+        };
+        let fields: std::vec::Vec<u8> = [
+            &region.start.to_le_bytes()[..],
+            &region.len.to_le_bytes(),
+            &region.kind.to_le_bytes(),
+            &[0; 4],
+        ]
+        .concat();
+        for entry_size in [16u32, 24, 32] {
+            let mut memory = [0u64; 0x100 / 8];
+            let mut w = PhysWriter::new(&mut memory, 0);
+            let mut mbi = MbiWriter::begin(&mut w);
+            mbi.memory_map(entry_size, 7, &[region, region]);
+            let end_tag = mbi.next_offset();
+            mbi.end().unwrap();
+            let image = Image::new(&memory, 0);
+            let size = 16 + 2 * entry_size;
+            assert_eq!(image.u32(8), 6);
+            assert_eq!(image.u32(12), size);
+            assert_eq!(image.u32(16), entry_size);
+            assert_eq!(image.u32(20), 7);
+            let mut entry = fields.clone();
+            entry.resize(entry_size as usize, 0xee);
+            for i in 0..2 {
+                assert_eq!(
+                    image.at(24 + u64::from(i * entry_size), entry_size as usize),
+                    &entry[..]
+                );
+            }
+            assert_eq!(end_tag, 8 + size.next_multiple_of(8));
+            assert_eq!(image.u32(u64::from(end_tag)), 0);
+            assert_eq!(image.u32(u64::from(end_tag) + 4), 8);
+            assert_eq!(image.u32(0), end_tag + 8);
+        }
+        let descriptor = EfiMemoryDescriptor {
+            kind: 7,
+            physical_start: 0x10_0000,
+            virtual_start: 0x20_0000,
+            number_of_pages: 3,
+            attribute: 0xf,
+        };
+        for descriptor_size in [32u32, 48] {
+            let mut memory = [0u64; 0x100 / 8];
+            let mut w = PhysWriter::new(&mut memory, 0);
+            MbiWriter::begin(&mut w)
+                .efi_memory_map(descriptor_size, 1, &[descriptor])
+                .end()
+                .unwrap();
+            let image = Image::new(&memory, 0);
+            assert_eq!(image.u32(8), 17);
+            assert_eq!(image.u32(12), 16 + descriptor_size);
+            assert_eq!(image.u32(16), descriptor_size);
+            let mut bytes = descriptor.to_bytes().to_vec();
+            bytes.resize(descriptor_size as usize, 0xee);
+            assert_eq!(image.at(24, descriptor_size as usize), &bytes[..]);
+        }
+    }
+
+    /// `raw_tag` writes the size it is given, `tag` the payload's; `finish` leaves the end
+    /// tag out and `finish_with_total_size` writes the total it is given.
+    #[test]
+    #[cfg(feature = "multiboot2")]
+    fn raw_tags_and_totals_are_written_as_given() {
+        let mut memory = [0u64; 0x100 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x3000);
+        let ebx = MbiWriter::begin(&mut w)
+            .raw_tag(0x99, 0x1000, &[1, 2, 3])
+            .tag(0x98, &[4, 5, 6, 7, 8])
+            .finish()
+            .unwrap();
+        assert_eq!(ebx, 0x3000);
+        let image = Image::new(&memory, 0x3000);
+        // The header, the raw tag padded to 16, the 13-byte tag.
+        assert_eq!(image.u32(0x3000), 8 + 16 + 13);
+        assert_eq!(image.u32(0x3008), 0x99);
+        assert_eq!(image.u32(0x300c), 0x1000);
+        assert_eq!(image.at(0x3010, 3), [1, 2, 3]);
+        assert_eq!(image.u32(0x3018), 0x98);
+        assert_eq!(image.u32(0x301c), 13);
+        assert_eq!(image.at(0x3020, 5), [4, 5, 6, 7, 8]);
+        // Nothing after the last tag: no end tag.
+        assert_eq!(image.at(0x3025, 16), [0; 16]);
+
+        let mut memory = [0u64; 0x100 / 8];
+        let mut w = PhysWriter::new(&mut memory, 0x3000);
+        let ebx = MbiWriter::begin(&mut w)
+            .basic_meminfo(1, 2)
+            .finish_with_total_size(0xdead)
+            .unwrap();
+        assert_eq!(ebx, 0x3000);
+        let image = Image::new(&memory, 0x3000);
+        assert_eq!(image.u32(0x3000), 0xdead);
+        assert_eq!(
+            image.at(0x3008, 16),
+            [4, 0, 0, 0, 16, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]
+        );
+    }
+
+    /// Once a tag does not fit, the error returned is that first one, though later tags
+    /// (and the end tag) do not fit either.
+    #[test]
+    #[cfg(feature = "multiboot2")]
+    fn the_first_tag_that_does_not_fit_is_the_error() {
+        let mut memory = [0u64; 0x20 / 8];
+        let window = PhysRange::new(0x1000, 0x1020);
+        let mut w = PhysWriter::new(&mut memory, 0x1000);
+        let err = MbiWriter::begin(&mut w)
+            .basic_meminfo(1, 2)
+            // Its header fits at 0x1018; its string, at 0x1020, does not.
+            .cmdline(b"too long")
+            .module(1, 2, b"m")
+            .end()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            WriteError::OutOfRoom {
+                paddr: 0x1020,
+                len: 8,
+                window
+            }
+        );
     }
 }

@@ -104,6 +104,7 @@ fn stack_is_re_copied_to_its_alias_in_the_copy() {
         v.wrapping_add(params.stack_copy_offset()),
         dm.virt_of(new_phys).unwrap()
     );
+    assert_eq!(params.stack_bottom(), va(STACK.0));
     assert_eq!(params.stack_top(), va(STACK.1));
     assert_eq!(params.plan().new_top_table(), plan.new_top_table());
 }
@@ -128,7 +129,13 @@ fn image_start_two_mib_off_is_a_layout_mismatch() {
             found: Some(pa(NEW_BASE + 2 * MIB)),
         }
     );
-    assert!(err.to_string().contains("0x2000000"), "{err}");
+    // The message names where the image start must go and where it would go instead.
+    let text = err.to_string();
+    assert!(
+        text.contains("must translate to 0x2000000 in the copy")
+            && text.ends_with(", but would translate to 0x2200000"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -339,13 +346,20 @@ fn stack_partly_unmapped_by_the_image_map_is_refused() {
         XEN_VIRT_START + 4 * MIB - 0x1000,
         XEN_VIRT_START + 4 * MIB + 0x1000,
     );
+    let err = f.params(&plan, &layout(stack)).unwrap_err();
     assert_eq!(
-        f.params(&plan, &layout(stack)).unwrap_err(),
+        err,
         SwitchError::StackMismatch {
             virt: va(XEN_VIRT_START + 4 * MIB),
             expected: pa(NEW_BASE + 4 * MIB),
             found: None,
         }
+    );
+    // The message says there is no translation at all.
+    let text = err.to_string();
+    assert!(
+        text.ends_with(", but is not mapped by the validated tables"),
+        "{text}"
     );
 }
 
@@ -398,6 +412,13 @@ fn directmap_alias_crossing_the_canonical_hole_is_refused() {
         window: PhysRange::new(0, MEM),
     };
     assert!(f.params_with(&plan, below_hole, &layout(STACK)).is_ok());
+    // So is a directmap in the upper half, where bare-metal kernels put it (boot-stub's at
+    // 0xffff800000000000): both aliases lie wholly in that half.
+    let upper_half = DirectMapLayout {
+        virt_start: va(0xffff_8000_0000_0000),
+        window: PhysRange::new(0, MEM),
+    };
+    assert!(f.params_with(&plan, upper_half, &layout(STACK)).is_ok());
     assert!(f.mem == before, "SwitchParams::new wrote memory");
 }
 
