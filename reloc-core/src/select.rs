@@ -206,7 +206,13 @@ where
                 .map(|r| r.start)
                 .filter(|&s| s > at)
                 .fold(ram_end, u64::min);
-            at = cut; // > at: the walk climbs and ends at u64::MAX at the latest.
+            // `cut > at` (an entry holding `at` ends above it), so the walk climbs and ends
+            // at u64::MAX at the latest. Stopping when it does not climb keeps that true
+            // whatever the ranges say.
+            if cut <= at {
+                break;
+            }
+            at = cut;
         }
         at
     }
