@@ -238,7 +238,13 @@ where
                 .map(|r| r.end)
                 .filter(|&e| e <= below)
                 .fold(ram_start, u64::max);
-            at = cut; // <= below: the walk descends and ends at 0 at the latest.
+            // `cut <= below` (an entry holding `below` starts at or below it), so the walk
+            // descends and ends at 0 at the latest. Stopping when it does not descend keeps
+            // that true whatever the ranges say.
+            if cut >= at {
+                break;
+            }
+            at = cut;
         }
         at
     }
