@@ -2281,6 +2281,20 @@ mod tests {
             ),
             (0x20_0000, 0, 0xffff_ffff)
         );
+        // Values a note gives are kept, not replaced by the defaults.
+        let given = Phys32Reloc {
+            align: Some(0x40_0000),
+            min: Some(0x100_0000),
+            max: Some(0x7fff_ffff),
+        };
+        assert_eq!(
+            (
+                given.align_or_default(),
+                given.min_or_default(),
+                given.max_or_default()
+            ),
+            (0x40_0000, 0x100_0000, 0x7fff_ffff)
+        );
         // A later, shorter note keeps the earlier values it does not give.
         let img = Elf::new(ElfClass::Elf64)
             .segment(&[

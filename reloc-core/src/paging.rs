@@ -410,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn a_1_gib_leaf_is_read_at_1_gib_granularity() {
+        // 1 GiB leaf at 0xc000_0000 with PAT (bit 12), NX and G: the frame is 1 GiB aligned
+        // and the size 1 GiB (written out, not through SIZE_1G, so the constant is checked
+        // too). Bits 13..30 are reserved in a 1 GiB leaf: one set there is misaligned.
+        let e = Entry(0x8000_0000_c000_1000 | 0x1e3);
+        assert_eq!(
+            e.decode(Level::L3, mp(46)),
+            Ok(EntryKind::Leaf {
+                frame: 0xc000_0000,
+                size: 1 << 30
+            })
+        );
+        for reserved in [13, 21, 29] {
+            assert_eq!(
+                Entry(0xc000_0000 | (1 << reserved) | 0xe3).decode(Level::L3, mp(46)),
+                Err(Malformed::MisalignedHugeLeaf),
+                "bit {reserved}"
+            );
+        }
+    }
+
+    #[test]
     fn l1_bit7_is_pat_not_ps() {
         let e = Entry(0x1234_5000 | 0x80 | 0x3);
         assert_eq!(

@@ -32,7 +32,7 @@
 //!   and runs each (default: all) for N seconds (default 60) from the checked-in seeds,
 //!   installing cargo-fuzz when missing. Any crash, timeout, leak or out-of-memory fails it.
 //!   Details in `fuzz/README.md`.
-//! - `cargo xtask mutants [--in-diff FILE | --since REV] [--jobs N] [--max-mutants N]`:
+//! - `cargo xtask mutants [--in-diff FILE | --since REV] [--iterate] [--jobs N] [--max-mutants N]`:
 //!   mutation testing of reloc-core with cargo-mutants (installed when missing): prints
 //!   caught / missed / timeout / unviable, the score and the wall time, and fails on any
 //!   missed or timed-out mutant. The whole crate takes about an hour on 2 cores; `--in-diff`
@@ -103,6 +103,9 @@ enum Task {
         /// Test at most this many, sampling a shard of a larger set (chosen by the commit).
         #[arg(long, value_name = "N")]
         max_mutants: Option<usize>,
+        /// Re-test only the mutants the previous run did not catch (cargo-mutants --iterate).
+        #[arg(long)]
+        iterate: bool,
     },
 }
 
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             since,
             jobs,
             max_mutants,
+            iterate,
         } => mutants::run(&mutants::Options {
             selection: match (in_diff, since) {
                 (Some(diff), _) => mutants::Selection::InDiff(diff),
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             },
             jobs,
             max_mutants,
+            iterate,
         }),
     };
     match result {

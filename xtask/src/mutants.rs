@@ -12,6 +12,9 @@
 //! lines, for use before a commit; CI runs `--since HEAD^` with a mutant cap
 //! ([`CI_MAX_MUTANTS`]).
 //!
+//! `--iterate` re-tests only the mutants the previous run (in the same output directory) did
+//! not catch, for the round of adding tests after a full run.
+//!
 //! The run's files stay in `target/mutants/mutants.out/` (`missed.txt`, `caught.txt`,
 //! `outcomes.json`, a log per mutant in `log/`). It fails when any mutant is missed or times
 //! out.
@@ -56,6 +59,9 @@ pub struct Options {
     /// Test at most this many mutants; more are sampled with `--shard` (the shard chosen by
     /// the current commit, so successive commits sample different mutants).
     pub max_mutants: Option<usize>,
+    /// Re-test only what the previous run in `target/mutants` did not catch (cargo-mutants
+    /// `--iterate`): after adding tests for its misses, without re-running the rest.
+    pub iterate: bool,
 }
 
 /// What one run found, counted from cargo-mutants' `*.txt` outcome files.
@@ -92,6 +98,7 @@ pub fn run_for_ci() -> Result<(), Error> {
         selection: Selection::Since("HEAD^".to_owned()),
         jobs: 2,
         max_mutants: Some(CI_MAX_MUTANTS),
+        iterate: false,
     })
 }
 
@@ -165,6 +172,9 @@ pub fn run(options: &Options) -> Result<(), Error> {
     if let Some(shard) = &shard {
         mutants.args(["--shard", shard]);
     }
+    if options.iterate {
+        mutants.arg("--iterate");
+    }
     step(&describe(&mutants));
     // cargo-mutants exits 2 when a mutant is missed and 3 on timeouts: the counts below say
     // which, so its status is only checked for the failures it alone can report (a build
@@ -177,6 +187,13 @@ pub fn run(options: &Options) -> Result<(), Error> {
     let counts = read_counts(&results)?;
     let took = start.elapsed();
     report(&counts, took, shard.as_deref());
+    if options.iterate {
+        let earlier = read_lines(&results.join("previously_caught.txt"))?.len();
+        step(&format!(
+            "mutants: --iterate: {earlier} more were caught or unviable in earlier runs and not \
+             re-tested (previously_caught.txt)"
+        ));
+    }
     for (kind, file) in [("missed", "missed.txt"), ("timeout", "timeout.txt")] {
         for line in read_lines(&results.join(file))? {
             println!("  {kind}: {line}");
