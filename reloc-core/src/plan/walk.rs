@@ -366,8 +366,8 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         }
     }
 
-    /// A table with a level reached but not yet scanned: the first in discovery order, its
-    /// highest such level. Every record before `scan_from` is fully scanned, so the search
+    /// A table with a level reached but not yet scanned, now marked scanned at that level:
+    /// the first in discovery order, its highest such level. Every record before `scan_from` is fully scanned, so the search
     /// starts there.
     fn next_unscanned(&mut self) -> Option<(usize, Level)> {
         let count = self.table_count;
@@ -379,7 +379,13 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
             .skip(self.scan_from)
             .find_map(|(i, r)| Some((i, r.reached.minus(r.scanned).highest()?)));
         self.scan_from = found.map_or(count, |(i, _)| i);
-        found
+        let (index, level) = found?;
+        // Marked scanned here, as it is handed out, not by `scan`: each pair is handed out
+        // once, so the walk ends whatever a scan does.
+        if let Some(record) = self.tables.get_mut(index) {
+            record.scanned = record.scanned.with(level);
+        }
+        Some((index, level))
     }
 
     /// Checks every entry of table `index` read at `level`, reaches its children and marks
@@ -391,11 +397,9 @@ impl<const MAX_TABLES: usize> Plan<MAX_TABLES> {
         level: Level,
         request: &RelocationRequest<'_>,
     ) -> Result<(), PlanError> {
-        let Some(slot) = self.tables.get_mut(index) else {
+        let Some(table) = self.tables.get(index).map(|slot| slot.addr) else {
             return Ok(());
         };
-        slot.scanned = slot.scanned.with(level);
-        let table = slot.addr;
         match mem.table(table) {
             Some(entries) => self.scan_entries(mem, index, level, entries, request),
             None => self.scan_snapshot(mem, index, level, request),
