@@ -18,7 +18,7 @@ pub const PLAIN_LEAF_FLAGS: u64 = 0xe3;
 /// Pointer-entry flags: present, writable, accessed.
 pub const TABLE_FLAGS: u64 = 0x23;
 /// Boot stack size. The boot information and the plan live in statics (built in place), so
-/// the relocation path needs 1,320 bytes (the `stack:` line, release, measured on PVH, GRUB
+/// the relocation path needs 1,336 bytes (the `stack:` line, release, measured on PVH, GRUB
 /// and OVMF, la57 and the 8 KiB command line included; `tests/tests/stack.rs`) and the whole
 /// boot, checks included, about 3.5 KiB; it was 51 KiB while both were stack values.
 /// 256 KiB is a wide margin for debug builds. There is no guard page (the image is mapped
